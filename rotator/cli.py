@@ -1,0 +1,590 @@
+"""The `rotator` command (typer and rich). Exit codes: 0 all succeeded; 1 a rotation failed (rolled back, or
+stuck); 2 bad usage or config. Every command that a script would read has --json.
+
+`store get` is the one command that ever prints a secret value.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rotator import logs
+from rotator.config import Config, load_config
+from rotator.engine.runner import RunOutcome, describe
+from rotator.errors import ConfigError, PlanBusy, RotatorError
+from rotator.model import RunRecord, RunState, Stage, Trigger
+from rotator.workspace import Workspace, operator_name
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="rotator",
+    help="Rotate database passwords, cloud keys and API keys: create, stage, test, promote, revoke.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+store_app = typer.Typer(help="Seed or read a secret in a store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="ROTATOR_CONFIG",
+        help="Config file (default ./rotator.toml).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+LogLevelOption = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {logs.scrub(message)}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn the project's errors into a message and an exit code, never a traceback."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except RotatorError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; run `rotator resume` to finish or roll back what was in flight", 1)
+    except Exception as exc:
+        _fail(f"unexpected {describe(exc)}", 1)
+
+
+def _setup_logs(level: str, *, json_logs: bool | None = None) -> None:
+    try:
+        logs.configure(json=json_logs, level=level)
+    except KeyError:
+        _fail(f"--log-level: unknown level {level!r}; use debug, info, warning or error", 2)
+
+
+def _workspace(config_path: Path | None) -> Workspace:
+    return Workspace(load_config(config_path))
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _age(value: datetime | None, now: datetime) -> str:
+    if value is None:
+        return "-"
+    seconds = int((now - value).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# -- init, validate -------------------------------------------------------------------------------------------
+
+
+@app.command()
+def init(config: ConfigOption = None, json_output: JsonOption = False) -> None:
+    """Create state_dir (0700), the local store's key (0600) and the journal."""
+    from rotator.local_store import KEY_FILE_NAME, LocalStoreOptions, create_key_file
+
+    with _errors():
+        cfg = load_config(config)
+        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cfg.state_dir.chmod(0o700)
+        created: list[str] = []
+        names = {plan.store for plan in cfg.plans} | set(cfg.model.stores)
+        for name in sorted(names):
+            component = cfg.store_config(name)
+            if component.type != "local":
+                continue
+            options = LocalStoreOptions.model_validate(component.options)
+            if options.key_env:
+                continue
+            key_path = cfg.setup(name).path(options.key_file) if options.key_file else cfg.state_dir / KEY_FILE_NAME
+            if create_key_file(key_path):
+                created.append(str(key_path))
+        workspace = Workspace(cfg)
+        workspace.journal  # noqa: B018 - opening it creates the file and its tables
+        journal_where = cfg.model.rotator.journal or str(cfg.state_dir / "journal.db")
+        workspace.close()
+        if json_output:
+            _emit_json({"state_dir": str(cfg.state_dir), "keys_created": created, "journal": journal_where})
+            return
+        out.print(f"state directory: {cfg.state_dir}")
+        for path in created:
+            out.print(f"created local store key: {path} (mode 0600; back it up: without it the store is unreadable)")
+        out.print(f"journal: {journal_where}")
+
+
+@app.command()
+def validate(config: ConfigOption = None, json_output: JsonOption = False) -> None:
+    """Check the config: every error names the file, the key and the fix (exit 2)."""
+    with _errors():
+        cfg = load_config(config)
+        workspace = Workspace(cfg)
+        workspace.check_components()
+        summary = {
+            "config": str(cfg.path),
+            "ok": True,
+            "plans": len(cfg.plans),
+            "stores": sorted(cfg.model.stores),
+            "notifiers": sorted(cfg.model.notifiers),
+            "warnings": list(cfg.warnings),
+        }
+        if json_output:
+            _emit_json(summary)
+            return
+        for warning in cfg.warnings:
+            err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        out.print(
+            f"{cfg.path}: ok ({len(cfg.plans)} plans, {len(cfg.model.stores)} stores, "
+            f"{len(cfg.model.notifiers)} notifiers)",
+            highlight=False,
+        )
+
+
+# -- store put / get ------------------------------------------------------------------------------------------
+
+
+StoreOption = Annotated[str, typer.Option("--store", "-s", help="Store name from the config.")]
+
+
+@store_app.command("put")
+def store_put(
+    secret: Annotated[str, typer.Argument(help="Secret name in the store.")],
+    file: Annotated[Path, typer.Option("--file", "-f", help="JSON object to store as CURRENT ('-' for stdin).")],
+    store: StoreOption = "local",
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Seed or replace a secret: the file's JSON object becomes its CURRENT version."""
+    with _errors():
+        try:
+            text = sys.stdin.read() if str(file) == "-" else file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {file}: {exc.strerror}", key="--file", fix="check the path") from None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{file} is not JSON ({exc.msg}, line {exc.lineno})",
+                key="--file",
+                fix="the file must hold one JSON object",
+            ) from None
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{file} holds JSON but not an object",
+                key="--file",
+                fix='write an object such as {"username": "...", "password": "..."}',
+            )
+        workspace = _workspace(config)
+        credential = workspace.store(store).put_current(secret, value)
+        workspace.close()
+        if json_output:
+            _emit_json({"secret": secret, "store": store, "version": credential.version_id, "stage": "CURRENT"})
+        else:
+            out.print(f"stored {secret} in {store} as CURRENT (version {credential.version_id})", highlight=False)
+
+
+@store_app.command("get")
+def store_get(
+    secret: Annotated[str, typer.Argument(help="Secret name in the store.")],
+    stage: Annotated[Stage, typer.Option("--stage", case_sensitive=False, help="Which version.")] = Stage.CURRENT,
+    store: StoreOption = "local",
+    config: ConfigOption = None,
+) -> None:
+    """Print a secret's JSON value on stdout (the one command that shows a secret)."""
+    with _errors():
+        workspace = _workspace(config)
+        credential = workspace.store(store).get(secret, stage)
+        workspace.close()
+        if credential is None:
+            _fail(f"{secret} has no {stage.value} version in store {store}", 1)
+        sys.stdout.write(json.dumps(dict(credential.value), indent=2) + "\n")
+
+
+# -- status, history ------------------------------------------------------------------------------------------
+
+
+def _next_due(workspace: Workspace, plan_id: str, last: RunRecord | None, now: datetime) -> datetime | None:
+    from rotator.scheduler import next_due
+
+    plan = workspace.config.plan(plan_id)
+    return next_due(plan.parsed_schedule, last.started_at if last else None, now)
+
+
+@app.command()
+def status(config: ConfigOption = None, json_output: JsonOption = False) -> None:
+    """Every plan: last rotation, result, next due, credential age, run in progress."""
+    with _errors():
+        workspace = _workspace(config)
+        journal = workspace.journal
+        now = datetime.now(UTC)
+        rows: list[dict[str, Any]] = []
+        for plan in workspace.config.plans:
+            latest = journal.runs(plan.id, limit=1)
+            last = latest[0] if latest else None
+            success = journal.last_success(plan.id)
+            lease = journal.lease_of(plan.id)
+            due = _next_due(workspace, plan.id, success, now)
+            awaiting = [r for r in journal.runs_in_state(RunState.AWAITING_REVOKE) if r.plan_id == plan.id]
+            rows.append(
+                {
+                    "plan": plan.id,
+                    "plugin": plan.plugin.type,
+                    "store": plan.store,
+                    "secret": plan.secret,
+                    "schedule": plan.schedule,
+                    "last_run": last.started_at if last else None,
+                    "last_result": last.state.value if last else None,
+                    "last_error": last.error if last else None,
+                    "last_rotated": success.started_at if success else None,
+                    "credential_age_seconds": int((now - success.started_at).total_seconds()) if success else None,
+                    "next_due": due,
+                    "overdue": bool(due and due <= now),
+                    "in_progress": f"{lease.host} pid {lease.pid}" if lease else None,
+                    "revoke_due": awaiting[0].revoke_due_at if awaiting else None,
+                    "tags": list(plan.tags),
+                }
+            )
+        workspace.close()
+        if json_output:
+            _emit_json(rows)
+            return
+        table = Table(title="rotation plans", title_justify="left")
+        for column in (
+            "plan",
+            "plugin",
+            "schedule",
+            "last rotated",
+            "age",
+            "last result",
+            "next due",
+            "revoke due",
+            "in progress",
+        ):
+            table.add_column(column)
+        for row in rows:
+            result = row["last_result"] or "never"
+            style = {
+                "succeeded": "green",
+                "awaiting_revoke": "green",
+                "rolled_back": "red",
+                "stuck": "bold red",
+                "running": "yellow",
+                "rolling_back": "yellow",
+            }.get(result, "")
+            table.add_row(
+                row["plan"],
+                row["plugin"],
+                row["schedule"],
+                _when(row["last_rotated"]),
+                _age(row["last_rotated"], now),
+                f"[{style}]{result}[/]" if style else result,
+                ("[red]overdue[/] " if row["overdue"] else "") + _when(row["next_due"])
+                if row["schedule"] != "manual"
+                else "manual",
+                _when(row["revoke_due"]),
+                row["in_progress"] or "-",
+            )
+        out.print(table)
+
+
+@app.command()
+def history(
+    plan: Annotated[str | None, typer.Argument(help="Only this plan.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Past runs, newest first: step timings, outcome, trigger, reason, operator."""
+    with _errors():
+        workspace = _workspace(config)
+        if plan is not None:
+            workspace.config.plan(plan)
+        runs = workspace.journal.runs(plan, limit=limit)
+        workspace.close()
+        if json_output:
+            _emit_json([_run_dict(r) for r in runs])
+            return
+        table = Table(title="rotation history", title_justify="left")
+        for column in (
+            "started (UTC)",
+            "plan",
+            "run",
+            "outcome",
+            "trigger",
+            "operator",
+            "steps (s)",
+            "reason / error",
+        ):
+            table.add_column(column, overflow="fold")
+        for run in runs:
+            steps = " ".join(
+                f"{'↩' if s.action == 'rollback' else ''}{s.step.value}"
+                f"{'✗' if s.status == 'failed' else ''}"
+                f"{'=' + format((s.ended_at - s.started_at).total_seconds(), '.3f') if s.ended_at else '…'}"
+                for s in run.steps
+            )
+            text = " / ".join(x for x in (run.reason, run.error) if x) or "-"
+            table.add_row(
+                _when(run.started_at),
+                run.plan_id,
+                run.run_id[:8],
+                run.state.value,
+                run.trigger.value,
+                run.operator or "-",
+                steps,
+                text,
+            )
+        out.print(table)
+
+
+def _run_dict(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "plan": run.plan_id,
+        "state": run.state.value,
+        "trigger": run.trigger.value,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "reason": run.reason,
+        "operator": run.operator,
+        "error": run.error,
+        "version": run.version_id,
+        "previous_version": run.previous_version_id,
+        "revoke_due_at": run.revoke_due_at,
+        "steps": [
+            {
+                "step": s.step.value,
+                "action": s.action,
+                "status": s.status,
+                "started_at": s.started_at,
+                "seconds": (s.ended_at - s.started_at).total_seconds() if s.ended_at else None,
+                "error": s.error,
+            }
+            for s in run.steps
+        ],
+    }
+
+
+# -- rotate-now, resume ---------------------------------------------------------------------------------------
+
+
+def _parallel(
+    items: list[T],
+    work: Callable[[T], RunOutcome],
+    concurrency: int,
+    label: str,
+    show_progress: bool,
+    name: Callable[[T], str],
+) -> list[RunOutcome]:
+    """Run `work` over `items` in threads; each item isolated (one failure never stops the others)."""
+    outcomes: list[RunOutcome] = []
+
+    def isolated(item: T) -> RunOutcome:
+        try:
+            return work(item)
+        except PlanBusy as exc:
+            return RunOutcome(name(item), "busy", error=str(exc))
+        except Exception as exc:
+            return RunOutcome(name(item), "error", error=describe(exc))
+
+    progress = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        disable=not show_progress,
+        transient=False,
+    )
+    with progress, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        task = progress.add_task("", total=len(items))
+        futures = {pool.submit(isolated, item): item for item in items}
+        for future in as_completed(futures):
+            outcome = future.result()
+            outcomes.append(outcome)
+            progress.update(task, advance=1, description=f"{outcome.plan_id}: {outcome.outcome}")
+    order = {name(item): index for index, item in enumerate(items)}
+    return sorted(outcomes, key=lambda o: order.get(o.plan_id, 0))
+
+
+def _summary(outcomes: list[RunOutcome], title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in ("plan", "outcome", "run", "revoked old", "seconds", "error / notes"):
+        table.add_column(column, overflow="fold")
+    for o in outcomes:
+        style = "green" if o.ok else "red"
+        table.add_row(
+            o.plan_id,
+            f"[{style}]{o.outcome}[/]",
+            (o.run_id or "-")[:8],
+            "yes" if o.revoked else "-",
+            f"{sum(o.step_seconds.values()):.2f}" if o.step_seconds else "-",
+            "; ".join(x for x in [o.error or "", *o.notes] if x) or "-",
+        )
+    out.print(table)
+    failed = sum(1 for o in outcomes if not o.ok)
+    out.print(f"{len(outcomes) - failed} succeeded, {failed} failed", highlight=False)
+
+
+@app.command("rotate-now")
+def rotate_now(
+    plans: Annotated[list[str] | None, typer.Argument(help="Plan ids to rotate.", show_default=False)] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Rotate every plan with this tag.")] = None,
+    all_plans: Annotated[bool, typer.Option("--all", help="Rotate every enabled plan.")] = False,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-j", min=1, max=256, help="Plans rotated at once.")
+    ] = None,
+    revoke_old: Annotated[
+        str,
+        typer.Option(
+            "--revoke-old",
+            help="'now' revokes the old credential right after "
+            "promote (suspected leak); 'grace' waits for the plan's grace.",
+        ),
+    ] = "grace",
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the history).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check every plan could rotate; change nothing.")] = False,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+    log_level: LogLevelOption = "warning",
+) -> None:
+    """Rotate plans now, in parallel, with a progress bar and a summary (exit 1 if any failed)."""
+    _setup_logs(log_level)
+    with _errors():
+        if revoke_old not in ("now", "grace"):
+            raise ConfigError(f"unknown value {revoke_old!r}", key="--revoke-old", fix="use 'now' or 'grace'")
+        if not plans and not tag and not all_plans:
+            raise ConfigError("no plans chosen", key="rotate-now", fix="name plans, or use --tag T or --all")
+        workspace = _workspace(config)
+        chosen = workspace.select(plans or [], tag or [], all_plans)
+        bound = [workspace.bind(plan) for plan in chosen]  # every plan's components load before any rotation
+        runner = workspace.runner()
+        operator = operator_name()
+        if dry_run:
+            work: Callable[[Any], RunOutcome] = runner.dry_run
+        else:
+
+            def work(bp: Any) -> RunOutcome:
+                return runner.rotate(
+                    bp,
+                    trigger=Trigger.MANUAL,
+                    reason=reason,
+                    operator=operator,
+                    revoke_old_now=revoke_old == "now",
+                )
+
+        outcomes = _parallel(
+            bound,
+            work,
+            concurrency or workspace.config.model.rotator.concurrency,
+            "dry run" if dry_run else "rotating",
+            show_progress=not json_output and err.is_terminal,
+            name=lambda bp: bp.plan_id,
+        )
+        workspace.close()
+        if json_output:
+            _emit_json(
+                {
+                    "dry_run": dry_run,
+                    "results": [o.as_dict() for o in outcomes],
+                    "succeeded": sum(o.ok for o in outcomes),
+                    "failed": sum(not o.ok for o in outcomes),
+                }
+            )
+        else:
+            _summary(outcomes, "dry run" if dry_run else "rotation summary")
+        if not all(o.ok for o in outcomes):
+            raise typer.Exit(1)
+
+
+@app.command()
+def resume(
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-j", min=1, max=256)] = None,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+    log_level: LogLevelOption = "warning",
+) -> None:
+    """Finish or roll back every interrupted run, and revoke what is due."""
+    _setup_logs(log_level)
+    with _errors():
+        workspace = _workspace(config)
+        bound = [workspace.bind(plan) for plan in workspace.config.plans]
+        runner = workspace.runner()
+
+        def settle(bp: Any) -> RunOutcome:
+            results = runner.resume(bp)
+            if not results:
+                return RunOutcome(bp.plan_id, "nothing-to-do")
+            worst = next((r for r in results if not r.ok), results[-1])
+            worst.notes.extend(f"{r.run_id or '-'}: {r.outcome}" for r in results if r is not worst)
+            return worst
+
+        outcomes = _parallel(
+            bound,
+            settle,
+            concurrency or workspace.config.model.rotator.concurrency,
+            "resuming",
+            show_progress=not json_output and err.is_terminal,
+            name=lambda bp: bp.plan_id,
+        )
+        workspace.close()
+        if json_output:
+            _emit_json({"results": [o.as_dict() for o in outcomes]})
+        else:
+            _summary([o for o in outcomes if o.outcome != "nothing-to-do"] or outcomes, "resume summary")
+        if not all(o.ok for o in outcomes):
+            raise typer.Exit(1)
+
+
+@app.command()
+def daemon(
+    config: ConfigOption = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", help="Overrides rotator.log_level.")] = None,
+    json_logs: Annotated[
+        bool | None,
+        typer.Option("--json-logs/--console-logs", help="Default: JSON unless stderr is a terminal."),
+    ] = None,
+) -> None:
+    """The long-running service: fires due plans, sweeps due revokes, resumes interrupted runs at start."""
+    from rotator.daemon import run_daemon
+
+    with _errors():
+        cfg: Config = load_config(config)
+        _setup_logs(log_level or cfg.model.rotator.log_level, json_logs=json_logs)
+        raise typer.Exit(run_daemon(cfg))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,381 @@
+"""The TOML config -> validated models. Every error names the file, the key and the fix (exit 2).
+
+Components are tables `{type = "name", ...options}`. A plan's plugin is `plugin = "name"` or
+`plugin = {type = "name", ...options}`. Values that are secrets are never written inline: they are `env:VAR`
+or `file:PATH` references (see rotator.components); an inline one is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rotator.components import SECRET_REF_PREFIXES, ComponentSetup
+from rotator.errors import ConfigError
+from rotator.model import PasswordPolicy
+from rotator.schedules import SCHEDULE_FIX, Schedule, Window, parse_duration, parse_schedule, parse_window
+
+DEFAULT_CONFIG = "rotator.toml"
+_PLAN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Option names that hold a secret when their value is a string. Names ending in these suffixes point to one.
+_SECRET_OPTION = re.compile(r"(pass(word)?|secret|token|api_?key|signing_key|private_key|client_secret|auth)$", re.I)
+_POINTER_SUFFIXES = ("_env", "_file", "_path", "_id", "_arn", "_name", "_header", "_ref", "_url")
+_LOCAL_STORE_NAME = "local"
+
+# Fixes shown with pydantic's errors, by the key that failed.
+_FIXES = {
+    "schedule": SCHEDULE_FIX,
+    "window": 'use "HH:MM-HH:MM" in UTC, e.g. "02:00-04:00"',
+    "grace": 'use a duration such as "1h", "30m", "2d" or "0"',
+    "id": "use letters, digits, '.', '_' and '-' (up to 128), starting with a letter or digit",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RotatorSection(_Strict):
+    state_dir: str = "state"
+    journal: str | None = None  # None: SQLite in state_dir; "postgresql://..." for several daemons
+    plans_dir: str | None = None
+    lease_seconds: float = Field(default=600, gt=5)
+    step_timeout: float = Field(default=120, gt=0)
+    log_level: str = "info"
+    concurrency: int = Field(default=8, ge=1, le=256)
+    revoke_sweep_seconds: float = Field(default=30, gt=0)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("log_level must be debug, info, warning or error")
+        return value.lower()
+
+
+class ComponentConfig(BaseModel):
+    """`{type = "name", ...options}`: options are validated by the component itself when it is built."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class PasswordPolicyConfig(_Strict):
+    length: int = Field(default=32, ge=12, le=4096)
+    exclude_characters: str = ":/@\"'\\"
+    require_each_included_type: bool = True
+    exclude_lowercase: bool = False
+    exclude_uppercase: bool = False
+    exclude_numbers: bool = False
+    exclude_punctuation: bool = False
+
+    def policy(self) -> PasswordPolicy:
+        return PasswordPolicy(**self.model_dump())
+
+
+class PlanConfig(_Strict):
+    id: str
+    plugin: ComponentConfig
+    store: str = _LOCAL_STORE_NAME
+    secret: str
+    schedule: str = "manual"
+    window: str | None = None
+    strategy: str = "single-user"
+    grace: timedelta = timedelta(hours=1)
+    tags: tuple[str, ...] = ()
+    notify: tuple[str, ...] = ()
+    password_policy: PasswordPolicyConfig = PasswordPolicyConfig()
+    enabled: bool = True
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _PLAN_ID.match(value):
+            raise ValueError(f"bad plan id {value!r}")
+        return value
+
+    @field_validator("plugin", mode="before")
+    @classmethod
+    def _plugin(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_window(value)
+        return value
+
+    @field_validator("grace", mode="before")
+    @classmethod
+    def _grace(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, (str, int, float)) else value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the secret name is empty")
+        return value
+
+    @property
+    def parsed_schedule(self) -> Schedule:
+        return parse_schedule(self.schedule)
+
+    @property
+    def parsed_window(self) -> Window | None:
+        return parse_window(self.window) if self.window else None
+
+
+class ConfigModel(_Strict):
+    rotator: RotatorSection = RotatorSection()
+    stores: dict[str, ComponentConfig] = {}
+    notifiers: dict[str, ComponentConfig] = {}
+    plans: tuple[PlanConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _references(self) -> ConfigModel:
+        seen: set[str] = set()
+        for plan in self.plans:
+            if plan.id in seen:
+                raise ValueError(f"plan id {plan.id!r} is used twice")
+            seen.add(plan.id)
+        return self
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded, validated config, with where it came from (paths in it are relative to its file)."""
+
+    model: ConfigModel
+    path: Path
+    warnings: tuple[str, ...] = ()
+    plan_files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def config_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def state_dir(self) -> Path:
+        path = Path(self.model.rotator.state_dir).expanduser()
+        return path if path.is_absolute() else self.config_dir / path
+
+    @property
+    def plans(self) -> tuple[PlanConfig, ...]:
+        return self.model.plans
+
+    def plan(self, plan_id: str) -> PlanConfig:
+        for plan in self.model.plans:
+            if plan.id == plan_id:
+                return plan
+        known = ", ".join(p.id for p in self.model.plans) or "none"
+        raise ConfigError(f"no plan named {plan_id!r} (plans: {known})", file=str(self.path), fix="check the name")
+
+    def store_config(self, name: str) -> ComponentConfig:
+        if name in self.model.stores:
+            return self.model.stores[name]
+        if name == _LOCAL_STORE_NAME:
+            return ComponentConfig(type="local")
+        raise ConfigError(f"no store named {name!r}", file=str(self.path), key=f"stores.{name}")
+
+    def setup(self, name: str) -> ComponentSetup:
+        return ComponentSetup(
+            name=name, config_dir=self.config_dir, state_dir=self.state_dir, config_file=str(self.path)
+        )
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """--config, else ROTATOR_CONFIG, else ./rotator.toml."""
+    return Path(explicit or os.environ.get("ROTATOR_CONFIG") or DEFAULT_CONFIG)
+
+
+def _key_path(loc: tuple[Any, ...], data: Mapping[str, Any]) -> str:
+    """pydantic's location as a TOML key path: plans[0].schedule, naming the plan by id where known."""
+    parts: list[str] = []
+    node: Any = data
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if isinstance(node, list) and item < len(node) and isinstance(node[item], dict) and "id" in node[item]:
+                label = f"[{item}] (id {node[item]['id']!r})"
+            parts[-1:] = [(parts[-1] if parts else "") + label]
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+def _fix_for(loc: tuple[Any, ...], error_type: str) -> str | None:
+    last = next((str(item) for item in reversed(loc) if isinstance(item, str)), "")
+    if error_type == "extra_forbidden":
+        return f"remove {last!r} or check its spelling (see config/rotator.schema.json)"
+    if error_type == "missing":
+        return f"add {last} = ..."
+    return _FIXES.get(last)
+
+
+def _validation_error(exc: ValidationError, file: str, data: Mapping[str, Any]) -> ConfigError:
+    lines = []
+    first_key = None
+    first_fix = None
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        key = _key_path(loc, data)
+        message = str(error["msg"]).removeprefix("Value error, ")
+        fix = _fix_for(loc, str(error["type"]))
+        first_key = first_key or key
+        first_fix = first_fix or fix
+        lines.append(f"{key}: {message}" + (f" (fix: {fix})" if fix else ""))
+    if len(lines) == 1:
+        key_text = lines[0].split(": ", 1)
+        return ConfigError(
+            key_text[1].split(" (fix: ")[0] if len(key_text) > 1 else lines[0],
+            file=file,
+            key=first_key,
+            fix=first_fix,
+        )
+    return ConfigError(f"{len(lines)} problems:\n  " + "\n  ".join(lines), file=file)
+
+
+def _inline_secrets(options: Mapping[str, Any], prefix: str) -> list[str]:
+    found = []
+    for key, value in options.items():
+        path = f"{prefix}.{key}"
+        if isinstance(value, Mapping):
+            found.extend(_inline_secrets(value, path))
+        elif (
+            isinstance(value, str)
+            and _SECRET_OPTION.search(key)
+            and not key.endswith(_POINTER_SUFFIXES)
+            and not value.startswith(SECRET_REF_PREFIXES)
+        ):
+            found.append(path)
+    return found
+
+
+def _read_toml(path: Path, shown: str) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            "config file not found",
+            file=shown,
+            fix="pass --config PATH, set ROTATOR_CONFIG, or create rotator.toml",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {exc.strerror}", file=shown) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=shown, fix="correct the syntax at that line") from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate the config (and plans_dir); ConfigError naming file, key and fix otherwise."""
+    path = config_path(path)
+    shown = str(path)
+    data = _read_toml(path, shown)
+    plan_files: dict[str, Path] = {}
+    plans_dir = data.get("rotator", {}).get("plans_dir") if isinstance(data.get("rotator"), dict) else None
+    if plans_dir:
+        directory = Path(plans_dir) if Path(plans_dir).is_absolute() else path.parent / plans_dir
+        if not directory.is_dir():
+            raise ConfigError(
+                f"plans_dir {directory} is not a directory",
+                file=shown,
+                key="rotator.plans_dir",
+                fix="create it or correct the path (relative to the config file)",
+            )
+        extra_plans = list(data.get("plans", []))
+        for plan_file in sorted(directory.glob("*.toml")):
+            plan_data = _read_toml(plan_file, str(plan_file))
+            entries = plan_data.get("plans", [plan_data])
+            for entry in entries:
+                try:
+                    plan_model = PlanConfig.model_validate(entry)
+                except ValidationError as exc:
+                    raise _validation_error(exc, str(plan_file), entry) from None
+                plan_files[plan_model.id] = plan_file
+                extra_plans.append(entry)
+        data = {**data, "plans": extra_plans}
+    for kind in ("stores", "notifiers"):
+        for name, options in (data.get(kind) or {}).items():
+            if isinstance(options, dict):
+                for key in _inline_secrets({k: v for k, v in options.items() if k != "type"}, f"{kind}.{name}"):
+                    raise ConfigError(
+                        "a secret is written inline in the config",
+                        file=shown,
+                        key=key,
+                        fix=f'move the value to an environment variable and write {key.rsplit(".", 1)[1]} = "env:VAR"',
+                    )
+    for index, plan in enumerate(data.get("plans") or []):
+        plugin = plan.get("plugin") if isinstance(plan, dict) else None
+        if isinstance(plugin, dict):
+            for key in _inline_secrets({k: v for k, v in plugin.items() if k != "type"}, f"plans[{index}].plugin"):
+                raise ConfigError(
+                    "a secret is written inline in the config",
+                    file=shown,
+                    key=key,
+                    fix='write it as "env:VAR", or keep it in a store',
+                )
+    try:
+        model = ConfigModel.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, shown, data) from None
+    _check_names(model, shown)
+    return Config(model=model, path=path, plan_files=plan_files, warnings=tuple(_unset_env_refs(data)))
+
+
+def _check_names(model: ConfigModel, shown: str) -> None:
+    for index, plan in enumerate(model.plans):
+        where = f"plans[{index}] (id {plan.id!r})"
+        if plan.store not in model.stores and plan.store != _LOCAL_STORE_NAME:
+            known = ", ".join(sorted(model.stores)) or "none"
+            raise ConfigError(
+                f"unknown store {plan.store!r} (stores: {known})",
+                file=shown,
+                key=f"{where}.store",
+                fix=f"declare [stores.{plan.store}] with a type, or use one of the stores above",
+            )
+        for name in plan.notify:
+            if name not in model.notifiers:
+                known = ", ".join(sorted(model.notifiers)) or "none"
+                raise ConfigError(
+                    f"unknown notifier {name!r} (notifiers: {known})",
+                    file=shown,
+                    key=f"{where}.notify",
+                    fix=f"declare [notifiers.{name}] or remove it from notify",
+                )
+
+
+def _unset_env_refs(data: Any, path: str = "") -> list[str]:
+    warnings = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            warnings.extend(_unset_env_refs(value, f"{path}.{key}" if path else str(key)))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            warnings.extend(_unset_env_refs(value, f"{path}[{index}]"))
+    elif isinstance(data, str) and data.startswith("env:") and not os.environ.get(data[4:]):
+        warnings.append(f"{path}: environment variable {data[4:]} is not set here (it must be where the rotator runs)")
+    return warnings

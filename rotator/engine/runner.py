@@ -1,0 +1,632 @@
+"""Runs the steps of a rotation, journals each before and after it runs, rolls back last-in-first-out, and
+resumes interrupted runs. It knows plugins, stores and notifiers only through rotator.interfaces.
+
+Crash model: the process may die at any instruction (failpoints.py crashes it at named points). Every step and
+every compensation is idempotent, the store holds PENDING before anything is applied, and the journal says
+which step was in flight, so `resume` can repeat that step, or go on rolling back, and converge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar, cast
+
+from rotator import failpoints
+from rotator.engine.states import (
+    COMPENSATION,
+    FORWARD,
+    compensations_due,
+    resume_point,
+    steps_from,
+)
+from rotator.errors import (
+    LeaseLost,
+    PlanBusy,
+    RollbackError,
+    RotatorError,
+    SecretNotFound,
+    StoreError,
+)
+from rotator.interfaces import Journal, Notifier, Reconciler, RotationPlugin, SecretStore
+from rotator.logs import bound_contextvars, get_logger, register_secret, scrub
+from rotator.model import (
+    Credential,
+    Lease,
+    PasswordPolicy,
+    RotationContext,
+    RotationEvent,
+    RunRecord,
+    RunState,
+    Stage,
+    Step,
+    Trigger,
+)
+from rotator.retry import call_with_retry
+
+T = TypeVar("T")
+log = get_logger("rotator.engine")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class BoundPlan:
+    """A plan with its components resolved: what the runner needs to rotate it."""
+
+    plan_id: str
+    secret_id: str
+    store_name: str
+    store: SecretStore
+    plugin: RotationPlugin
+    strategy: str = "single-user"
+    grace: timedelta = timedelta(hours=1)
+    options: dict[str, Any] = field(default_factory=dict)
+    password_policy: PasswordPolicy = field(default_factory=PasswordPolicy)
+    notifiers: tuple[tuple[str, Notifier], ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+@dataclass
+class RunOutcome:
+    """What one call of the runner did to one plan (for the CLI's summary table and --json)."""
+
+    plan_id: str
+    outcome: str  # a RunState value, or "busy", "dry-run", "nothing-to-do", "error"
+    run_id: str | None = None
+    error: str | None = None
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    revoked: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (
+            RunState.SUCCEEDED.value,
+            RunState.AWAITING_REVOKE.value,
+            "dry-run",
+            "nothing-to-do",
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan_id,
+            "outcome": self.outcome,
+            "ok": self.ok,
+            "run_id": self.run_id,
+            "error": self.error,
+            "revoked": self.revoked,
+            "step_seconds": self.step_seconds,
+            "notes": self.notes,
+        }
+
+
+def describe(exc: BaseException) -> str:
+    """An error as one line for the journal and the terminal, with every known secret scrubbed out."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = type(exc).__name__
+    return scrub(f"{name}: {text}" if text else name)
+
+
+class _Run:
+    """One run being driven: its record, its lease (renewed before each step), and its plugin context."""
+
+    def __init__(self, runner: Runner, bp: BoundPlan, record: RunRecord, lease: Lease):
+        self.runner = runner
+        self.bp = bp
+        self.record = record
+        self.lease = lease
+        self.journal = runner.journal
+        self.step_seconds: dict[str, float] = {}
+        self.ctx = RotationContext(
+            plan_id=bp.plan_id,
+            run_id=record.run_id,
+            secret_id=bp.secret_id,
+            strategy=bp.strategy,
+            options=bp.options,
+            password_policy=bp.password_policy,
+            read_secret=self._read_other_secret,
+        )
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run_id
+
+    # -- reading the store ------------------------------------------------------------------------------------
+
+    def _read_other_secret(self, secret_id: str) -> Credential:
+        credential = self.read(Stage.CURRENT, secret_id=secret_id)
+        if credential is None:
+            raise SecretNotFound(f"plan {self.bp.plan_id}: secret {secret_id!r} has no CURRENT version")
+        return credential
+
+    def read(self, stage: Stage, *, secret_id: str | None = None) -> Credential | None:
+        secret = secret_id or self.bp.secret_id
+        credential = self.retry(lambda: self.bp.store.get(secret, stage))
+        if credential is not None:
+            register_secret(*credential.secret_strings())
+        return credential
+
+    def current(self) -> Credential:
+        credential = self.read(Stage.CURRENT)
+        if credential is None:
+            raise SecretNotFound(f"plan {self.bp.plan_id}: secret {self.bp.secret_id!r} has no CURRENT version")
+        return credential
+
+    def pending(self) -> Credential | None:
+        """This run's PENDING version, if the store holds it."""
+        credential = self.read(Stage.PENDING)
+        return credential if credential is not None and credential.version_id == self.run_id else None
+
+    # -- plumbing --------------------------------------------------------------------------------------------
+
+    def retry(self, fn: Callable[[], T]) -> T:
+        return call_with_retry(fn, deadline_seconds=self.runner.step_timeout)
+
+    def store_write(self, op: str, fn: Callable[[], T]) -> T:
+        failpoints.hit(f"before-store-{op}")
+        result = self.retry(fn)
+        failpoints.hit(f"after-store-{op}")
+        return result
+
+    def renew(self) -> None:
+        self.lease = self.journal.renew_lease(self.lease, self.runner.lease_seconds)
+
+    def set_state(self, state: RunState, **changes: Any) -> None:
+        self.journal.update_run(self.run_id, self.lease, state=state, **changes)
+        self.record = self.journal.get_run(self.run_id) or self.record
+
+    def timed_step(self, step: Step, action: str, fn: Callable[[], None], point: str) -> None:
+        """Journal the step as started, run it (retrying transient errors), journal it as finished."""
+        self.renew()
+        self.journal.step_started(self.run_id, step, action, self.lease)
+        failpoints.hit(f"before-{point}")
+        started = time.perf_counter()
+        try:
+            fn()
+        except BaseException as exc:
+            self.journal.step_finished(self.run_id, step, action, self.lease, error=describe(exc))
+            raise
+        finally:
+            key = step.value if action == "forward" else f"rollback-{COMPENSATION.get(step, step.value)}"
+            self.step_seconds[key] = round(time.perf_counter() - started, 6)
+        failpoints.hit(f"after-{point}")
+        self.journal.step_finished(self.run_id, step, action, self.lease)
+        log.debug("step done", step=step.value, action=action, seconds=self.step_seconds.get(step.value))
+
+    # -- forward ---------------------------------------------------------------------------------------------
+
+    def forward(self, start: Step) -> None:
+        """Run the steps from `start` through promote and notify. Raises on a failure before promote."""
+        for step in steps_from(start):
+            if step is Step.NOTIFY:
+                self.notify()
+                continue
+            action = getattr(self, f"do_{step.value}")
+            self.timed_step(step, "forward", action, step.value)
+
+    def do_create(self) -> None:
+        if self.pending() is not None:
+            return  # stored before a crash: the run goes on with the same value
+        current = self.current()
+        if isinstance(self.bp.plugin, Reconciler):
+            known = [c for c in (current, self.read(Stage.PREVIOUS)) if c is not None]
+            removed = self.retry(lambda: cast(Reconciler, self.bp.plugin).reconcile(self.ctx, known))
+            if removed:
+                log.warning("reconcile deleted credentials the store did not know", removed=removed)
+        value = self.retry(lambda: self.bp.plugin.create(self.ctx, current))
+        credential = Credential(self.run_id, value, frozenset({Stage.PENDING}))
+        register_secret(*credential.secret_strings())
+        # Stored the moment it exists, before it is valid anywhere (invariant 2).
+        self.store_write("put-pending", lambda: self.bp.store.put_pending(self.bp.secret_id, value, self.run_id))
+
+    def _require_pending(self) -> Credential:
+        pending = self.pending()
+        if pending is None:
+            raise StoreError(
+                f"plan {self.bp.plan_id}: the store lost this run's PENDING version {self.run_id}; rolling back"
+            )
+        return pending
+
+    def do_stage(self) -> None:
+        pending = self._require_pending()
+        current = self.current()
+        self.retry(lambda: self.bp.plugin.stage(self.ctx, current, pending))
+
+    def do_test(self) -> None:
+        pending = self._require_pending()
+        self.retry(lambda: self.bp.plugin.test(self.ctx, pending))
+
+    def do_promote(self) -> None:
+        current = self.read(Stage.CURRENT)
+        if current is not None and current.version_id == self.run_id:
+            return  # promoted before a crash
+        self._require_pending()
+        self.store_write("promote", lambda: self.bp.store.promote(self.bp.secret_id, self.run_id))
+
+    def notify(self) -> None:
+        """Tell consumers the new credential is live. A failing notifier is recorded, never rolled back."""
+        if not self.bp.notifiers:
+            return
+        event = RotationEvent(
+            plan_id=self.bp.plan_id,
+            run_id=self.run_id,
+            secret_id=self.bp.secret_id,
+            store=self.bp.store_name,
+            version_id=self.run_id,
+            previous_version_id=self.record.previous_version_id,
+            rotated_at=self.runner.clock(),
+            trigger=self.record.trigger.value,
+            reason=self.record.reason,
+            tags=self.bp.tags,
+        )
+        failures: list[str] = []
+
+        def tell_all() -> None:
+            for name, notifier in self.bp.notifiers:
+                try:
+                    self.retry(lambda notifier=notifier: notifier(event))  # type: ignore[misc]
+                except Exception as exc:
+                    failures.append(f"{name}: {describe(exc)}")
+                    log.error("notifier failed", notifier=name, error=describe(exc))
+            if failures:
+                raise RotatorError("; ".join(failures))
+
+        # A failure is recorded in the journal as a failed notify step; the credential stays live.
+        with contextlib.suppress(RotatorError):
+            self.timed_step(Step.NOTIFY, "forward", tell_all, Step.NOTIFY.value)
+
+    # -- revoke ----------------------------------------------------------------------------------------------
+
+    def revoke(self) -> bool:
+        """Invalidate PREVIOUS at the target. True when done (or nothing left to revoke)."""
+
+        def act() -> None:
+            previous = self.read(Stage.PREVIOUS)
+            current = self.current()
+            if previous is None or previous.version_id != self.record.previous_version_id:
+                return  # a later rotation or a reseed moved the labels: this credential is no longer ours
+            if current.version_id != self.run_id:
+                return
+            self.retry(lambda: self.bp.plugin.revoke(self.ctx, previous, current))
+
+        try:
+            self.timed_step(Step.REVOKE, "forward", act, Step.REVOKE.value)
+        except Exception as exc:
+            self.record_revoke_failure(exc)
+            return False
+        self.set_state(RunState.SUCCEEDED, ended_at=self.runner.clock(), error=None)
+        return True
+
+    def record_revoke_failure(self, exc: BaseException) -> None:
+        failures = sum(1 for s in self.record.steps if s.step is Step.REVOKE and s.status == "failed") + 1
+        delay = min(timedelta(minutes=2 ** min(failures, 6)), timedelta(hours=1))
+        log.error("revoke failed; will retry", error=describe(exc), attempt=failures, retry_in=str(delay))
+        self.set_state(
+            RunState.AWAITING_REVOKE,
+            error=f"revoke: {describe(exc)}",
+            revoke_due_at=self.runner.clock() + delay,
+        )
+
+    # -- rollback --------------------------------------------------------------------------------------------
+
+    def rollback(self, reason: str) -> None:
+        """Undo what the run did, last first, each compensation once. STUCK if one fails."""
+        self.set_state(RunState.ROLLING_BACK, error=reason)
+        record = self.journal.get_run(self.run_id) or self.record
+        for step in compensations_due(record.steps):
+            action = COMPENSATION[step]
+            try:
+                self.timed_step(step, "rollback", getattr(self, f"undo_{action}"), f"rollback-{action}")
+            except LeaseLost:
+                raise
+            except Exception as exc:
+                message = f"{reason}; rollback {action} failed: {describe(exc)}"
+                log.error("rollback failed; run is stuck", action=action, error=describe(exc))
+                self.set_state(RunState.STUCK, error=message)
+                raise RollbackError(
+                    f"plan {self.bp.plan_id}: {message}. Fix the cause, then run `rotator resume`."
+                ) from None
+        self.set_state(RunState.ROLLED_BACK, ended_at=self.runner.clock(), error=reason)
+
+    def undo_unpromote(self) -> None:
+        self.store_write("unpromote", lambda: self.bp.store.unpromote(self.bp.secret_id, self.run_id))
+
+    def undo_unstage(self) -> None:
+        pending = self.pending()
+        if pending is None:
+            return  # never stored, so never staged
+        current = self.current()
+        self.retry(lambda: self.bp.plugin.unstage(self.ctx, current, pending))
+
+    def undo_discard(self) -> None:
+        pending = self.pending()
+        if pending is not None:
+            self.retry(lambda: self.bp.plugin.discard(self.ctx, pending))
+            self.store_write("discard-pending", lambda: self.bp.store.discard_pending(self.bp.secret_id, self.run_id))
+        elif isinstance(self.bp.plugin, Reconciler):
+            # A minted key may exist that a crash kept from the store: find it and delete it.
+            known = [c for c in (self.read(Stage.CURRENT), self.read(Stage.PREVIOUS)) if c is not None]
+            self.retry(lambda: cast(Reconciler, self.bp.plugin).reconcile(self.ctx, known))
+
+
+class Runner:
+    """Drives runs for bound plans, under the plan's lease in the journal."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        lease_seconds: float = 600,
+        step_timeout: float = 120,
+    ):
+        self.journal = journal
+        self.clock = clock
+        self.lease_seconds = lease_seconds
+        self.step_timeout = step_timeout
+
+    # -- leases ----------------------------------------------------------------------------------------------
+
+    def _acquire(self, plan_id: str) -> Lease:
+        lease = self.journal.acquire_lease(plan_id, self.lease_seconds)
+        if lease is None:
+            holder = self.journal.lease_of(plan_id)
+            who = f" by {holder.host} pid {holder.pid} until {holder.expires_at:%H:%M:%S} UTC" if holder else ""
+            raise PlanBusy(f"plan {plan_id} is busy: another run holds its lease{who}")
+        return lease
+
+    # -- entry points ----------------------------------------------------------------------------------------
+
+    def rotate(
+        self,
+        bp: BoundPlan,
+        *,
+        trigger: Trigger = Trigger.MANUAL,
+        reason: str | None = None,
+        operator: str | None = None,
+        revoke_old_now: bool = False,
+    ) -> RunOutcome:
+        """One full rotation of `bp`. Raises PlanBusy if another run holds the plan."""
+        lease = self._acquire(bp.plan_id)
+        try:
+            with bound_contextvars(plan=bp.plan_id):
+                notes = self._settle(bp, lease)
+                run_id = uuid.uuid4().hex
+                with bound_contextvars(run=run_id):
+                    return self._rotate_locked(bp, lease, run_id, trigger, reason, operator, revoke_old_now, notes)
+        finally:
+            self.journal.release_lease(lease)
+
+    def _rotate_locked(
+        self,
+        bp: BoundPlan,
+        lease: Lease,
+        run_id: str,
+        trigger: Trigger,
+        reason: str | None,
+        operator: str | None,
+        revoke_old_now: bool,
+        notes: list[str],
+    ) -> RunOutcome:
+        current = bp.store.get(bp.secret_id, Stage.CURRENT)
+        if current is None:
+            raise SecretNotFound(f"plan {bp.plan_id}: secret {bp.secret_id!r} has no CURRENT version")
+        record = RunRecord(
+            run_id=run_id,
+            plan_id=bp.plan_id,
+            state=RunState.RUNNING,
+            trigger=trigger,
+            started_at=self.clock(),
+            store=bp.store_name,
+            secret_id=bp.secret_id,
+            reason=reason,
+            operator=operator,
+            version_id=run_id,
+            previous_version_id=current.version_id,
+        )
+        self.journal.begin_run(record, lease)
+        log.info("rotation started", trigger=trigger.value, reason=reason)
+        run = _Run(self, bp, record, lease)
+        outcome = self._drive(run, Step.CREATE, revoke_old_now)
+        outcome.notes[:0] = notes
+        return outcome
+
+    def _drive(self, run: _Run, start: Step, revoke_old_now: bool) -> RunOutcome:
+        try:
+            run.forward(start)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            reason = describe(exc)
+            log.error("rotation failed; rolling back", error=reason)
+            try:
+                run.rollback(reason)
+            except RollbackError as stuck:
+                return RunOutcome(run.bp.plan_id, RunState.STUCK.value, run.run_id, describe(stuck), run.step_seconds)
+            log.info("rolled back", error=reason)
+            return RunOutcome(run.bp.plan_id, RunState.ROLLED_BACK.value, run.run_id, reason, run.step_seconds)
+        return self._after_promote(run, revoke_old_now)
+
+    def _after_promote(self, run: _Run, revoke_old_now: bool) -> RunOutcome:
+        now = self.clock()
+        due = now if revoke_old_now else now + run.bp.grace
+        run.set_state(RunState.AWAITING_REVOKE, revoke_due_at=due)
+        log.info("promoted; the new credential is live", revoke_due_at=due.isoformat())
+        outcome = RunOutcome(run.bp.plan_id, RunState.AWAITING_REVOKE.value, run.run_id, step_seconds=run.step_seconds)
+        if revoke_old_now or run.bp.grace <= timedelta(0):
+            if run.revoke():
+                outcome.outcome = RunState.SUCCEEDED.value
+                outcome.revoked = True
+                log.info("previous credential revoked")
+            else:
+                outcome.error = run.record.error
+        failed_notify = [s for s in run.record.steps if s.step is Step.NOTIFY and s.status == "failed"]
+        if failed_notify and failed_notify[-1].error:
+            outcome.notes.append(f"notify failed: {failed_notify[-1].error}")
+        return outcome
+
+    def _settle(self, bp: BoundPlan, lease: Lease) -> list[str]:
+        """Before a new run: finish or roll back this plan's interrupted runs, revoke a PREVIOUS that the new
+        rotation supersedes, and roll back a PENDING that no run claims. Needs the plan's lease."""
+        notes: list[str] = []
+        for record in self.journal.runs_in_state(RunState.RUNNING, RunState.ROLLING_BACK, RunState.STUCK):
+            if record.plan_id == bp.plan_id:
+                outcome = self._continue(bp, record, lease)
+                notes.append(f"resumed run {record.run_id}: {outcome.outcome}")
+                if outcome.outcome == RunState.STUCK.value:
+                    raise RollbackError(f"plan {bp.plan_id}: run {record.run_id} is stuck: {outcome.error}")
+        for record in self.journal.runs_in_state(RunState.AWAITING_REVOKE):
+            if record.plan_id == bp.plan_id:
+                run = _Run(self, bp, record, lease)
+                with bound_contextvars(run=record.run_id):
+                    if run.revoke():
+                        notes.append(f"revoked the PREVIOUS of run {record.run_id} early: a new rotation supersedes it")
+                    else:
+                        # Never blocks the next rotation (DESIGN): the new run replaces the credential again.
+                        run.set_state(
+                            RunState.SUCCEEDED,
+                            ended_at=self.clock(),
+                            error=f"{run.record.error}; superseded by a new rotation",
+                        )
+                        notes.append(f"revoke of run {record.run_id} failed; superseded")
+        self._recover_orphan_pending(bp, lease, notes)
+        return notes
+
+    def _recover_orphan_pending(self, bp: BoundPlan, lease: Lease, notes: list[str]) -> None:
+        try:
+            pending = bp.store.get(bp.secret_id, Stage.PENDING)
+            current = bp.store.get(bp.secret_id, Stage.CURRENT)
+        except SecretNotFound:
+            return
+        if pending is None or current is None:
+            return
+        # A PENDING no open run claims: its run was lost (journal lost after a power cut, or deleted).
+        record = RunRecord(
+            run_id=pending.version_id,
+            plan_id=bp.plan_id,
+            state=RunState.RUNNING,
+            trigger=Trigger.RESUME,
+            started_at=self.clock(),
+            store=bp.store_name,
+            secret_id=bp.secret_id,
+            reason="recovered a PENDING version that no run claimed",
+            version_id=pending.version_id,
+            previous_version_id=current.version_id,
+        )
+        if self.journal.get_run(pending.version_id) is None:
+            self.journal.begin_run(record, lease)
+        run = _Run(self, bp, self.journal.get_run(pending.version_id) or record, lease)
+        for step in (Step.CREATE, Step.STAGE):  # the lost run may have got this far: undo both
+            self.journal.step_started(run.run_id, step, "forward", lease)
+            self.journal.step_finished(run.run_id, step, "forward", lease, error="interrupted; run was lost")
+        run.rollback("orphan PENDING version rolled back")
+        notes.append(f"rolled back an orphan PENDING version {pending.version_id}")
+
+    def _continue(self, bp: BoundPlan, record: RunRecord, lease: Lease) -> RunOutcome:
+        """Finish or roll back one interrupted run (under the plan's lease)."""
+        with bound_contextvars(run=record.run_id):
+            run = _Run(self, bp, record, lease)
+            point = resume_point(record.state, record.steps)
+            log.warning("resuming interrupted run", state=record.state.value, step=point.step, rollback=point.rollback)
+            if point.rollback:
+                try:
+                    run.rollback(record.error or "interrupted")
+                except RollbackError as stuck:
+                    return RunOutcome(bp.plan_id, RunState.STUCK.value, run.run_id, describe(stuck), run.step_seconds)
+                return RunOutcome(bp.plan_id, RunState.ROLLED_BACK.value, run.run_id, record.error, run.step_seconds)
+            assert point.step is not None
+            return self._drive(run, point.step, revoke_old_now=False)
+
+    def resume(self, bp: BoundPlan) -> list[RunOutcome]:
+        """`rotator resume` for one plan: settle interrupted runs and orphans, then revoke what is due."""
+        lease = self._acquire(bp.plan_id)
+        outcomes: list[RunOutcome] = []
+        try:
+            with bound_contextvars(plan=bp.plan_id):
+                for record in self.journal.runs_in_state(RunState.RUNNING, RunState.ROLLING_BACK, RunState.STUCK):
+                    if record.plan_id == bp.plan_id:
+                        outcomes.append(self._continue(bp, record, lease))
+                notes: list[str] = []
+                self._recover_orphan_pending(bp, lease, notes)
+                if notes:
+                    outcomes.append(RunOutcome(bp.plan_id, RunState.ROLLED_BACK.value, notes=notes))
+                outcomes.extend(self._revoke_due_locked(bp, lease))
+        finally:
+            self.journal.release_lease(lease)
+        return outcomes
+
+    def revoke_due(self, bp: BoundPlan) -> list[RunOutcome]:
+        """Revoke every PREVIOUS of `bp` whose grace has ended (the daemon's sweep)."""
+        lease = self._acquire(bp.plan_id)
+        try:
+            with bound_contextvars(plan=bp.plan_id):
+                return self._revoke_due_locked(bp, lease)
+        finally:
+            self.journal.release_lease(lease)
+
+    def _revoke_due_locked(self, bp: BoundPlan, lease: Lease) -> list[RunOutcome]:
+        outcomes = []
+        now = self.clock()
+        for record in self.journal.runs_in_state(RunState.AWAITING_REVOKE):
+            if record.plan_id != bp.plan_id or (record.revoke_due_at and record.revoke_due_at > now):
+                continue
+            with bound_contextvars(run=record.run_id):
+                run = _Run(self, bp, record, lease)
+                done = run.revoke()
+                if done:
+                    log.info("previous credential revoked after grace")
+                outcomes.append(
+                    RunOutcome(
+                        bp.plan_id,
+                        run.record.state.value,
+                        record.run_id,
+                        None if done else run.record.error,
+                        run.step_seconds,
+                        revoked=done,
+                    )
+                )
+        return outcomes
+
+    def dry_run(self, bp: BoundPlan) -> RunOutcome:
+        """Check that the plan could rotate now, changing nothing: the store has CURRENT, the plugin's probe
+        passes with it, and the lease is free."""
+        outcome = RunOutcome(bp.plan_id, "dry-run")
+        holder = self.journal.lease_of(bp.plan_id)
+        if holder is not None:
+            outcome.notes.append(f"busy now: lease held by {holder.host} pid {holder.pid}")
+        record = RunRecord(
+            run_id="dry-run",
+            plan_id=bp.plan_id,
+            state=RunState.RUNNING,
+            trigger=Trigger.MANUAL,
+            started_at=self.clock(),
+            store=bp.store_name,
+            secret_id=bp.secret_id,
+        )
+        probe = _Run(self, bp, record, lease=Lease(bp.plan_id, "", "", 0, 0, self.clock()))
+        try:
+            current = probe.current()
+            probe.retry(lambda: bp.plugin.test(probe.ctx, current))
+        except Exception as exc:
+            outcome.outcome = "error"
+            outcome.error = describe(exc)
+            return outcome
+        open_runs = [
+            r.run_id
+            for r in self.journal.runs_in_state(RunState.RUNNING, RunState.ROLLING_BACK, RunState.STUCK)
+            if r.plan_id == bp.plan_id
+        ]
+        if open_runs:
+            outcome.notes.append(f"interrupted runs to resume first: {', '.join(open_runs)}")
+        outcome.notes.append(
+            "CURRENT passes the plugin's probe; a rotation would run "
+            + " -> ".join(s.value for s in (*FORWARD, Step.NOTIFY, Step.REVOKE))
+        )
+        return outcome

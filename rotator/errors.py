@@ -1,0 +1,88 @@
+"""One exception tree for the whole project.
+
+A message says what failed, for which plan and step, and what to do. Messages never carry a secret value:
+the engine scrubs anything a plugin raises before it reaches a log, the journal or the terminal.
+"""
+
+from __future__ import annotations
+
+
+class RotatorError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(RotatorError):
+    """The configuration (or a command-line argument) is wrong. Always names the file or argument and the fix."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None, fix: str | None = None):
+        self.file = file
+        self.key = key
+        self.fix = fix
+        where = ": ".join(part for part in (file, key) if part)
+        text = f"{where}: {message}" if where else message
+        if fix:
+            text = f"{text}\n  fix: {fix}"
+        super().__init__(text)
+
+
+class PluginLoadError(ConfigError):
+    """A plugin, store or notifier named in the config cannot be found or does not fit its interface."""
+
+
+class PlanBusy(RotatorError):
+    """Another run holds this plan's lease (invariant 4)."""
+
+
+class StepError(RotatorError):
+    """A rotation step failed at the target. The engine rolls back."""
+
+    def __init__(self, message: str, *, plan_id: str | None = None, step: str | None = None):
+        self.plan_id = plan_id
+        self.step = step
+        super().__init__(message)
+
+
+class TestFailed(StepError):
+    """The new credential did not pass the plugin's probe."""
+
+    __test__ = False  # not a pytest test class
+
+
+class AuthenticationFailed(StepError):
+    """The target refused a credential. Never retried: retrying a wrong password only locks accounts."""
+
+
+class StoreError(RotatorError):
+    """The secret store refused or failed an operation."""
+
+
+class SecretNotFound(StoreError):
+    """The named secret, or the asked-for stage of it, does not exist."""
+
+
+class VersionConflict(StoreError):
+    """A write lost a race or contradicts what is stored (same version id, different value; check-and-set)."""
+
+
+class NotifyError(RotatorError):
+    """A notifier could not tell its consumers."""
+
+
+class RollbackError(RotatorError):
+    """A compensation failed; the run is stuck and needs an operator (`rotator resume` retries it)."""
+
+
+class LeaseLost(RotatorError):
+    """This process no longer holds the plan's lease (expired and taken over); it must stop writing."""
+
+
+class TransientError(RotatorError):
+    """Marks a failure that may pass on its own (connection refused or reset, timeout, throttling, 5xx).
+
+    Only these are retried (see rotator.retry). Raise it directly, or chain the original:
+    ``raise TransientError("...") from exc``.
+    """

@@ -1,0 +1,48 @@
+"""Named crash points for fault tests. Inert unless ROTATOR_FAILPOINTS is set.
+
+ROTATOR_FAILPOINTS is a comma-separated list of `name=action`, where action is
+  crash  the process kills itself with SIGKILL, as `kill -9` would (no cleanup, no finally blocks);
+  error  a RuntimeError is raised at that point (the engine's rollback path).
+Names are `before-<step>` / `after-<step>` for every step and rollback action, and `before-store-<op>` /
+`after-store-<op>` for every store write (put-pending, promote, unpromote, discard-pending). See POINTS.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from rotator.model import Step
+
+STORE_OPS = ("put-pending", "promote", "unpromote", "discard-pending")
+ROLLBACK_ACTIONS = ("unstage", "discard", "unpromote")
+
+POINTS: tuple[str, ...] = tuple(
+    [f"{when}-{step.value}" for step in Step for when in ("before", "after")]
+    + [f"{when}-store-{op}" for op in STORE_OPS for when in ("before", "after")]
+    + [f"{when}-rollback-{action}" for action in ROLLBACK_ACTIONS for when in ("before", "after")]
+)
+
+
+class FailpointError(RuntimeError):
+    """Raised at a failpoint whose action is `error`."""
+
+
+def _armed() -> dict[str, str]:
+    spec = os.environ.get("ROTATOR_FAILPOINTS", "")
+    armed: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, action = item.partition("=")
+        armed[name] = action or "crash"
+    return armed
+
+
+def hit(name: str) -> None:
+    """Called by the engine at each named point; does nothing unless the point is armed."""
+    if "ROTATOR_FAILPOINTS" not in os.environ:
+        return
+    action = _armed().get(name)
+    if action == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "error":
+        raise FailpointError(f"failpoint {name} fired")

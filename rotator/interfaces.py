@@ -1,0 +1,150 @@
+"""The contracts between the engine and everything it drives.
+
+Plugins, stores and notifiers are found through entry-point groups (rotator.plugins, rotator.stores,
+rotator.notifiers). Each group's entry point names a class (or factory) called with the component's validated
+options; the result must satisfy the Protocol here. `rotator.testing` runs one contract suite over each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from rotator.model import (
+    Credential,
+    Lease,
+    RotationContext,
+    RotationEvent,
+    RunRecord,
+    RunState,
+    Stage,
+    Step,
+)
+
+
+@runtime_checkable
+class RotationPlugin(Protocol):
+    """Knows one kind of credential. Every method must be idempotent: the engine repeats it after a crash.
+
+    Plugins never write to stores; the engine does. They receive the versions they need and return values.
+    Each method's docstring names the remote calls it makes (SQL, AWS actions, HTTP endpoints).
+    """
+
+    strategies: tuple[str, ...]
+
+    def create(self, ctx: RotationContext, current: Credential) -> dict[str, Any]:
+        """Return the new secret value. A generated password is only generated here (the engine stores it
+        before `stage` applies it). A provider-minted key is minted here and returned at once."""
+        ...
+
+    def stage(self, ctx: RotationContext, current: Credential, pending: Credential) -> None:
+        """Make `pending` valid at the target (for a single user, `current` may stop working)."""
+        ...
+
+    def test(self, ctx: RotationContext, pending: Credential) -> None:
+        """Log in with `pending` and run the probe. Raise TestFailed if it does not work."""
+        ...
+
+    def revoke(self, ctx: RotationContext, previous: Credential, current: Credential) -> None:
+        """Invalidate `previous` at the target (never `current`)."""
+        ...
+
+    def unstage(self, ctx: RotationContext, current: Credential, pending: Credential) -> None:
+        """Roll back `stage`: the target accepts `current` again and nothing accepts `pending`."""
+        ...
+
+    def discard(self, ctx: RotationContext, pending: Credential) -> None:
+        """Roll back `create`: delete a provider-minted key. Nothing to do for a generated password."""
+        ...
+
+
+@runtime_checkable
+class Reconciler(Protocol):
+    """Optional: plugins whose provider mints keys delete the ones no store version knows (crash orphans)."""
+
+    def reconcile(self, ctx: RotationContext, known: Sequence[Credential]) -> list[str]:
+        """Delete credentials at the target that none of `known` holds; return their public ids."""
+        ...
+
+
+@runtime_checkable
+class SecretStore(Protocol):
+    """Where the live secret is kept. Version ids of rotated versions are the engine's run ids.
+
+    Invariant 3: a consumer reading the store's default never sees PENDING.
+    """
+
+    def get(self, secret_id: str, stage: Stage = Stage.CURRENT) -> Credential | None:
+        """The version carrying `stage`, or None when no version carries it. SecretNotFound if no secret."""
+        ...
+
+    def put_pending(self, secret_id: str, value: Mapping[str, Any], version_id: str) -> Credential:
+        """Store `value` as PENDING under `version_id`. Same id and value again: no-op.
+        Same id, different value: VersionConflict. A PENDING of another version is replaced."""
+        ...
+
+    def promote(self, secret_id: str, version_id: str) -> None:
+        """PENDING `version_id` becomes CURRENT, CURRENT becomes PREVIOUS, in one operation where the store
+        allows. No-op if `version_id` is already CURRENT."""
+        ...
+
+    def unpromote(self, secret_id: str, version_id: str) -> None:
+        """Undo `promote`: PREVIOUS becomes CURRENT again and `version_id` PENDING. No-op if not CURRENT."""
+        ...
+
+    def discard_pending(self, secret_id: str, version_id: str) -> None:
+        """Remove the PENDING label from `version_id` (and its value where the store can). No-op if absent."""
+        ...
+
+    def put_current(self, secret_id: str, value: Mapping[str, Any]) -> Credential:
+        """Seed or overwrite a secret outside rotation (`rotator store put`): a new CURRENT version."""
+        ...
+
+
+class Journal(Protocol):
+    """The durable record of runs, steps and leases. SQLite embedded; PostgreSQL for several daemons."""
+
+    def acquire_lease(self, plan_id: str, ttl_seconds: float) -> Lease | None:
+        """Take the plan's lease if free, expired, or held by a dead process on this host. None if busy."""
+        ...
+
+    def renew_lease(self, lease: Lease, ttl_seconds: float) -> Lease:
+        """Extend the lease. LeaseLost if another holder took it (its fencing token moved on)."""
+        ...
+
+    def release_lease(self, lease: Lease) -> None: ...
+
+    def lease_of(self, plan_id: str) -> Lease | None: ...
+
+    def begin_run(self, run: RunRecord, lease: Lease) -> None: ...
+
+    def step_started(self, run_id: str, step: Step, action: str, lease: Lease) -> None: ...
+
+    def step_finished(self, run_id: str, step: Step, action: str, lease: Lease, error: str | None = None) -> None: ...
+
+    def update_run(self, run_id: str, lease: Lease | None, **changes: Any) -> None:
+        """Change run fields (state, step, error, version ids, revoke_due_at, ended_at)."""
+        ...
+
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def runs(self, plan_id: str | None = None, limit: int = 50) -> list[RunRecord]:
+        """Newest first, with their steps."""
+        ...
+
+    def runs_in_state(self, *states: RunState) -> list[RunRecord]: ...
+
+    def last_success(self, plan_id: str) -> RunRecord | None:
+        """The newest run of the plan that promoted (awaiting revoke or succeeded)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# A notifier is a plain callable: it tells consumers about an event, raising NotifyError on failure.
+# Entry points in rotator.notifiers name a factory called with the notifier's options that returns one.
+Notifier = Callable[[RotationEvent], None]
+
+# How the engine tells the time; injected so tests and the Lambda adapter can fix it.
+Clock = Callable[[], datetime]

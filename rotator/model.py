@@ -1,0 +1,204 @@
+"""Frozen values and enums shared by the engine, plugins, stores and notifiers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Stage(StrEnum):
+    """Labels a store keeps on versions of a secret (AWSCURRENT, AWSPENDING, AWSPREVIOUS in AWS)."""
+
+    CURRENT = "CURRENT"
+    PENDING = "PENDING"
+    PREVIOUS = "PREVIOUS"
+
+
+class Step(StrEnum):
+    CREATE = "create"
+    STAGE = "stage"
+    TEST = "test"
+    PROMOTE = "promote"
+    NOTIFY = "notify"
+    REVOKE = "revoke"
+
+
+class RunState(StrEnum):
+    RUNNING = "running"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    AWAITING_REVOKE = "awaiting_revoke"  # promoted; PREVIOUS stays valid until revoke_due_at
+    SUCCEEDED = "succeeded"
+    STUCK = "stuck"  # a rollback or revoke failed: an operator must look (`rotator resume` retries)
+
+    @property
+    def is_open(self) -> bool:
+        """An open run was interrupted or is in progress: `resume` must finish or roll it back."""
+        return self in (RunState.RUNNING, RunState.ROLLING_BACK, RunState.STUCK)
+
+
+class Trigger(StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    RESUME = "resume"
+    LAMBDA = "lambda"
+
+
+# Keys of a secret's JSON whose values are never secret: they may be logged and shown.
+PUBLIC_SECRET_KEYS = frozenset(
+    {
+        "engine",
+        "host",
+        "port",
+        "username",
+        "dbname",
+        "masterarn",
+        "ssl",
+        "UserName",
+        "AccessKeyId",
+        "key_id",
+        "id",
+        "name",
+        "region",
+        "account",
+        "proxy",
+    }
+)
+_SENSITIVE_KEY = re.compile(r"pass|secret|token|key|value|credential|private|auth", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One version of a secret as the store holds it. Its value never shows in repr or str."""
+
+    version_id: str
+    value: Mapping[str, Any] = field(repr=False)
+    stages: frozenset[Stage] = frozenset()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.value[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.value.get(key, default)
+
+    def secret_strings(self) -> list[str]:
+        """The strings in this value that must never be shown (for the log and error scrubber)."""
+        return sensitive_strings(self.value)
+
+
+def sensitive_strings(value: Mapping[str, Any]) -> list[str]:
+    found: list[str] = []
+    for key, item in value.items():
+        if isinstance(item, Mapping):
+            found.extend(sensitive_strings(item))
+        elif (
+            isinstance(item, str) and key not in PUBLIC_SECRET_KEYS and (_SENSITIVE_KEY.search(key) or len(item) >= 16)
+        ):
+            found.append(item)
+    return [s for s in found if len(s) >= 6]
+
+
+@dataclass(frozen=True)
+class PasswordPolicy:
+    """How a plugin generates a password. Defaults follow AWS's rotation samples."""
+
+    length: int = 32
+    exclude_characters: str = ":/@\"'\\"
+    require_each_included_type: bool = True
+    exclude_lowercase: bool = False
+    exclude_uppercase: bool = False
+    exclude_numbers: bool = False
+    exclude_punctuation: bool = False
+
+
+@dataclass(frozen=True)
+class RotationContext:
+    """What a plugin gets for every call: which plan and run, its options, and read access to other secrets."""
+
+    plan_id: str
+    run_id: str
+    secret_id: str
+    strategy: str
+    options: Mapping[str, Any]
+    password_policy: PasswordPolicy
+    # Reads another secret from the plan's store (e.g. the admin secret named by `masterarn`), CURRENT stage.
+    read_secret: Callable[[str], Credential]
+
+
+@dataclass(frozen=True)
+class RotationEvent:
+    """What notifiers receive once the new credential is live. Carries no secret value, only its version."""
+
+    plan_id: str
+    run_id: str
+    secret_id: str
+    store: str
+    version_id: str
+    previous_version_id: str | None
+    rotated_at: datetime
+    trigger: str
+    reason: str | None = None
+    tags: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "event": "credential.rotated",
+            "plan": self.plan_id,
+            "run_id": self.run_id,
+            "secret": self.secret_id,
+            "store": self.store,
+            "version": self.version_id,
+            "previous_version": self.previous_version_id,
+            "rotated_at": self.rotated_at.isoformat(),
+            "trigger": self.trigger,
+            "reason": self.reason,
+            "tags": list(self.tags),
+        }
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The right to run one plan (invariant 4). `token` is a fencing token: it grows on every new grant, and
+    a journal refuses writes from a holder whose token is no longer the plan's latest."""
+
+    plan_id: str
+    holder: str  # "host:pid:nonce"
+    host: str
+    pid: int
+    token: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    run_id: str
+    step: Step
+    action: str  # "forward" or "rollback"
+    status: str  # "started", "succeeded", "failed"
+    started_at: datetime
+    ended_at: datetime | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    plan_id: str
+    state: RunState
+    trigger: Trigger
+    started_at: datetime
+    store: str
+    secret_id: str
+    step: Step | None = None  # the step in progress, or the last one done
+    ended_at: datetime | None = None
+    reason: str | None = None
+    operator: str | None = None
+    error: str | None = None
+    version_id: str | None = None  # the PENDING version this run created
+    previous_version_id: str | None = None  # CURRENT when the run started
+    revoke_due_at: datetime | None = None
+    steps: tuple[StepRecord, ...] = ()

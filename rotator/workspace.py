@@ -1,0 +1,152 @@
+"""A loaded config bound to live components: the journal, the stores, each plan's plugin and notifiers.
+
+Components are built lazily through the registry, by the names in the config, so a command that touches one
+plan never connects to the stores of the others.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from rotator.config import Config, PlanConfig
+from rotator.engine.runner import BoundPlan, Runner
+from rotator.errors import ConfigError
+from rotator.interfaces import Journal, Notifier, SecretStore
+from rotator.journal import open_journal
+from rotator.registry import load_notifier, load_plugin, load_store
+
+
+class Workspace:
+    def __init__(self, config: Config):
+        self.config = config
+        self._lock = threading.Lock()
+        self._journal: Journal | None = None
+        self._stores: dict[str, SecretStore] = {}
+        self._notifiers: dict[str, Notifier] = {}
+        self._bound: dict[str, BoundPlan] = {}
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.state_dir
+
+    @property
+    def journal(self) -> Journal:
+        with self._lock:
+            if self._journal is None:
+                if not self.config.model.rotator.journal and not self.state_dir.is_dir():
+                    raise ConfigError(
+                        f"state directory {self.state_dir} does not exist",
+                        file=str(self.config.path),
+                        key="rotator.state_dir",
+                        fix="run `rotator init` first",
+                    )
+                self._journal = open_journal(self.config.model.rotator.journal, self.state_dir)
+            return self._journal
+
+    def runner(self) -> Runner:
+        section = self.config.model.rotator
+        return Runner(self.journal, lease_seconds=section.lease_seconds, step_timeout=section.step_timeout)
+
+    def store(self, name: str) -> SecretStore:
+        with self._lock:
+            if name not in self._stores:
+                component = self.config.store_config(name)
+                self._stores[name] = load_store(
+                    component.type, component.options, self.config.setup(name), f"stores.{name}"
+                )
+            return self._stores[name]
+
+    def notifier(self, name: str) -> Notifier:
+        with self._lock:
+            if name not in self._notifiers:
+                component = self.config.model.notifiers[name]
+                self._notifiers[name] = load_notifier(
+                    component.type, component.options, self.config.setup(name), f"notifiers.{name}"
+                )
+            return self._notifiers[name]
+
+    def bind(self, plan: PlanConfig) -> BoundPlan:
+        if plan.id in self._bound:
+            return self._bound[plan.id]
+        index = self.config.plans.index(plan)
+        key = f"plans[{index}] (id {plan.id!r})"
+        plugin = load_plugin(plan.plugin.type, plan.plugin.options, self.config.setup(plan.id), f"{key}.plugin")
+        if plan.strategy not in plugin.strategies:
+            raise ConfigError(
+                f"plugin {plan.plugin.type!r} has no strategy {plan.strategy!r}",
+                file=str(self.config.path),
+                key=f"{key}.strategy",
+                fix=f"use one of: {', '.join(plugin.strategies)}",
+            )
+        bound = BoundPlan(
+            plan_id=plan.id,
+            secret_id=plan.secret,
+            store_name=plan.store,
+            store=self.store(plan.store),
+            plugin=plugin,
+            strategy=plan.strategy,
+            grace=plan.grace,
+            options=plan.plugin.options,
+            password_policy=plan.password_policy.policy(),
+            notifiers=tuple((name, self.notifier(name)) for name in plan.notify),
+            tags=plan.tags,
+        )
+        self._bound[plan.id] = bound
+        return bound
+
+    def check_components(self) -> None:
+        """Build every plan's plugin and notifiers (not stores: they may need the network) to find config
+        errors that only the component can see: unknown type, bad option, unknown strategy."""
+        for plan in self.config.plans:
+            index = self.config.plans.index(plan)
+            key = f"plans[{index}] (id {plan.id!r})"
+            plugin = load_plugin(plan.plugin.type, plan.plugin.options, self.config.setup(plan.id), f"{key}.plugin")
+            if plan.strategy not in plugin.strategies:
+                raise ConfigError(
+                    f"plugin {plan.plugin.type!r} has no strategy {plan.strategy!r}",
+                    file=str(self.config.path),
+                    key=f"{key}.strategy",
+                    fix=f"use one of: {', '.join(plugin.strategies)}",
+                )
+        for name in self.config.model.notifiers:
+            self.notifier(name)
+        from rotator.registry import available
+
+        stores = available("store")
+        for name, component in self.config.model.stores.items():
+            if component.type not in stores:
+                raise ConfigError(
+                    f"unknown store type {component.type!r} (installed: {', '.join(sorted(stores))})",
+                    file=str(self.config.path),
+                    key=f"stores.{name}.type",
+                    fix="use an installed type, or install the package that provides it",
+                )
+
+    def select(
+        self, plan_ids: Iterable[str] = (), tags: Iterable[str] = (), everything: bool = False
+    ) -> list[PlanConfig]:
+        plan_ids, tags = list(plan_ids), list(tags)
+        if everything:
+            return [p for p in self.config.plans if p.enabled]
+        chosen = [self.config.plan(plan_id) for plan_id in plan_ids]
+        for tag in tags:
+            tagged = [p for p in self.config.plans if tag in p.tags]
+            if not tagged:
+                raise ConfigError(f"no plan has tag {tag!r}", file=str(self.config.path), fix="check --tag")
+            chosen.extend(p for p in tagged if p not in chosen)
+        return chosen
+
+    def close(self) -> None:
+        for store in self._stores.values():
+            close = getattr(store, "close", None)
+            if callable(close):
+                close()
+        if self._journal is not None:
+            self._journal.close()
+
+
+def operator_name() -> str:
+    return os.environ.get("SUDO_USER") or os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
