@@ -26,7 +26,6 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict
 
-from rotator import failpoints
 from rotator.components import ComponentSetup
 from rotator.errors import ConfigError, SecretNotFound, StoreError, VersionConflict
 from rotator.model import Credential, Stage
@@ -207,7 +206,6 @@ class LocalStore:
         )
 
     def put_pending(self, secret_id: str, value: Mapping[str, Any], version_id: str) -> Credential:
-        failpoints.hit("before-store-put-pending")
         with self._lock:
             labels = self._labels(secret_id)
             if not labels:
@@ -236,11 +234,9 @@ class LocalStore:
             except BaseException:
                 db.execute("rollback")
                 raise
-        failpoints.hit("after-store-put-pending")
         return Credential(version_id, dict(value), frozenset({Stage.PENDING}))
 
     def promote(self, secret_id: str, version_id: str) -> None:
-        failpoints.hit("before-store-promote")
         with self._lock:
             labels = self._labels(secret_id)
             if labels.get(Stage.CURRENT.value) == version_id:
@@ -265,10 +261,8 @@ class LocalStore:
             except BaseException:
                 db.execute("rollback")
                 raise
-        failpoints.hit("after-store-promote")
 
     def unpromote(self, secret_id: str, version_id: str) -> None:
-        failpoints.hit("before-store-unpromote")
         with self._lock:
             labels = self._labels(secret_id)
             previous = labels.get(Stage.PREVIOUS.value)
@@ -289,10 +283,8 @@ class LocalStore:
             except BaseException:
                 db.execute("rollback")
                 raise
-        failpoints.hit("after-store-unpromote")
 
     def discard_pending(self, secret_id: str, version_id: str) -> None:
-        failpoints.hit("before-store-discard-pending")
         with self._lock:
             if self._labels(secret_id).get(Stage.PENDING.value) != version_id:
                 return
@@ -304,7 +296,6 @@ class LocalStore:
             except BaseException:
                 db.execute("rollback")
                 raise
-        failpoints.hit("after-store-discard-pending")
 
     def put_current(self, secret_id: str, value: Mapping[str, Any]) -> Credential:
         version_id = uuid.uuid4().hex
