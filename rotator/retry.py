@@ -28,7 +28,7 @@ def retrying(
     return Retrying(
         retry=retry_if_exception_type(TransientError),
         stop=stop_after_attempt(attempts) | stop_after_delay(deadline_seconds),
-        wait=wait_exponential_jitter(initial=initial, max=maximum),
+        wait=wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial),
         reraise=True,
     )
 

@@ -109,8 +109,8 @@ class SqliteJournal:
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=normal")
         self._db.execute("pragma busy_timeout=30000")
-        with self._write():
-            self._db.executescript(_SCHEMA.replace("create table", "create table"))
+        with self._lock:
+            self._db.executescript(_SCHEMA)  # executescript commits on its own
 
     def close(self) -> None:
         with self._lock:
