@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from rotator import logs
 from rotator.config import Config, load_config
@@ -57,7 +58,7 @@ LogLevelOption = Annotated[str, typer.Option("--log-level", help="debug, info, w
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {logs.scrub(message)}", highlight=False, markup=True)
+    err.print(Text.assemble(("error: ", "bold red"), logs.scrub(message)), highlight=False)
     raise typer.Exit(code)
 
 
@@ -163,7 +164,7 @@ def validate(config: ConfigOption = None, json_output: JsonOption = False) -> No
             _emit_json(summary)
             return
         for warning in cfg.warnings:
-            err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            err.print(Text.assemble(("warning: ", "yellow"), warning), highlight=False)
         out.print(
             f"{cfg.path}: ok ({len(cfg.plans)} plans, {len(cfg.model.stores)} stores, "
             f"{len(cfg.model.notifiers)} notifiers)",

@@ -53,6 +53,17 @@ class RotatorSection(_Strict):
     concurrency: int = Field(default=8, ge=1, le=256)
     revoke_sweep_seconds: float = Field(default=30, gt=0)
 
+    @field_validator("journal")
+    @classmethod
+    def _journal(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(
+                f"unknown journal URL scheme {value.split(':', 1)[0]!r}: use sqlite:///PATH or postgresql://..."
+            )
+        if value and "@" in value.split("//", 1)[-1].split("/", 1)[0] and ":" in value.split("//", 1)[-1].split("@")[0]:
+            raise ValueError("the journal URL holds a password: put it in PGPASSWORD or ~/.pgpass, not the config")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
