@@ -548,7 +548,7 @@ def resume(
             results = runner.resume(bp)
             if not results:
                 return RunOutcome(bp.plan_id, "nothing-to-do")
-            worst = next((r for r in results if not r.ok), results[-1])
+            worst = next((r for r in results if not r.settled), results[-1])
             worst.notes.extend(f"{r.run_id or '-'}: {r.outcome}" for r in results if r is not worst)
             return worst
 
@@ -565,7 +565,7 @@ def resume(
             _emit_json({"results": [o.as_dict() for o in outcomes]})
         else:
             _summary([o for o in outcomes if o.outcome != "nothing-to-do"] or outcomes, "resume summary")
-        if not all(o.ok for o in outcomes):
+        if not all(o.settled for o in outcomes):
             raise typer.Exit(1)
 
 

@@ -94,6 +94,11 @@ class RunOutcome:
             "nothing-to-do",
         )
 
+    @property
+    def settled(self) -> bool:
+        """For `resume`: the run ended, forward or rolled back (nothing left for an operator)."""
+        return self.ok or self.outcome == RunState.ROLLED_BACK.value
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "plan": self.plan_id,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from rotator.components import ComponentSetup
 from rotator.engine.runner import BoundPlan, Runner
 from rotator.errors import PlanBusy, StepError, TransientError
 from rotator.journal.sqlite import SqliteJournal
 from rotator.local_store import LocalStore, create_key_file
-from rotator.components import ComponentSetup
 from rotator.model import RunState, Stage, Step
 from tests.unit.fake_target import FakePlugin, FakeTarget
 
@@ -47,7 +47,7 @@ def assert_invariants(store, target) -> None:
     for user, passwords in target.accepted.items():
         for password in passwords:
             # invariant 2: a password the target accepts is stored, or is a random one nobody knows
-            assert password in held or len(password) == 32 and user != current["username"]
+            assert password in held or (len(password) == 32 and user != current["username"])
 
 
 def test_rotation_promotes_then_revokes_after_grace(env):

@@ -1,0 +1,612 @@
+"""PostgreSQL passwords, rotated as AWS's rotation samples do, with the same secret JSON.
+
+The secret: ``{"engine": "postgres", "host", "port", "username", "password", "dbname", "masterarn", "ssl"}``
+(``dbname`` defaults to "postgres", ``port`` to 5432; ``masterarn`` only for alternating-users; ``ssl`` optional).
+
+Strategies:
+
+- **single-user**: one role changes its own password at `stage`. The old password stops working at that moment,
+  so a client that has not yet read the new one fails to log in until it does (a short window: state it in
+  your runbook, or use alternating-users).
+- **alternating-users**: two roles, ``app`` and ``app_clone`` (the ``clone_suffix`` option). The clone is
+  created on first use as a member of the original (``CREATE ROLE app_clone LOGIN IN ROLE app``), so it holds
+  the same privileges. Each rotation sets a new password on the role that is *not* CURRENT, through the admin
+  secret named by ``masterarn``; there is no window. `revoke` gives the previous role a random password that is
+  never stored.
+
+Passwords never travel as plaintext: libpq computes the SCRAM-SHA-256 verifier on the client and only the
+verifier is sent (``ALTER ROLE ... PASSWORD 'SCRAM-SHA-256$...'``), so the server log (log_statement),
+pg_stat_statements, pg_stat_activity and any proxy in between never see the password.
+
+Least-privilege grants, read from the SQL each method runs (see their docstrings):
+
+- single-user: nothing beyond LOGIN. Every role may change its own password (``ALTER ROLE self PASSWORD``).
+- alternating-users: the admin role needs ``CREATEROLE``. On PostgreSQL 16 and later it also needs ADMIN OPTION
+  on the original role (``GRANT app TO rotation_admin WITH ADMIN OPTION``): PostgreSQL 16 lets a CREATEROLE role
+  alter, and grant membership in, only roles it has ADMIN OPTION on (it gets it on the clone by creating it).
+- `in_use` reads ``pg_stat_activity``; seeing other roles' sessions in full needs ``pg_read_all_stats``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+from pydantic import BaseModel, ConfigDict, Field
+
+from rotator import (
+    AuthenticationFailed,
+    ComponentSetup,
+    ConfigError,
+    Credential,
+    RotationContext,
+    RotatorError,
+    StepError,
+    TestFailed,
+    TransientError,
+    generate_password,
+)
+
+SINGLE_USER = "single-user"
+ALTERNATING_USERS = "alternating-users"
+NAMEDATALEN = 63  # longest role name PostgreSQL keeps, in bytes; longer names are silently truncated
+APPLICATION_NAME = "rotator"
+
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+# Server (and libpq) messages that mean the credential was refused. Connection failures carry no SQLSTATE in
+# psycopg (libpq reports them as text), so the text is checked too.
+_AUTH_MARKERS = (
+    "password authentication failed",
+    "authentication failed for user",
+    "is not permitted to log in",
+    "no pg_hba.conf entry",
+    "no password supplied",
+    "password is expired",
+)
+# Failures that may pass on their own: the network, a restarting or overloaded server.
+_TRANSIENT_MARKERS = (
+    "connection refused",
+    "connection reset",
+    "connection timed out",
+    "timeout expired",
+    "timed out",
+    "server closed the connection unexpectedly",
+    "could not connect to server",
+    "no route to host",
+    "network is unreachable",
+    "temporary failure in name resolution",  # DNS hiccup; a name that does not exist is not transient
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "too many clients already",
+    "remaining connection slots are reserved",
+    "terminating connection",
+    "ssl syscall error",
+    "connection is closed",
+    "consuming input failed",
+)
+_LIBPQ_PREAMBLE = re.compile(r"^connection failed:\s*(connection to server (at|on) .*? failed:\s*)?")
+_TRANSIENT_SQLSTATES = ("57P01", "57P02", "57P03", "40001", "40P01", "55P03", "53300")
+
+
+class PostgresOptions(BaseModel):
+    """The plugin's options (the plan's plugin table minus `type`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect_timeout: int = Field(5, ge=1, le=300, description="seconds for libpq to connect (libpq's minimum is 2)")
+    statement_timeout: float = Field(30, gt=0, le=3600, description="seconds any one statement may take")
+    sslmode: SslMode | None = Field(
+        None, description='libpq sslmode; default from the secret\'s "ssl": true -> verify-full, else prefer'
+    )
+    sslrootcert: str | None = Field(None, description="CA bundle for verify-ca/verify-full, relative to the config")
+    clone_suffix: str = Field("_clone", min_length=1, max_length=32)
+
+
+@dataclass(frozen=True)
+class _Login:
+    """Where and as whom to connect. `what` names it in messages ("CURRENT", "the admin secret ...")."""
+
+    what: str
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    dbname: str
+    ssl: Any = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return bool(value)
+
+
+def _message(exc: BaseException) -> str:
+    """The first line of a psycopg error, without libpq's 'connection failed: ...' preamble."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    text = primary or str(exc) or type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    # libpq: 'connection failed: connection to server at "h", port p failed: FATAL:  <the reason>'
+    first = _LIBPQ_PREAMBLE.sub("", first)
+    for marker in ("FATAL:", "ERROR:"):
+        if marker in first:
+            first = first.split(marker, 1)[1].strip()
+    return first
+
+
+class PostgresPlugin:
+    """Rotates a PostgreSQL role's password (single-user) or alternates between a role and its clone."""
+
+    strategies = (SINGLE_USER, ALTERNATING_USERS)
+
+    def __init__(self, options: Mapping[str, Any] | None = None, setup: ComponentSetup | None = None) -> None:
+        self.options = PostgresOptions.model_validate(dict(options or {}))
+        self.setup = setup
+        self._sslrootcert: str | None = None
+        if self.options.sslrootcert:
+            path = setup.path(self.options.sslrootcert) if setup else None
+            resolved = str(path) if path else self.options.sslrootcert
+            if path is not None and not path.is_file():
+                raise ConfigError(
+                    f"sslrootcert {resolved} does not exist",
+                    file=setup.config_file if setup else None,
+                    key="sslrootcert",
+                    fix="point sslrootcert at a PEM CA bundle (relative paths start at the config file)",
+                )
+            self._sslrootcert = resolved
+
+    # -- the RotationPlugin protocol -------------------------------------------------------------------------
+
+    def create(self, ctx: RotationContext, current: Credential) -> dict[str, Any]:
+        """Return CURRENT's value with a new generated password (and, alternating, the other role's name).
+
+        No SQL: the engine stores the value as PENDING before `stage` applies it.
+        """
+        self._check_strategy(ctx, "create")
+        login = self._login(ctx, "create", current, "CURRENT")
+        value = dict(current.value)
+        if ctx.strategy == ALTERNATING_USERS:
+            self._masterarn(ctx, "create", current)
+            value["username"] = self._other_user(ctx, "create", login.user)
+        value["password"] = generate_password(ctx.password_policy)
+        return value
+
+    def stage(self, ctx: RotationContext, current: Credential, pending: Credential) -> None:
+        """Make PENDING's password valid. Idempotent.
+
+        single-user (as AWS's setSecret): logs in with PENDING (``SELECT 1``); if that works, done. Else logs in
+        with CURRENT and runs ``ALTER ROLE <self> PASSWORD '<SCRAM verifier>'``. CURRENT stops working here.
+
+        alternating-users: logs in as the admin (``masterarn``) and runs
+        ``SELECT 1 FROM pg_roles WHERE rolname = <pending>``, then either
+        ``CREATE ROLE <clone> LOGIN IN ROLE <original> PASSWORD '<verifier>'`` (first use), or
+        ``ALTER ROLE <pending> PASSWORD '<verifier>'`` (after ``GRANT <original> TO <clone>`` if an existing clone
+        is not a member of the original, checked in ``pg_auth_members``). CURRENT's role is never touched.
+        """
+        self._check_strategy(ctx, "stage")
+        if ctx.strategy == ALTERNATING_USERS:
+            self._stage_alternating(ctx, current, pending)
+            return
+        new = self._login(ctx, "stage", pending, "PENDING")
+        old = self._login(ctx, "stage", current, "CURRENT")
+        self._same_user(ctx, "stage", old, new)
+        if self._logs_in(ctx, "stage", new):
+            return
+        fix = (
+            f"the role's password is neither the store's CURRENT nor PENDING value: set role {old.user!r} at "
+            f"{old.where} to the CURRENT value (or store the working password as CURRENT), then run again"
+        )
+        with self._session(ctx, "stage", old, fix=fix) as conn:
+            self._set_password(conn, old.user, new.password)
+
+    def test(self, ctx: RotationContext, pending: Credential) -> None:
+        """Log in with PENDING over the network and run ``SELECT 1``.
+
+        A refused login raises TestFailed; a connection failure TransientError (the engine may retry).
+        """
+        self._check_strategy(ctx, "test")
+        login = self._login(ctx, "test", pending, "PENDING")
+        with self._session(ctx, "test", login, auth_error=TestFailed) as conn:
+            row = conn.execute("SELECT 1").fetchone()
+        if row is None or row[0] != 1:
+            raise TestFailed(
+                f"plan {ctx.plan_id}: test: SELECT 1 as user {login.user!r} at {login.where} returned {row!r}",
+                plan_id=ctx.plan_id,
+                step="test",
+            )
+
+    def revoke(self, ctx: RotationContext, previous: Credential, current: Credential) -> None:
+        """Invalidate PREVIOUS at the target, never CURRENT.
+
+        single-user: no SQL. PREVIOUS's password stopped working at `stage`, when the same role got CURRENT's
+        password. Refuses (StepError) if PREVIOUS names another role than CURRENT, which single-user never does.
+
+        alternating-users: logs in as the admin and runs ``ALTER ROLE <previous> PASSWORD '<verifier>'`` with a
+        fresh random password that is neither returned nor stored, so nobody can log in as that role until the
+        next rotation stages it again. Nothing to do when PREVIOUS and CURRENT name the same role (its old
+        password was already replaced when CURRENT was staged).
+        """
+        self._check_strategy(ctx, "revoke")
+        prev = self._login(ctx, "revoke", previous, "PREVIOUS")
+        cur = self._login(ctx, "revoke", current, "CURRENT")
+        if ctx.strategy == SINGLE_USER:
+            if prev.user != cur.user:
+                raise StepError(
+                    f"plan {ctx.plan_id}: revoke: PREVIOUS names role {prev.user!r} but CURRENT names "
+                    f"{cur.user!r}; single-user rotation never changes the role, so this plugin will not touch "
+                    f"{prev.user!r}\n  fix: revoke {prev.user!r} at {prev.where} by hand if it is no longer used, "
+                    "or rotate it with alternating-users",
+                    plan_id=ctx.plan_id,
+                    step="revoke",
+                )
+            return
+        if prev.user == cur.user:
+            return
+        admin = self._admin_login(ctx, "revoke", current, prev)
+        with self._session(ctx, "revoke", admin) as conn:
+            if self._role_exists(conn, prev.user):
+                self._set_password(conn, prev.user, generate_password(ctx.password_policy))
+
+    def unstage(self, ctx: RotationContext, current: Credential, pending: Credential) -> None:
+        """Roll back `stage`: CURRENT logs in again and PENDING does not. Idempotent.
+
+        single-user: logs in with CURRENT (``SELECT 1``); if that works, done (a role has one password, so
+        PENDING cannot). Else logs in with PENDING and runs ``ALTER ROLE <self> PASSWORD '<CURRENT's verifier>'``.
+
+        alternating-users: logs in as the admin, checks ``pg_roles`` for PENDING's role and, if it exists, runs
+        ``ALTER ROLE <pending> PASSWORD '<verifier>'`` with a fresh random password that is never stored.
+        The clone role itself is kept for the next rotation.
+        """
+        self._check_strategy(ctx, "unstage")
+        old = self._login(ctx, "unstage", current, "CURRENT")
+        new = self._login(ctx, "unstage", pending, "PENDING")
+        if ctx.strategy == ALTERNATING_USERS:
+            admin = self._admin_login(ctx, "unstage", current, new)
+            with self._session(ctx, "unstage", admin) as conn:
+                if not self._role_exists(conn, new.user):
+                    return
+                if new.user == old.user:  # a broken PENDING that named CURRENT's own role: put CURRENT back
+                    self._set_password(conn, old.user, old.password)
+                else:
+                    self._set_password(conn, new.user, generate_password(ctx.password_policy))
+            return
+        self._same_user(ctx, "unstage", old, new)
+        if self._logs_in(ctx, "unstage", old):
+            return
+        fix = (
+            f"neither the store's CURRENT nor PENDING password logs in as {old.user!r}: set the role's password at "
+            f"{old.where} to the CURRENT value by hand (ALTER ROLE ... PASSWORD), then run `rotator resume`"
+        )
+        with self._session(ctx, "unstage", new, fix=fix) as conn:
+            self._set_password(conn, new.user, old.password)
+
+    def discard(self, ctx: RotationContext, pending: Credential) -> None:
+        """Roll back `create`: nothing to do, no SQL. The password was generated locally and never existed at
+        the server unless `stage` ran (and `unstage` undoes that); the engine drops the PENDING version."""
+
+    # -- optional --------------------------------------------------------------------------------------------
+
+    def in_use(self, ctx: RotationContext, credential: Credential) -> list[str]:
+        """Sessions currently open as the credential's role (for "is the old credential still in use?").
+
+        Runs ``SELECT pid, client_addr, application_name, backend_start FROM pg_stat_activity WHERE usename =
+        <user> AND pid <> pg_backend_pid()``, as the admin for alternating-users, else as the role itself (a role
+        sees its own sessions). Returns one line per session; never a secret.
+        """
+        self._check_strategy(ctx, "in_use")
+        login = self._login(ctx, "in_use", credential, "the credential")
+        session_login = (
+            self._admin_login(ctx, "in_use", credential, login) if ctx.strategy == ALTERNATING_USERS else login
+        )
+        with self._session(ctx, "in_use", session_login) as conn:
+            rows = conn.execute(
+                """SELECT pid, client_addr, application_name, backend_start
+                     FROM pg_stat_activity
+                    WHERE usename = %s AND pid <> pg_backend_pid()
+                    ORDER BY backend_start""",
+                (login.user,),
+            ).fetchall()
+        return [
+            f"pid {pid} from {addr or 'local socket'} application {app or '-'!r} since {started:%Y-%m-%dT%H:%M:%S%z}"
+            if started is not None
+            else f"pid {pid} from {addr or 'local socket'} application {app or '-'!r}"
+            for pid, addr, app, started in rows
+        ]
+
+    # -- alternating-users -----------------------------------------------------------------------------------
+
+    def _stage_alternating(self, ctx: RotationContext, current: Credential, pending: Credential) -> None:
+        cur = self._login(ctx, "stage", current, "CURRENT")
+        new = self._login(ctx, "stage", pending, "PENDING")
+        if new.user == cur.user:
+            raise StepError(
+                f"plan {ctx.plan_id}: stage: PENDING names CURRENT's own role {cur.user!r}; alternating-users "
+                "stages the other role and never changes CURRENT's password\n  fix: discard the PENDING version "
+                "and rotate again",
+                plan_id=ctx.plan_id,
+                step="stage",
+            )
+        suffix = self.options.clone_suffix
+        pending_is_clone = new.user == cur.user + suffix
+        original = cur.user if pending_is_clone else new.user
+        admin = self._admin_login(ctx, "stage", current, new)
+        with self._session(ctx, "stage", admin) as conn:
+            if self._role_exists(conn, new.user):
+                if pending_is_clone and not self._is_member(conn, new.user, original):
+                    conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(original), sql.Identifier(new.user)))
+                self._set_password(conn, new.user, new.password)
+                return
+            if not pending_is_clone:
+                raise StepError(
+                    f"plan {ctx.plan_id}: stage: role {new.user!r} does not exist at {admin.where}, and CURRENT's "
+                    f"role {cur.user!r} is its clone; a clone cannot recreate the original's privileges\n  fix: "
+                    f"recreate role {new.user!r} with its grants, or store {cur.user!r}'s value without the "
+                    f"{suffix!r} suffix",
+                    plan_id=ctx.plan_id,
+                    step="stage",
+                )
+            try:
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN IN ROLE {} PASSWORD {}").format(
+                        sql.Identifier(new.user), sql.Identifier(original), self._verifier(conn, new.user, new.password)
+                    )
+                )
+            except psycopg.errors.DuplicateObject:  # created since we looked: converge on the password
+                self._set_password(conn, new.user, new.password)
+
+    def _admin_login(self, ctx: RotationContext, step: str, current: Credential, target: _Login) -> _Login:
+        """The admin secret named by CURRENT's masterarn, connecting to the target's database.
+
+        As AWS's multi-user sample: the admin's host must be the target's host; the database is the target's.
+        """
+        arn = self._masterarn(ctx, step, current)
+        admin = ctx.read_secret(arn)
+        value = admin.value
+        missing = [key for key in ("username", "password") if not value.get(key)]
+        if missing:
+            raise StepError(
+                f"plan {ctx.plan_id}: {step}: the admin secret {arn} has no {', '.join(missing)}",
+                plan_id=ctx.plan_id,
+                step=step,
+            )
+        host = str(value.get("host") or target.host)
+        if host.lower() != target.host.lower():
+            raise StepError(
+                f"plan {ctx.plan_id}: {step}: the admin secret {arn} is for host {host}, but the rotated role lives "
+                f"at {target.host}\n  fix: point masterarn at the admin secret of {target.host}",
+                plan_id=ctx.plan_id,
+                step=step,
+            )
+        return _Login(
+            what=f"the admin secret {arn}",
+            host=host,
+            port=self._port(ctx, step, value.get("port", target.port), f"the admin secret {arn}"),
+            user=str(value["username"]),
+            password=str(value["password"]),
+            dbname=target.dbname,
+            ssl=value.get("ssl", target.ssl),
+        )
+
+    def _masterarn(self, ctx: RotationContext, step: str, current: Credential) -> str:
+        arn = current.get("masterarn")
+        if not arn:
+            raise StepError(
+                f'plan {ctx.plan_id}: {step}: alternating-users needs "masterarn" in the secret {ctx.secret_id}, '
+                "naming the admin secret that can alter the two roles\n  fix: add masterarn to the secret, or use "
+                'strategy = "single-user"',
+                plan_id=ctx.plan_id,
+                step=step,
+            )
+        return str(arn)
+
+    def _other_user(self, ctx: RotationContext, step: str, username: str) -> str:
+        suffix = self.options.clone_suffix
+        other = username[: -len(suffix)] if username.endswith(suffix) else username + suffix
+        if not other or len(other.encode()) > NAMEDATALEN:
+            raise StepError(
+                f"plan {ctx.plan_id}: {step}: cannot derive the alternate of role {username!r} with suffix "
+                f"{suffix!r} (PostgreSQL role names are 1 to {NAMEDATALEN} bytes)\n  fix: use a shorter username "
+                "or clone_suffix",
+                plan_id=ctx.plan_id,
+                step=step,
+            )
+        return other
+
+    # -- SQL helpers -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _verifier(conn: psycopg.Connection[Any], user: str, password: str) -> sql.Literal:
+        # libpq (PQencryptPasswordConn) salts and hashes the password here, on the client. Only this SCRAM
+        # verifier goes to the server: the plaintext never appears in the server log (log_statement), in
+        # pg_stat_statements or pg_stat_activity, nor in any proxy's query log.
+        verifier = conn.pgconn.encrypt_password(password.encode(), user.encode(), b"scram-sha-256")
+        return sql.Literal(verifier.decode())
+
+    def _set_password(self, conn: psycopg.Connection[Any], user: str, password: str) -> None:
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(user), self._verifier(conn, user, password))
+        )
+
+    @staticmethod
+    def _role_exists(conn: psycopg.Connection[Any], user: str) -> bool:
+        return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone() is not None
+
+    @staticmethod
+    def _is_member(conn: psycopg.Connection[Any], member: str, group: str) -> bool:
+        row = conn.execute(
+            """SELECT 1 FROM pg_auth_members m
+                 JOIN pg_roles g ON g.oid = m.roleid
+                 JOIN pg_roles u ON u.oid = m.member
+                WHERE g.rolname = %s AND u.rolname = %s""",
+            (group, member),
+        ).fetchone()
+        return row is not None
+
+    # -- connections and the error boundary ------------------------------------------------------------------
+
+    def _logs_in(self, ctx: RotationContext, step: str, login: _Login) -> bool:
+        """Whether `login` is accepted (``SELECT 1``). Only a refused credential is False; other errors raise."""
+        try:
+            with self._session(ctx, step, login) as conn:
+                conn.execute("SELECT 1")
+        except AuthenticationFailed:
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def _session(
+        self,
+        ctx: RotationContext,
+        step: str,
+        login: _Login,
+        *,
+        auth_error: type[StepError] = AuthenticationFailed,
+        fix: str | None = None,
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """A connection as `login`, closed afterwards. The one place where psycopg errors become ours."""
+        try:
+            with psycopg.connect(**self._connect_args(login)) as conn:
+                conn.execute(
+                    "SELECT set_config('statement_timeout', %s, false)",
+                    (f"{int(self.options.statement_timeout * 1000)}ms",),
+                )
+                yield conn
+        except (psycopg.Error, OSError) as exc:
+            raise self._map_error(ctx, step, login, exc, auth_error=auth_error, fix=fix) from (
+                None if self._leaks(exc, login) else exc
+            )
+
+    def _connect_args(self, login: _Login) -> dict[str, Any]:
+        # Keyword arguments, never a DSN string holding the password (it could end up in a log or a message).
+        sslmode = self.options.sslmode or ("verify-full" if _flag(login.ssl) else "prefer")
+        args: dict[str, Any] = {
+            "host": login.host,
+            "port": login.port,
+            "user": login.user,
+            "password": login.password,
+            "dbname": login.dbname,
+            "connect_timeout": self.options.connect_timeout,
+            "sslmode": sslmode,
+            "application_name": APPLICATION_NAME,
+            "autocommit": True,
+        }
+        if self._sslrootcert:
+            args["sslrootcert"] = self._sslrootcert
+        elif sslmode == "verify-full" and psycopg.pq.version() >= 160000:
+            args["sslrootcert"] = "system"  # the OS trust store (libpq 16+), like AWS's samples
+        return args
+
+    @staticmethod
+    def _leaks(exc: BaseException, login: _Login) -> bool:
+        """Whether the original error's text holds the password (then it is not chained)."""
+        return bool(login.password) and login.password in str(exc)
+
+    def _map_error(
+        self,
+        ctx: RotationContext,
+        step: str,
+        login: _Login,
+        exc: BaseException,
+        *,
+        auth_error: type[StepError],
+        fix: str | None,
+    ) -> RotatorError:
+        reason = _message(exc).replace(login.password, "[REDACTED]") if login.password else _message(exc)
+        head = f"plan {ctx.plan_id}: {step}: as user {login.user!r} ({login.what}) at {login.where}: {reason}"
+        sqlstate = getattr(exc, "sqlstate", None)
+        lowered = str(exc).lower()
+        if (
+            sqlstate in ("28P01", "28000")
+            or any(marker in lowered for marker in _AUTH_MARKERS)
+            # at connect time (no SQLSTATE from libpq) with trust or md5 in pg_hba: the role is unknown
+            or (sqlstate is None and 'role "' in lowered and "does not exist" in lowered)
+        ):
+            hint = fix or f"check that {login.what} holds the role's password at {login.where}"
+            return auth_error(f"{head}\n  fix: {hint}", plan_id=ctx.plan_id, step=step)
+        if (
+            isinstance(exc, OSError)
+            or (sqlstate or "").startswith("08")
+            or sqlstate in _TRANSIENT_SQLSTATES
+            or (sqlstate is None and any(marker in lowered for marker in _TRANSIENT_MARKERS))
+        ):
+            return TransientError(f"{head} (may pass on its own; retried)")
+        if sqlstate == "42501":
+            hint = fix or (
+                f"grant {login.user!r} what this step needs (see the docstring of rotator_plugins.rotation.postgres): "
+                "CREATEROLE for alternating-users, and on PostgreSQL 16+ ADMIN OPTION on the rotated roles"
+            )
+            return StepError(f"{head}\n  fix: {hint}", plan_id=ctx.plan_id, step=step)
+        text = f"{head}\n  fix: {fix}" if fix else head
+        return StepError(text, plan_id=ctx.plan_id, step=step)
+
+    # -- the secret's JSON -----------------------------------------------------------------------------------
+
+    def _check_strategy(self, ctx: RotationContext, step: str) -> None:
+        if ctx.strategy not in self.strategies:
+            raise StepError(
+                f"plan {ctx.plan_id}: {step}: the postgres plugin has no strategy {ctx.strategy!r}\n  fix: use "
+                f"one of {', '.join(self.strategies)}",
+                plan_id=ctx.plan_id,
+                step=step,
+            )
+
+    def _login(self, ctx: RotationContext, step: str, cred: Credential, what: str) -> _Login:
+        value = cred.value
+        engine = value.get("engine")
+        if engine is not None and str(engine).lower() not in ("postgres", "postgresql", "aurora-postgresql"):
+            raise StepError(
+                f"plan {ctx.plan_id}: {step}: {what} of {ctx.secret_id} is for engine {engine!r}, not postgres",
+                plan_id=ctx.plan_id,
+                step=step,
+            )
+        missing = [key for key in ("host", "username", "password") if not value.get(key)]
+        if missing:
+            raise StepError(
+                f"plan {ctx.plan_id}: {step}: {what} of {ctx.secret_id} has no {', '.join(missing)}\n  fix: store "
+                'a value with "host", "port", "username", "password" and "dbname" (as AWS\'s rotation samples)',
+                plan_id=ctx.plan_id,
+                step=step,
+            )
+        return _Login(
+            what=what,
+            host=str(value["host"]),
+            port=self._port(ctx, step, value.get("port", 5432), what),
+            user=str(value["username"]),
+            password=str(value["password"]),
+            dbname=str(value.get("dbname") or "postgres"),
+            ssl=value.get("ssl"),
+        )
+
+    @staticmethod
+    def _port(ctx: RotationContext, step: str, raw: Any, what: str) -> int:
+        try:
+            port = int(raw)
+        except (TypeError, ValueError):
+            port = 0
+        if not 0 < port < 65536:
+            raise StepError(
+                f"plan {ctx.plan_id}: {step}: {what} has port {raw!r}, not a TCP port", plan_id=ctx.plan_id, step=step
+            )
+        return port
+
+    def _same_user(self, ctx: RotationContext, step: str, old: _Login, new: _Login) -> None:
+        if old.user != new.user:
+            raise StepError(
+                f"plan {ctx.plan_id}: {step}: single-user rotation, but CURRENT names role {old.user!r} and PENDING "
+                f"{new.user!r}\n  fix: discard the PENDING version and rotate again",
+                plan_id=ctx.plan_id,
+                step=step,
+            )
