@@ -26,21 +26,33 @@ class CliEnv:
     root: Path
     config: Path
 
-    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120, stdin: str | None = None,
-            config: bool = True) -> Result:
+    def run(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        stdin: str | None = None,
+        config: bool = True,
+    ) -> Result:
         full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
         argv = [sys.executable, "-m", "rotator", *args]
         if config:
             argv += ["--config", str(self.config)]
-        proc = subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout, input=stdin,
-                              cwd=self.root)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, env=full_env, timeout=timeout, input=stdin, cwd=self.root
+        )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-        return subprocess.Popen([sys.executable, "-m", "rotator", *args, "--config", str(self.config)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
-                                cwd=self.root)
+        return subprocess.Popen(
+            [sys.executable, "-m", "rotator", *args, "--config", str(self.config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full_env,
+            cwd=self.root,
+        )
 
     def seed(self, secret: str, value: dict[str, Any], store: str = "local") -> None:
         path = self.root / "seed.json"

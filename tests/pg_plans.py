@@ -54,8 +54,9 @@ class PgPlan:
         assert status[self.plan_id]["last_result"] in ("succeeded", "awaiting_revoke", "rolled_back")
 
 
-def pg_plan_config(root: Path, pg: PgServer, strategy: str, username: str | None = None,
-                   grace: str = "1h", extra: str = "") -> PgPlan:
+def pg_plan_config(
+    root: Path, pg: PgServer, strategy: str, username: str | None = None, grace: str = "1h", extra: str = ""
+) -> PgPlan:
     n = next(_counter)
     username = username or f"app{n}"
     plan_id = f"pg{n}"

@@ -31,8 +31,13 @@ def imports_of(path: Path) -> set[str]:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
     for node in ast.walk(tree):  # importlib.import_module("x") with a literal
-        if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module" and node.args
-                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", "") == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             found.add(node.args[0].value)
     return found
 
@@ -43,8 +48,13 @@ def modules(folder: str) -> list[Path]:
 
 @pytest.mark.parametrize("path", modules("plugins"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_plugins_import_only_the_public_api(path: Path) -> None:
-    bad = sorted(name for name in imports_of(path) if name.startswith("rotator.") and
-                 not name.startswith("rotator_plugins") and name.split(".")[1] not in _public_names())
+    bad = sorted(
+        name
+        for name in imports_of(path)
+        if name.startswith("rotator.")
+        and not name.startswith("rotator_plugins")
+        and name.split(".")[1] not in _public_names()
+    )
     assert not bad, f"{path.relative_to(ROOT)} imports rotator internals: {bad}"
 
 
@@ -66,20 +76,37 @@ def test_core_imports_no_plugin_and_no_network_client(path: Path) -> None:
 @pytest.mark.parametrize("path", modules("rotator/engine"), ids=lambda p: str(p.relative_to(ROOT)))
 def test_engine_points_one_way(path: Path) -> None:
     names = imports_of(path)
-    forbidden = {"rotator.cli", "rotator.daemon", "rotator.scheduler", "rotator.workspace", "rotator.local_store",
-                 "rotator.journal.sqlite", "rotator.journal.postgres", "rotator.registry", "apscheduler", "typer"}
+    forbidden = {
+        "rotator.cli",
+        "rotator.daemon",
+        "rotator.scheduler",
+        "rotator.workspace",
+        "rotator.local_store",
+        "rotator.journal.sqlite",
+        "rotator.journal.postgres",
+        "rotator.registry",
+        "apscheduler",
+        "typer",
+    }
     hit = sorted(n for n in names if any(n == f or n.startswith(f + ".") for f in forbidden))
     assert not hit, f"{path.relative_to(ROOT)} imports {hit}"
 
 
 def test_lambda_path_imports_no_scheduler_daemon_or_cli() -> None:
-    targets = ["rotator.engine.runner", "rotator.local_store", "rotator.journal.sqlite", "rotator.registry",
-               "rotator.config"]
+    targets = [
+        "rotator.engine.runner",
+        "rotator.local_store",
+        "rotator.journal.sqlite",
+        "rotator.registry",
+        "rotator.config",
+    ]
     if (ROOT / "rotator" / "lambda_adapter.py").exists():
         targets.append("rotator.lambda_adapter")
-    code = (f"import sys; import {', '.join(targets)}; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('apscheduler', 'typer') "
-            "or m in ('rotator.daemon', 'rotator.cli', 'rotator.scheduler')]; print(','.join(sorted(bad)))")
+    code = (
+        f"import sys; import {', '.join(targets)}; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('apscheduler', 'typer') "
+        "or m in ('rotator.daemon', 'rotator.cli', 'rotator.scheduler')]; print(','.join(sorted(bad)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "", f"the Lambda path loaded {out.stdout.strip()}"
 

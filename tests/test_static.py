@@ -12,12 +12,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("tool", [["ruff", "check", "."], ["ruff", "format", "--check", "rotator"], ["mypy"]],
-                         ids=["ruff-check", "ruff-format", "mypy"])
+@pytest.mark.parametrize(
+    "tool",
+    [["ruff", "check", "."], ["ruff", "format", "--check", "rotator"], ["mypy"]],
+    ids=["ruff-check", "ruff-format", "mypy"],
+)
 def test_static_checks_pass(tool: list[str]) -> None:
-    if shutil.which(tool[0]) is None:
-        command = [sys.executable, "-m", *tool]
-    else:
-        command = tool
+    command = [sys.executable, "-m", *tool] if shutil.which(tool[0]) is None else tool
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]

@@ -120,10 +120,18 @@ def test_usage_errors_exit_2(cli: CliEnv) -> None:
 def test_no_secret_in_output_logs_or_state_files(cli: CliEnv) -> None:
     cli.run("rotate-now", "--all", "--json", "--log-level", "debug")
     outputs = [cli.run("rotate-now", "--all", "--log-level", "debug", "--revoke-old", "now")]
-    outputs += [cli.run("status"), cli.run("history"), cli.run("status", "--json"), cli.run("history", "--json"),
-                cli.run("resume", "--log-level", "debug")]
-    outputs.append(cli.run("rotate-now", "--all", "--json", "--log-level", "debug",
-                           env={"ROTATOR_FAILPOINTS": "after-stage=error"}))
+    outputs += [
+        cli.run("status"),
+        cli.run("history"),
+        cli.run("status", "--json"),
+        cli.run("history", "--json"),
+        cli.run("resume", "--log-level", "debug"),
+    ]
+    outputs.append(
+        cli.run(
+            "rotate-now", "--all", "--json", "--log-level", "debug", env={"ROTATOR_FAILPOINTS": "after-stage=error"}
+        )
+    )
     secrets = set()
     for secret in ("app/signing-key", "app/api-token"):
         for stage in ("CURRENT", "PREVIOUS"):

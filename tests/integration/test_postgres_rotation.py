@@ -81,7 +81,9 @@ def test_wrong_current_password_fails_at_once_and_resume_recovers(tmp_path: Path
     assert "changed-behind-our-back" not in result.stdout + result.stderr
     [run] = plan.cli.run("history", plan.plan_id, "--json").json()
     assert [(s["step"], s["status"]) for s in run["steps"] if s["action"] == "forward"] == [
-        ("create", "succeeded"), ("stage", "failed")]  # one attempt: auth errors are not retried
+        ("create", "succeeded"),
+        ("stage", "failed"),
+    ]  # one attempt: auth errors are not retried
     assert plan.cli.run("rotate-now", plan.plan_id).code == 1  # a stuck plan does not rotate again
     plan.cli.seed(plan.secret, pg_server.secret(plan.username, "changed-behind-our-back-0000"))
     assert plan.cli.run("resume").code == 0
@@ -112,7 +114,7 @@ def test_two_concurrent_rotate_now_on_one_plan(tmp_path: Path, pg_server: PgServ
     succeeded = [o for o in outcomes if o[1] == "awaiting_revoke"]
     busy = [o for o in outcomes if o[1] == "busy"]
     assert len(succeeded) + len(busy) == 2 and succeeded
-    for code, outcome, error in busy:
+    for code, _outcome, error in busy:
         assert code == 1 and "busy" in error
     assert len(plan.cli.run("history", plan.plan_id, "--json").json()) == len(succeeded)
     plan.assert_invariants()
@@ -121,11 +123,16 @@ def test_two_concurrent_rotate_now_on_one_plan(tmp_path: Path, pg_server: PgServ
 def test_no_secret_in_output_logs_state_or_server_log(tmp_path: Path, pg_server: PgServer) -> None:
     plan = pg_plan_config(tmp_path, pg_server, "alternating-users")
     log_start = pg_server.log_size()
-    outputs = [plan.cli.run("rotate-now", plan.plan_id, "--log-level", "debug"),
-               plan.cli.run("rotate-now", plan.plan_id, "--log-level", "debug", "--revoke-old", "now", "--json"),
-               plan.cli.run("rotate-now", plan.plan_id, "--log-level", "debug",
-                            env={"ROTATOR_FAILPOINTS": "after-stage=error"}),
-               plan.cli.run("status"), plan.cli.run("history", "--json"), plan.cli.run("resume", "--log-level", "debug")]
+    outputs = [
+        plan.cli.run("rotate-now", plan.plan_id, "--log-level", "debug"),
+        plan.cli.run("rotate-now", plan.plan_id, "--log-level", "debug", "--revoke-old", "now", "--json"),
+        plan.cli.run(
+            "rotate-now", plan.plan_id, "--log-level", "debug", env={"ROTATOR_FAILPOINTS": "after-stage=error"}
+        ),
+        plan.cli.run("status"),
+        plan.cli.run("history", "--json"),
+        plan.cli.run("resume", "--log-level", "debug"),
+    ]
     passwords = {v["password"] for v in (plan.stage("CURRENT"), plan.stage("PREVIOUS")) if v}
     text = "\n".join(o.stdout + o.stderr for o in outputs)
     assert "step done" in text  # debug logging really ran

@@ -24,43 +24,87 @@ schedule = "rate(30 days)"
 # (name, config text, words the message must contain: the key, and the fix)
 BAD = [
     ("malformed-toml", "[rotator\nstate_dir = 1", ["line 1", "invalid TOML", "fix:"]),
-    ("unknown-plugin", GOOD_PLAN.replace('"postgres"', '"postgress"'),
-     ["plans[0] (id 'orders-db').plugin", "unknown plugin type 'postgress'", "installed:", "fix:"]),
-    ("unknown-store", GOOD_PLAN + 'store = "vault"\n',
-     ["plans[0] (id 'orders-db').store", "unknown store 'vault'", "fix: declare [stores.vault]"]),
-    ("unknown-store-type", '[stores.s3]\ntype = "s3"\n' + GOOD_PLAN,
-     ["stores.s3.type", "unknown store type 's3'", "fix:"]),
-    ("bad-rate", GOOD_PLAN.replace("rate(30 days)", "rate(30 dayz)"),
-     ["plans[0] (id 'orders-db').schedule", "fix: use \"rate(30 days)\""]),
-    ("rate-singular", GOOD_PLAN.replace("rate(30 days)", "rate(1 days)"),
-     ["schedule", "AWS wants rate(1 day)"]),
-    ("aws-cron-two-day-fields", GOOD_PLAN.replace("rate(30 days)", "cron(0 2 * * MON *)"),
-     ["schedule", 'needs "?" in exactly one of day-of-month and day-of-week']),
+    (
+        "unknown-plugin",
+        GOOD_PLAN.replace('"postgres"', '"postgress"'),
+        ["plans[0] (id 'orders-db').plugin", "unknown plugin type 'postgress'", "installed:", "fix:"],
+    ),
+    (
+        "unknown-store",
+        GOOD_PLAN + 'store = "vault"\n',
+        ["plans[0] (id 'orders-db').store", "unknown store 'vault'", "fix: declare [stores.vault]"],
+    ),
+    (
+        "unknown-store-type",
+        '[stores.s3]\ntype = "s3"\n' + GOOD_PLAN,
+        ["stores.s3.type", "unknown store type 's3'", "fix:"],
+    ),
+    (
+        "bad-rate",
+        GOOD_PLAN.replace("rate(30 days)", "rate(30 dayz)"),
+        ["plans[0] (id 'orders-db').schedule", 'fix: use "rate(30 days)"'],
+    ),
+    ("rate-singular", GOOD_PLAN.replace("rate(30 days)", "rate(1 days)"), ["schedule", "AWS wants rate(1 day)"]),
+    (
+        "aws-cron-two-day-fields",
+        GOOD_PLAN.replace("rate(30 days)", "cron(0 2 * * MON *)"),
+        ["schedule", 'needs "?" in exactly one of day-of-month and day-of-week'],
+    ),
     ("crontab-bad-hour", GOOD_PLAN.replace("rate(30 days)", "0 25 * * *"), ["schedule", "fix:"]),
-    ("missing-secret", GOOD_PLAN.replace('secret = "prod/orders/db"\n', ""),
-     ["plans[0] (id 'orders-db').secret", "Field required", "fix: add secret = ..."]),
-    ("unknown-key", GOOD_PLAN + 'shedule = "manual"\n',
-     ["plans[0] (id 'orders-db').shedule", "fix: remove 'shedule' or check its spelling"]),
-    ("inline-secret-notifier", '[notifiers.ops]\ntype = "webhook"\nurl = "https://x.example"\n'
-     'signing_key = "hunter2hunter2"\n' + GOOD_PLAN,
-     ["notifiers.ops.signing_key", "a secret is written inline", 'signing_key = "env:VAR"']),
-    ("inline-secret-plugin", GOOD_PLAN.replace('"postgres"', '{type = "postgres", password = "hunter2"}'),
-     ["plans[0].plugin.password", "a secret is written inline"]),
-    ("unknown-notifier", GOOD_PLAN + 'notify = ["pager"]\n',
-     ["plans[0] (id 'orders-db').notify", "unknown notifier 'pager'", "fix:"]),
-    ("bad-strategy", GOOD_PLAN + 'strategy = "triple-user"\n',
-     ["plans[0] (id 'orders-db').strategy", "no strategy 'triple-user'", "single-user, alternating-users"]),
+    (
+        "missing-secret",
+        GOOD_PLAN.replace('secret = "prod/orders/db"\n', ""),
+        ["plans[0] (id 'orders-db').secret", "Field required", "fix: add secret = ..."],
+    ),
+    (
+        "unknown-key",
+        GOOD_PLAN + 'shedule = "manual"\n',
+        ["plans[0] (id 'orders-db').shedule", "fix: remove 'shedule' or check its spelling"],
+    ),
+    (
+        "inline-secret-notifier",
+        '[notifiers.ops]\ntype = "webhook"\nurl = "https://x.example"\nsigning_key = "hunter2hunter2"\n' + GOOD_PLAN,
+        ["notifiers.ops.signing_key", "a secret is written inline", 'signing_key = "env:VAR"'],
+    ),
+    (
+        "inline-secret-plugin",
+        GOOD_PLAN.replace('"postgres"', '{type = "postgres", password = "hunter2"}'),
+        ["plans[0].plugin.password", "a secret is written inline"],
+    ),
+    (
+        "unknown-notifier",
+        GOOD_PLAN + 'notify = ["pager"]\n',
+        ["plans[0] (id 'orders-db').notify", "unknown notifier 'pager'", "fix:"],
+    ),
+    (
+        "bad-strategy",
+        GOOD_PLAN + 'strategy = "triple-user"\n',
+        ["plans[0] (id 'orders-db').strategy", "no strategy 'triple-user'", "single-user, alternating-users"],
+    ),
     ("bad-grace", GOOD_PLAN + 'grace = "one hour"\n', ["grace", "bad duration", 'fix: use a duration such as "1h"']),
-    ("bad-window", GOOD_PLAN + 'window = "25:00-26:00"\n', ["window", "fix: use \"HH:MM-HH:MM\""]),
+    ("bad-window", GOOD_PLAN + 'window = "25:00-26:00"\n', ["window", 'fix: use "HH:MM-HH:MM"']),
     ("duplicate-plan", GOOD_PLAN + GOOD_PLAN, ["plan id 'orders-db' is used twice"]),
-    ("bad-plugin-option", GOOD_PLAN.replace('"postgres"', '{type = "postgres", conect_timeout = 3}'),
-     ["plans[0] (id 'orders-db').plugin.conect_timeout", "fix: remove 'conect_timeout'"]),
+    (
+        "bad-plugin-option",
+        GOOD_PLAN.replace('"postgres"', '{type = "postgres", conect_timeout = 3}'),
+        ["plans[0] (id 'orders-db').plugin.conect_timeout", "fix: remove 'conect_timeout'"],
+    ),
     ("bad-plan-id", GOOD_PLAN.replace('"orders-db"', '"orders db!"'), ["plans[0]", "bad plan id", "fix: use letters"]),
-    ("webhook-plain-http", '[notifiers.ops]\ntype = "webhook"\nurl = "ftp://x"\n' + GOOD_PLAN,
-     ["notifiers.ops.url", "url must start with https://"]),
-    ("journal-url-with-password", '[rotator]\njournal = "postgresql://u:hunter2@db/x"\n' + GOOD_PLAN,
-     ["rotator.journal", "holds a password", "PGPASSWORD"]),
-    ("unknown-journal", '[rotator]\njournal = "mongodb://x"\n' + GOOD_PLAN, ["rotator.journal", "unknown journal URL scheme", "sqlite:///PATH"]),
+    (
+        "webhook-plain-http",
+        '[notifiers.ops]\ntype = "webhook"\nurl = "ftp://x"\n' + GOOD_PLAN,
+        ["notifiers.ops.url", "url must start with https://"],
+    ),
+    (
+        "journal-url-with-password",
+        '[rotator]\njournal = "postgresql://u:hunter2@db/x"\n' + GOOD_PLAN,
+        ["rotator.journal", "holds a password", "PGPASSWORD"],
+    ),
+    (
+        "unknown-journal",
+        '[rotator]\njournal = "mongodb://x"\n' + GOOD_PLAN,
+        ["rotator.journal", "unknown journal URL scheme", "sqlite:///PATH"],
+    ),
 ]
 
 
@@ -103,8 +147,12 @@ def test_example_config_validates() -> None:
 
 
 def test_missing_config_file_in_a_real_process(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "rotator", "status", "--config", str(tmp_path / "nope.toml")],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rotator", "status", "--config", str(tmp_path / "nope.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "nope.toml: config file not found" in proc.stderr and "fix:" in proc.stderr
     assert "Traceback" not in proc.stderr

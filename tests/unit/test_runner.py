@@ -36,8 +36,15 @@ def env(tmp_path: Path):
 
 
 def bind(store, target, strategy="single-user", grace=timedelta(hours=1)) -> BoundPlan:
-    return BoundPlan(plan_id="p1", secret_id=SECRET, store_name="local", store=store, plugin=FakePlugin(target),
-                     strategy=strategy, grace=grace)
+    return BoundPlan(
+        plan_id="p1",
+        secret_id=SECRET,
+        store_name="local",
+        store=store,
+        plugin=FakePlugin(target),
+        strategy=strategy,
+        grace=grace,
+    )
 
 
 def assert_invariants(store, target) -> None:
@@ -69,8 +76,10 @@ def test_rotation_promotes_then_revokes_after_grace(env):
     assert not target.logs_in(old.value) and target.logs_in(new.value)
     run = journal.get_run(outcome.run_id)
     assert [(s.step, s.action, s.status) for s in run.steps] == [
-        (Step.CREATE, "forward", "succeeded"), (Step.STAGE, "forward", "succeeded"),
-        (Step.TEST, "forward", "succeeded"), (Step.PROMOTE, "forward", "succeeded"),
+        (Step.CREATE, "forward", "succeeded"),
+        (Step.STAGE, "forward", "succeeded"),
+        (Step.TEST, "forward", "succeeded"),
+        (Step.PROMOTE, "forward", "succeeded"),
         (Step.REVOKE, "forward", "succeeded"),
     ]
     assert_invariants(store, target)
@@ -117,7 +126,9 @@ def test_failed_compensation_leaves_run_stuck_until_resume(env):
     # each compensation ran once successfully: unstage after the fix, discard once
     steps = journal.get_run(outcome.run_id).steps
     assert [(s.step, s.status) for s in steps if s.action == "rollback" and s.status == "succeeded"] == [
-        (Step.STAGE, "succeeded"), (Step.CREATE, "succeeded")]
+        (Step.STAGE, "succeeded"),
+        (Step.CREATE, "succeeded"),
+    ]
 
 
 def test_transient_errors_are_retried_and_auth_errors_are_not(env):
@@ -155,8 +166,19 @@ def test_second_run_on_a_leased_plan_is_busy(env):
     assert Runner(journal).rotate(bind(store, target)).ok
 
 
-@pytest.mark.parametrize("point", ["before-create", "after-store-put-pending", "after-stage", "before-test",
-                                   "after-test", "after-store-promote", "after-promote", "before-revoke"])
+@pytest.mark.parametrize(
+    "point",
+    [
+        "before-create",
+        "after-store-put-pending",
+        "after-stage",
+        "before-test",
+        "after-test",
+        "after-store-promote",
+        "after-promote",
+        "before-revoke",
+    ],
+)
 def test_resume_after_crash_converges(env, point, monkeypatch):
     store, journal, target = env
     import rotator.failpoints as fp
