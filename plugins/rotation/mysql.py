@@ -114,7 +114,8 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 _PRIVILEGE_CODES = frozenset({1142, 1143, 1227, 1410, 1044})  # command/column denied, need privilege, grant denied
-_TLS_MARKERS = ("ssl", "certificate", "tls")
+# In a connection error's text (which also names the host, so no bare "ssl" or "tls"): a TLS problem, not the network.
+_TLS_MARKERS = ("[ssl", "ssl:", "certificate", "tlsv1", "handshake", "wrong version number")
 
 
 class MySQLOptions(BaseModel):
@@ -811,11 +812,8 @@ class MySQLPlugin:
         if code in _AUTH_CODES:
             hint = fix or f"check that {login.what} holds the account's password at {login.where}"
             return auth_error(f"{head}\n  fix: {hint}", plan_id=ctx.plan_id, step=step)
-        if (
-            code in (2003, 2013, 2026)
-            and any(marker in lowered for marker in _TLS_MARKERS)
-            and "timed out" not in lowered
-        ):
+        tls_failure = any(marker in lowered for marker in _TLS_MARKERS) and "timed out" not in lowered
+        if code == 2026 or (code in (2003, 2013) and tls_failure):
             return StepError(
                 f"{head}\n  fix: check the server's TLS certificate against the ssl_mode and ssl_ca options (the "
                 'secret\'s "ssl": true means verify_identity with the system CA store)',
