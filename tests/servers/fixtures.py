@@ -34,3 +34,7 @@ def pg_server() -> Iterator[PgServer]:
         yield server
     finally:
         server.stop()
+from tests.servers.aws import *  # noqa: E402, F403
+from tests.servers.vault import *  # noqa: E402, F403
+
+__all__ += ["moto_server", "vault_server"]  # noqa: F405 (star imports do not extend this module's __all__)

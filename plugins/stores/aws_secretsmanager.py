@@ -1,0 +1,331 @@
+"""The `aws-secretsmanager` store: AWS Secrets Manager, with its own staging labels.
+
+- CURRENT, PENDING, PREVIOUS are AWSCURRENT, AWSPENDING, AWSPREVIOUS. A consumer's plain GetSecretValue reads
+  AWSCURRENT, so it never sees PENDING (invariant 3).
+- The version id of a rotated version is the engine's run id (32 hex characters), used as the ClientRequestToken.
+  Writing PENDING twice with the same value is a no-op; with a different value it is a VersionConflict.
+- promote is one UpdateSecretVersionStage moving AWSCURRENT (AWS moves AWSPREVIOUS onto the old version itself),
+  then AWSPENDING is taken off the new version, so the secret is ready for the next rotation (AWS's RotateSecret
+  included). A PENDING label left on the AWSCURRENT version (a crash between those two calls, or another rotator's
+  finished rotation) is not a pending version: `get(PENDING)` reports none.
+- The value is the JSON object in SecretString (AWS's rotation-sample shape). Binary secrets are refused.
+- Every method's docstring names the AWS actions it calls; config/iam-policy-daemon.json is read off them.
+- Errors are mapped in one place, rotator_plugins.stores.aws_errors.
+
+Options (the store's table in the config): region, endpoint_url, profile, role_arn (assumed through STS, refreshed
+before it expires), role_session_name, external_id, sts_endpoint_url, kms_key_id (used when `rotator store put`
+creates a secret), max_attempts, connect_timeout, read_timeout. Tests and the Lambda inject a ready client with
+the keyword `client=`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import DeferredRefreshableCredentials
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict, Field
+from rotator_plugins.stores.aws_errors import aws_errors
+
+from rotator import ComponentSetup, ConfigError, Credential, SecretNotFound, Stage, StoreError, VersionConflict
+
+STORE = "aws-secretsmanager"
+LABELS = {Stage.CURRENT: "AWSCURRENT", Stage.PENDING: "AWSPENDING", Stage.PREVIOUS: "AWSPREVIOUS"}
+STAGES = {label: stage for stage, label in LABELS.items()}
+CURRENT, PENDING, PREVIOUS = LABELS[Stage.CURRENT], LABELS[Stage.PENDING], LABELS[Stage.PREVIOUS]
+# Boto3 method per action, so that docstrings, the IAM policy and the call sites use one vocabulary.
+_METHODS = {
+    "GetSecretValue": "get_secret_value",
+    "DescribeSecret": "describe_secret",
+    "PutSecretValue": "put_secret_value",
+    "UpdateSecretVersionStage": "update_secret_version_stage",
+    "CreateSecret": "create_secret",
+}
+
+
+class AwsStoreOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
+    endpoint_url: str | None = Field(None, pattern=r"^https?://")
+    profile: str | None = None
+    role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
+    role_session_name: str = Field("credential-rotator", pattern=r"^[\w+=,.@-]{2,64}$")
+    external_id: str | None = None
+    sts_endpoint_url: str | None = Field(None, pattern=r"^https?://")
+    kms_key_id: str | None = None
+    max_attempts: int = Field(3, ge=1, le=10)
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(20.0, gt=0)
+
+
+def _assumed_role_session(base: boto3.Session, opts: AwsStoreOptions) -> boto3.Session:
+    """A session whose credentials come from sts:AssumeRole and are refreshed by botocore before they expire."""
+    role_arn = opts.role_arn or ""
+
+    def refresh() -> dict[str, str]:
+        sts = base.client("sts", region_name=opts.region, endpoint_url=opts.sts_endpoint_url)
+        params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": opts.role_session_name}
+        if opts.external_id:
+            params["ExternalId"] = opts.external_id
+        try:
+            credentials = sts.assume_role(**params)["Credentials"]
+        except (ClientError, BotoCoreError) as exc:
+            code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+            raise StoreError(
+                f"{STORE}: cannot assume role {role_arn} ({code or type(exc).__name__}); the base identity needs "
+                "sts:AssumeRole on it and the role's trust policy must allow that identity"
+            ) from None
+        expiry = credentials["Expiration"]
+        return {
+            "access_key": credentials["AccessKeyId"],
+            "secret_key": credentials["SecretAccessKey"],
+            "token": credentials["SessionToken"],
+            "expiry_time": expiry.isoformat() if isinstance(expiry, datetime) else str(expiry),
+        }
+
+    core = botocore.session.get_session()
+    # The documented way to give a session refreshable credentials that are not in a profile: botocore has no
+    # public setter for them.
+    core._credentials = DeferredRefreshableCredentials(refresh_using=refresh, method="sts-assume-role")
+    if opts.region or base.region_name:
+        core.set_config_variable("region", opts.region or base.region_name)
+    return boto3.Session(botocore_session=core)
+
+
+def make_client(opts: AwsStoreOptions) -> Any:
+    """The Secrets Manager client the options describe (profile, then role to assume, region, endpoint)."""
+    session = boto3.Session(profile_name=opts.profile, region_name=opts.region)
+    if opts.role_arn:
+        session = _assumed_role_session(session, opts)
+    config = Config(
+        retries={"mode": "standard", "max_attempts": opts.max_attempts},
+        connect_timeout=opts.connect_timeout,
+        read_timeout=opts.read_timeout,
+        user_agent_extra="credential-rotator",
+    )
+    return session.client("secretsmanager", endpoint_url=opts.endpoint_url, config=config)
+
+
+class AwsSecretsManagerStore:
+    """Type `aws-secretsmanager`: secrets in AWS Secrets Manager (see the module docstring)."""
+
+    def __init__(
+        self,
+        options: Mapping[str, Any] | None = None,
+        setup: ComponentSetup | None = None,
+        *,
+        client: Any = None,
+    ):
+        self.options = AwsStoreOptions.model_validate(dict(options or {}))
+        self.setup = setup or ComponentSetup(name=STORE, config_dir=Path.cwd(), state_dir=Path.cwd() / "state")
+        self._client = client
+        if client is None:
+            try:
+                self._client = make_client(self.options)
+            except BotoCoreError as exc:  # NoRegionError, ProfileNotFound: problems of the config
+                raise ConfigError(
+                    f"cannot make an AWS client: {type(exc).__name__}",
+                    key=f"stores.{self.setup.name}",
+                    fix='set region = "..." (or AWS_REGION), and a profile that exists in ~/.aws/config',
+                ) from None
+
+    @property
+    def client(self) -> Any:
+        """The boto3 Secrets Manager client (for event hooks: `store.client.meta.events.register(...)`)."""
+        return self._client
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+
+    def _call(self, action: str, secret_id: str, *, conflict: tuple[str, ...] = (), **params: Any) -> dict[str, Any]:
+        method = getattr(self._client, _METHODS[action])
+        with aws_errors(action=f"secretsmanager:{action}", secret_id=secret_id, store=STORE, conflict_codes=conflict):
+            result: dict[str, Any] = method(**params)
+        return result
+
+    @staticmethod
+    def _value(secret_id: str, response: Mapping[str, Any]) -> dict[str, Any]:
+        text = response.get("SecretString")
+        if text is None:
+            raise StoreError(f"{STORE}: secret {secret_id!r} holds binary data; this store keeps JSON objects only")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            # The message says what is wrong, never what the string holds.
+            raise StoreError(f"{STORE}: secret {secret_id!r} is not a JSON object (plain text is not supported)")
+        return value
+
+    @staticmethod
+    def _encode(value: Mapping[str, Any]) -> str:
+        return json.dumps(dict(value))
+
+    def _credential(self, secret_id: str, response: Mapping[str, Any]) -> Credential:
+        labels = set(response.get("VersionStages") or ())
+        stages = {STAGES[label] for label in labels if label in STAGES}
+        if CURRENT in labels:
+            stages.discard(Stage.PENDING)  # AWSPENDING on the AWSCURRENT version: a finished rotation
+        return Credential(str(response["VersionId"]), self._value(secret_id, response), frozenset(stages))
+
+    def _labels(self, secret_id: str) -> dict[str, set[str]]:
+        """DescribeSecret: version id -> its staging labels. No secret value is read."""
+        described = self._call("DescribeSecret", secret_id, SecretId=secret_id)
+        return {vid: set(labels) for vid, labels in (described.get("VersionIdsToStages") or {}).items()}
+
+    @staticmethod
+    def _holder(labels: Mapping[str, set[str]], label: str) -> str | None:
+        return next((vid for vid, stages in labels.items() if label in stages), None)
+
+    def _get_version(self, secret_id: str, version_id: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GetSecretValue", secret_id, SecretId=secret_id, VersionId=version_id)
+        except SecretNotFound:
+            return None  # no such version (or no such secret: the write that follows says which)
+
+    # -- reads ------------------------------------------------------------------------------------------------
+
+    def get(self, secret_id: str, stage: Stage = Stage.CURRENT) -> Credential | None:
+        """GetSecretValue(VersionStage=AWSCURRENT|AWSPENDING|AWSPREVIOUS). When no version carries the label,
+        DescribeSecret tells a missing label (None) from a missing secret (SecretNotFound): AWS answers both with
+        ResourceNotFoundException."""
+        label = LABELS[Stage(stage)]
+        try:
+            response = self._call("GetSecretValue", secret_id, SecretId=secret_id, VersionStage=label)
+        except SecretNotFound:
+            self._labels(secret_id)  # raises SecretNotFound if the secret itself is missing
+            return None
+        if label == PENDING and CURRENT in (response.get("VersionStages") or ()):
+            return None  # AWSPENDING left on the AWSCURRENT version: the rotation finished, nothing is pending
+        return self._credential(secret_id, response)
+
+    # -- writes -----------------------------------------------------------------------------------------------
+
+    def put_pending(self, secret_id: str, value: Mapping[str, Any], version_id: str) -> Credential:
+        """GetSecretValue(VersionId=version_id) first, then PutSecretValue(ClientRequestToken=version_id,
+        VersionStages=[AWSPENDING]) if the version is new (AWS moves AWSPENDING off any other version).
+        If the version exists without AWSPENDING (it was discarded), DescribeSecret and
+        UpdateSecretVersionStage(AWSPENDING, MoveToVersionId=version_id) put the label back.
+
+        Same token and same value is idempotent in AWS; same token and another value AWS refuses
+        (ResourceExistsException -> VersionConflict). moto overwrites the value instead, which is why the
+        version is read and compared first: the check holds on both."""
+        existing = self._get_version(secret_id, version_id)
+        if existing is not None:
+            if self._value(secret_id, existing) != dict(value):
+                raise VersionConflict(
+                    f"{STORE}: version {version_id} of {secret_id!r} already holds a different value; "
+                    "a version's value never changes (start a new run)"
+                )
+            labels = set(existing.get("VersionStages") or ())
+            if PENDING in labels or CURRENT in labels:
+                return self._credential(secret_id, existing)
+            holder = self._holder(self._labels(secret_id), PENDING)
+            params: dict[str, Any] = {"SecretId": secret_id, "VersionStage": PENDING, "MoveToVersionId": version_id}
+            if holder and holder != version_id:
+                params["RemoveFromVersionId"] = holder
+            self._call("UpdateSecretVersionStage", secret_id, conflict=("InvalidParameterException",), **params)
+            return Credential(version_id, dict(value), frozenset({Stage.PENDING}))
+        self._call(
+            "PutSecretValue",
+            secret_id,
+            conflict=("ResourceExistsException",),
+            SecretId=secret_id,
+            ClientRequestToken=version_id,
+            SecretString=self._encode(value),
+            VersionStages=[PENDING],
+        )
+        return Credential(version_id, dict(value), frozenset({Stage.PENDING}))
+
+    def promote(self, secret_id: str, version_id: str) -> None:
+        """DescribeSecret to read the labels; UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId=version_id,
+        RemoveFromVersionId=<the AWSCURRENT version>), one call, after which AWS puts AWSPREVIOUS on the old
+        version itself; then UpdateSecretVersionStage(AWSPENDING, RemoveFromVersionId=version_id).
+
+        If AWSCURRENT moved since DescribeSecret, AWS refuses the move (InvalidParameterException ->
+        VersionConflict). Already CURRENT: only a leftover AWSPENDING is removed."""
+        labels = self._labels(secret_id)
+        mine = labels.get(version_id, set())
+        if CURRENT in mine:
+            if PENDING in mine:
+                self._remove_pending(secret_id, version_id)
+            return
+        if PENDING not in mine:
+            raise VersionConflict(f"{STORE}: cannot promote version {version_id} of {secret_id!r}: it is not PENDING")
+        params: dict[str, Any] = {"SecretId": secret_id, "VersionStage": CURRENT, "MoveToVersionId": version_id}
+        current = self._holder(labels, CURRENT)
+        if current:
+            params["RemoveFromVersionId"] = current
+        self._call("UpdateSecretVersionStage", secret_id, conflict=("InvalidParameterException",), **params)
+        self._remove_pending(secret_id, version_id)
+
+    def _remove_pending(self, secret_id: str, version_id: str) -> None:
+        self._call(
+            "UpdateSecretVersionStage",
+            secret_id,
+            conflict=("InvalidParameterException",),
+            SecretId=secret_id,
+            VersionStage=PENDING,
+            RemoveFromVersionId=version_id,
+        )
+
+    def unpromote(self, secret_id: str, version_id: str) -> None:
+        """DescribeSecret; UpdateSecretVersionStage(AWSPENDING, MoveToVersionId=version_id) first, then
+        UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId=<the AWSPREVIOUS version>,
+        RemoveFromVersionId=version_id); AWS then puts AWSPREVIOUS on version_id itself.
+
+        PENDING goes back first so that a crash between the two calls leaves version_id CURRENT (and the retry
+        finishes the job) rather than neither CURRENT nor PENDING. No-op unless version_id is CURRENT."""
+        labels = self._labels(secret_id)
+        mine = labels.get(version_id, set())
+        previous = self._holder(labels, PREVIOUS)
+        if CURRENT not in mine or previous is None or previous == version_id:
+            return
+        if PENDING not in mine:
+            params: dict[str, Any] = {"SecretId": secret_id, "VersionStage": PENDING, "MoveToVersionId": version_id}
+            holder = self._holder(labels, PENDING)
+            if holder and holder != version_id:
+                params["RemoveFromVersionId"] = holder
+            self._call("UpdateSecretVersionStage", secret_id, conflict=("InvalidParameterException",), **params)
+        self._call(
+            "UpdateSecretVersionStage",
+            secret_id,
+            conflict=("InvalidParameterException",),
+            SecretId=secret_id,
+            VersionStage=CURRENT,
+            MoveToVersionId=previous,
+            RemoveFromVersionId=version_id,
+        )
+
+    def discard_pending(self, secret_id: str, version_id: str) -> None:
+        """DescribeSecret; UpdateSecretVersionStage(AWSPENDING, RemoveFromVersionId=version_id) if it carries the
+        label. AWS has no call to delete one version: the unlabelled version is deprecated and AWS removes it
+        itself later. No-op if version_id is not PENDING."""
+        labels = self._labels(secret_id)
+        if PENDING in labels.get(version_id, set()):
+            self._remove_pending(secret_id, version_id)
+
+    def put_current(self, secret_id: str, value: Mapping[str, Any]) -> Credential:
+        """PutSecretValue(ClientRequestToken=<new uuid>) with the default stage AWSCURRENT (AWS moves AWSPREVIOUS);
+        CreateSecret(Name, SecretString, KmsKeyId) when the secret does not exist yet (`rotator store put` run
+        by an operator: the daemon's policy does not need it)."""
+        token = uuid.uuid4().hex
+        encoded = self._encode(value)
+        try:
+            response = self._call(
+                "PutSecretValue", secret_id, SecretId=secret_id, ClientRequestToken=token, SecretString=encoded
+            )
+        except SecretNotFound:
+            params: dict[str, Any] = {"Name": secret_id, "ClientRequestToken": token, "SecretString": encoded}
+            if self.options.kms_key_id:
+                params["KmsKeyId"] = self.options.kms_key_id
+            response = self._call("CreateSecret", secret_id, conflict=("ResourceExistsException",), **params)
+        return Credential(str(response.get("VersionId") or token), dict(value), frozenset({Stage.CURRENT}))

@@ -1,0 +1,596 @@
+"""The `vault-kv2` store: HashiCorp Vault's KV version 2 secrets engine, through hvac.
+
+Where things live (mount `secret`, path_prefix `apps`, secret `orders/db`):
+
+- CURRENT is the latest version of `secret/data/apps/orders/db`, the path consumers read. PREVIOUS is the
+  version before it (read with `?version=N-1`). A consumer reading the path only ever sees CURRENT (invariant 3).
+- PENDING is kept apart, at `secret/data/apps/.rotator-pending/orders/db` (`pending_prefix`), a path consumers do
+  not read and their policies need not grant. It holds `{"version_id", "base_version", "value"}`: the run id, the
+  version of the main path the run started from, and the new value. Discarding PENDING deletes that path's
+  metadata and every version, so no PENDING material stays in Vault.
+- promote writes the value as a new version of the main path with check-and-set `cas = base_version`: if anyone
+  wrote the path since the run staged PENDING, Vault refuses the write (VersionConflict) and nothing is
+  overwritten. It then records `rotator-version-<N> = <run id>` in the path's custom_metadata and deletes the
+  staging path.
+- Version ids: a version written by promote (or restored by unpromote) carries the id recorded for it in
+  custom_metadata; any other version is `v<N>`, its Vault version number (`rotator store put` returns that).
+- unpromote cannot move "latest" back (Vault has no such call): it writes PREVIOUS's value again as a new version
+  (cas = the current version), records PREVIOUS's id for it, and stages the rolled-back value as PENDING again.
+
+Crash safety: each method can be repeated after a crash at any point. promote recognises its own write that a
+crash kept from being recorded (the version right after base_version, unrecorded, holding the staged value);
+unpromote stages PENDING before it writes, and a retry recognises the restored version the same way. A staged
+version whose id is already CURRENT is never reported as PENDING.
+
+Auth (`auth` table, `method` = token | approle | kubernetes | aws): tokens and role secret ids are references
+(`env:VAR`, `file:PATH`), resolved when the store logs in. Tokens are renewed (renew-self) when a third of their
+TTL is left; a login method logs in again when renewal is refused or the token stops working (one retry on 403).
+Options also: url (or VAULT_ADDR), namespace, mount_point, path_prefix, pending_prefix, ca_bundle, tls_verify,
+client_cert/client_key, timeout. Errors are mapped in one place, rotator_plugins.stores.vault_errors.
+
+Each method's docstring names the Vault endpoints it calls, for the daemon's Vault policy:
+read, create and update on `<mount>/data/<prefix>/*` and `<mount>/data/<prefix>/<pending_prefix>/*`, read and
+update on `<mount>/metadata/<prefix>/*`, delete on `<mount>/metadata/<prefix>/<pending_prefix>/*`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import hvac
+from hvac import exceptions as hvac_errors
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from rotator_plugins.stores.vault_errors import STORE, vault_errors
+
+from rotator import (
+    ComponentSetup,
+    ConfigError,
+    Credential,
+    SecretNotFound,
+    Stage,
+    StoreError,
+    VersionConflict,
+    is_secret_ref,
+    resolve_secret_ref,
+)
+
+T = TypeVar("T")
+MAP_KEY = "rotator-version-"  # custom_metadata key prefix: rotator-version-<N> = version id of Vault version N
+KEEP_MAPPINGS = 12  # version ids kept in custom_metadata (Vault allows 64 keys); only CURRENT and PREVIOUS matter
+K8S_JWT = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def _must_be_ref(value: str) -> str:
+    if not is_secret_ref(value):
+        raise ValueError('a secret must be a reference, not a value: write "env:VAR" or "file:PATH"')
+    return value
+
+
+SecretRef = Annotated[str, AfterValidator(_must_be_ref)]
+
+
+class _Auth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenAuth(_Auth):
+    method: Literal["token"] = "token"
+    token: SecretRef = "env:VAULT_TOKEN"  # noqa: S105 (a reference, not a value)
+
+
+class AppRoleAuth(_Auth):
+    method: Literal["approle"]
+    role_id: str  # not secret on its own; may also be a reference
+    secret_id: SecretRef
+    mount_point: str = "approle"
+
+
+class KubernetesAuth(_Auth):
+    method: Literal["kubernetes"]
+    role: str
+    jwt_path: str = K8S_JWT  # the service account token, re-read at every login (the kubelet rotates it)
+    mount_point: str = "kubernetes"
+
+
+class AwsIamAuth(_Auth):
+    method: Literal["aws"]
+    role: str
+    region: str = "us-east-1"
+    header_value: str | None = None  # X-Vault-AWS-IAM-Server-ID, if the Vault role requires it
+    profile: str | None = None  # AWS credentials used to sign sts:GetCallerIdentity (default chain if unset)
+    mount_point: str = "aws"
+
+
+AuthOptions = Annotated[TokenAuth | AppRoleAuth | KubernetesAuth | AwsIamAuth, Field(discriminator="method")]
+
+
+class VaultStoreOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, pattern=r"^https?://")  # default: VAULT_ADDR
+    namespace: str | None = None
+    mount_point: str = "secret"
+    path_prefix: str = ""
+    pending_prefix: str = Field(".rotator-pending", min_length=1)
+    auth: AuthOptions = Field(default_factory=TokenAuth)
+    ca_bundle: str | None = None
+    tls_verify: bool = True
+    client_cert: str | None = None
+    client_key: str | None = None
+    timeout: float = Field(10.0, gt=0)
+    renew: bool = True
+
+    @field_validator("mount_point", "path_prefix", "pending_prefix")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        value = value.strip("/")
+        if ".." in value.split("/"):
+            raise ValueError("must not contain '..'")
+        return value
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What the staging path holds for a PENDING version."""
+
+    version_id: str
+    base_version: int
+    value: dict[str, Any]
+    restore_id: str | None  # set by unpromote: the id the restored CURRENT version gets
+
+
+@dataclass(frozen=True)
+class Latest:
+    version: int
+    value: dict[str, Any] | None  # None: the latest version is deleted or destroyed
+    mapping: dict[int, str]
+
+
+def _mapping(custom_metadata: Mapping[str, Any] | None) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for key, value in (custom_metadata or {}).items():
+        if key.startswith(MAP_KEY) and key[len(MAP_KEY) :].isdigit():
+            found[int(key[len(MAP_KEY) :])] = str(value)
+    return found
+
+
+def _id_of(mapping: Mapping[int, str], version: int) -> str:
+    return mapping.get(version, f"v{version}")
+
+
+class VaultKv2Store:
+    """Type `vault-kv2` (see the module docstring)."""
+
+    def __init__(
+        self,
+        options: Mapping[str, Any] | None = None,
+        setup: ComponentSetup | None = None,
+        *,
+        client: hvac.Client | None = None,
+    ):
+        self.options = VaultStoreOptions.model_validate(dict(options or {}))
+        self.setup = setup or ComponentSetup(name=STORE, config_dir=Path.cwd(), state_dir=Path.cwd() / "state")
+        self._lock = threading.RLock()
+        self._managed_auth = client is None  # an injected client comes logged in; we leave its token alone
+        self._client = client or self._make_client()
+        self._logged_in = client is not None
+        self._expires_at: float | None = None  # monotonic time the token expires; None: never, or unknown
+        self._ttl = 0.0
+        self._renewable = False
+
+    @property
+    def client(self) -> hvac.Client:
+        return self._client
+
+    # -- client and auth --------------------------------------------------------------------------------------
+
+    def _key(self, *parts: str) -> str:
+        return ".".join(("stores", self.setup.name, *parts))
+
+    def _make_client(self) -> hvac.Client:
+        opts = self.options
+        url = opts.url or os.environ.get("VAULT_ADDR")
+        if not url:
+            raise ConfigError(
+                "no Vault address", key=self._key("url"), fix='set url = "https://vault:8200", or VAULT_ADDR'
+            )
+        verify: bool | str = str(self.setup.path(opts.ca_bundle)) if opts.ca_bundle else opts.tls_verify
+        cert = None
+        if opts.client_cert:
+            cert = (str(self.setup.path(opts.client_cert)), str(self.setup.path(opts.client_key or opts.client_cert)))
+        # token="" keeps hvac from picking up VAULT_TOKEN or ~/.vault-token on its own: auth is ours to do.
+        return hvac.Client(url=url, token="", verify=verify, cert=cert, timeout=opts.timeout, namespace=opts.namespace)
+
+    def _set_lease(self, ttl: float, renewable: bool) -> None:
+        self._ttl = float(ttl or 0)
+        self._renewable = bool(renewable)
+        self._expires_at = time.monotonic() + self._ttl if self._ttl > 0 else None
+
+    def _login(self) -> None:
+        """Token: GET /v1/auth/token/lookup-self (its TTL). AppRole, Kubernetes, AWS IAM:
+        POST /v1/auth/<mount>/login (the AWS one carries a signed sts:GetCallerIdentity request)."""
+        auth = self.options.auth
+        where = f"auth/{getattr(auth, 'mount_point', 'token')}/login"
+        if isinstance(auth, TokenAuth):
+            self._client.token = resolve_secret_ref(auth.token, key=self._key("auth", "token"), setup=self.setup)
+            with vault_errors(capability="read", path="auth/token/lookup-self"):
+                info = self._client.auth.token.lookup_self()["data"]
+            self._set_lease(info.get("ttl") or 0, bool(info.get("renewable")))
+            self._logged_in = True
+            return
+        self._client.token = None
+        with vault_errors(capability="login", path=where):
+            if isinstance(auth, AppRoleAuth):
+                role_id = auth.role_id
+                if is_secret_ref(role_id):
+                    role_id = resolve_secret_ref(role_id, key=self._key("auth", "role_id"), setup=self.setup)
+                secret = resolve_secret_ref(auth.secret_id, key=self._key("auth", "secret_id"), setup=self.setup)
+                response = self._client.auth.approle.login(
+                    role_id=role_id, secret_id=secret, mount_point=auth.mount_point
+                )
+            elif isinstance(auth, KubernetesAuth):
+                jwt_path = self.setup.path(auth.jwt_path)
+                try:
+                    jwt = jwt_path.read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot read the Kubernetes service account token {jwt_path}: {exc.strerror}",
+                        key=self._key("auth", "jwt_path"),
+                        fix="mount the service account token, or point jwt_path at it",
+                    ) from None
+                response = self._client.auth.kubernetes.login(role=auth.role, jwt=jwt, mount_point=auth.mount_point)
+            else:
+                response = self._aws_login(auth)
+        lease = response["auth"]
+        self._set_lease(lease.get("lease_duration") or 0, bool(lease.get("renewable")))
+        self._logged_in = True
+
+    def _aws_login(self, auth: AwsIamAuth) -> Any:
+        import boto3  # the `aws` extra; only this auth method needs it
+
+        credentials = boto3.Session(profile_name=auth.profile).get_credentials()
+        if credentials is None:
+            raise StoreError(f"{STORE}: AWS IAM login needs AWS credentials (profile, instance or task role, AWS_*)")
+        frozen = credentials.get_frozen_credentials()
+        return self._client.auth.aws.iam_login(
+            frozen.access_key,
+            frozen.secret_key,
+            frozen.token,
+            header_value=auth.header_value,
+            role=auth.role,
+            region=auth.region,
+            mount_point=auth.mount_point,
+        )
+
+    def _ensure_token(self) -> None:
+        """Log in if needed; POST /v1/auth/token/renew-self when a third of the token's TTL is left."""
+        if not self._managed_auth:
+            return
+        with self._lock:
+            if not self._logged_in:
+                self._login()
+                return
+            if self._expires_at is None or self._expires_at - time.monotonic() > self._ttl / 3:
+                return
+            can_login = not isinstance(self.options.auth, TokenAuth)
+            if self.options.renew and self._renewable:
+                try:
+                    with vault_errors(capability="update", path="auth/token/renew-self"):
+                        lease = self._client.auth.token.renew_self()["auth"]
+                    ttl = float(lease.get("lease_duration") or 0)
+                    # Renewal capped by the token's max TTL: a login method gets a fresh token instead.
+                    if not (can_login and 0 < ttl < self._ttl / 3):
+                        self._set_lease(ttl, bool(lease.get("renewable")))
+                        return
+                except StoreError:
+                    if not can_login:
+                        raise
+            if can_login:
+                self._login()
+
+    def _op(self, capability: str, api_path: str, secret_id: str, fn: Callable[[], T]) -> T:
+        """One Vault call, with auth handled and errors mapped. A 403 with a login method logs in once more."""
+        for attempt in (1, 2):
+            self._ensure_token()
+            try:
+                with vault_errors(capability=capability, path=self._shown(api_path), secret=secret_id):
+                    try:
+                        return fn()
+                    except hvac_errors.Forbidden:
+                        if attempt == 1 and self._managed_auth and not isinstance(self.options.auth, TokenAuth):
+                            self._logged_in = False
+                            raise _Relogin() from None
+                        raise
+            except _Relogin:
+                continue
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _shown(self, api_path: str) -> str:
+        return f"{self.options.namespace.strip('/')}/{api_path}" if self.options.namespace else api_path
+
+    # -- paths ------------------------------------------------------------------------------------------------
+
+    def _path(self, secret_id: str) -> str:
+        parts = [p for p in (self.options.path_prefix, secret_id.strip("/")) if p]
+        if not secret_id.strip("/") or ".." in secret_id.split("/"):
+            raise StoreError(f"{STORE}: {secret_id!r} is not a usable secret path")
+        return "/".join(parts)
+
+    def _pending_path(self, secret_id: str) -> str:
+        return "/".join(p for p in (self.options.path_prefix, self.options.pending_prefix, secret_id.strip("/")) if p)
+
+    def _api(self, kind: str, path: str) -> str:
+        return f"{self.options.mount_point}/{kind}/{path}"
+
+    # -- primitive calls --------------------------------------------------------------------------------------
+
+    def _read(self, secret_id: str, path: str, version: int | None = None) -> dict[str, Any] | None:
+        """GET /v1/<mount>/data/<path>[?version=N]. None if the path has no such version; `data` None if the
+        version is deleted or destroyed."""
+        kv = self._client.secrets.kv.v2
+
+        def call() -> dict[str, Any] | None:
+            try:
+                response = kv.read_secret_version(
+                    path=path, version=version, mount_point=self.options.mount_point, raise_on_deleted_version=False
+                )
+            except hvac_errors.InvalidPath:
+                return None
+            data: dict[str, Any] = response["data"]
+            return data
+
+        return self._op("read", self._api("data", path), secret_id, call)
+
+    def _metadata(self, secret_id: str, path: str) -> dict[str, Any] | None:
+        """GET /v1/<mount>/metadata/<path>. None if the path does not exist."""
+        kv = self._client.secrets.kv.v2
+
+        def call() -> dict[str, Any] | None:
+            try:
+                data: dict[str, Any] = kv.read_secret_metadata(path=path, mount_point=self.options.mount_point)["data"]
+            except hvac_errors.InvalidPath:
+                return None
+            return data
+
+        return self._op("read", self._api("metadata", path), secret_id, call)
+
+    def _write(self, secret_id: str, path: str, data: Mapping[str, Any], cas: int | None) -> int:
+        """POST /v1/<mount>/data/<path> with options.cas. Returns the new version number."""
+        kv = self._client.secrets.kv.v2
+
+        def call() -> int:
+            response = kv.create_or_update_secret(
+                path=path, secret=dict(data), cas=cas, mount_point=self.options.mount_point
+            )
+            return int(response["data"]["version"])
+
+        return self._op("create/update", self._api("data", path), secret_id, call)
+
+    def _record(self, secret_id: str, path: str, custom: Mapping[str, Any] | None, version: int, vid: str) -> None:
+        """POST /v1/<mount>/metadata/<path> with only custom_metadata (Vault leaves max_versions, cas_required and
+        delete_version_after as they are; hvac's update_metadata would reset delete_version_after, so the
+        adapter is used directly). Keeps the ids of the last few versions only."""
+        merged = {k: str(v) for k, v in (custom or {}).items()}
+        merged[f"{MAP_KEY}{version}"] = vid
+        for old in _mapping(merged):
+            if old <= version - KEEP_MAPPINGS:
+                del merged[f"{MAP_KEY}{old}"]
+        api = self._api("metadata", path)
+        body = {"custom_metadata": merged}
+        self._op("update", api, secret_id, lambda: self._client.adapter.post(f"/v1/{api}", json=body))
+
+    def _unstage(self, secret_id: str) -> None:
+        """DELETE /v1/<mount>/metadata/<pending path>: every staged version and its metadata."""
+        path = self._pending_path(secret_id)
+        kv = self._client.secrets.kv.v2
+        self._op(
+            "delete",
+            self._api("metadata", path),
+            secret_id,
+            lambda: kv.delete_metadata_and_all_versions(path=path, mount_point=self.options.mount_point),
+        )
+
+    def _latest(self, secret_id: str) -> Latest:
+        """GET /v1/<mount>/data/<path>: the latest version, its value and the recorded version ids."""
+        found = self._read(secret_id, self._path(secret_id))
+        if found is None:
+            raise SecretNotFound(
+                f"{STORE}: no secret at {self._shown(self._api('data', self._path(secret_id)))} "
+                f"(secret {secret_id!r}); seed it with `rotator store put`"
+            )
+        meta = found.get("metadata") or {}
+        return Latest(int(meta.get("version") or 0), found.get("data"), _mapping(meta.get("custom_metadata")))
+
+    def _staged(self, secret_id: str) -> tuple[Staged | None, int]:
+        """GET /v1/<mount>/data/<pending path>: what is staged, and the staging path's version (for cas)."""
+        found = self._read(secret_id, self._pending_path(secret_id))
+        if found is None:
+            return None, 0
+        version = int((found.get("metadata") or {}).get("version") or 0)
+        data = found.get("data")
+        if not isinstance(data, dict) or "version_id" not in data or not isinstance(data.get("value"), dict):
+            return None, version
+        staged = Staged(
+            version_id=str(data["version_id"]),
+            base_version=int(data.get("base_version") or 0),
+            value=dict(data["value"]),
+            restore_id=str(data["restore_id"]) if data.get("restore_id") else None,
+        )
+        return staged, version
+
+    def _stage(self, secret_id: str, staged: Staged, cas: int | None) -> None:
+        """POST /v1/<mount>/data/<pending path>."""
+        body: dict[str, Any] = {
+            "version_id": staged.version_id,
+            "base_version": staged.base_version,
+            "value": staged.value,
+        }
+        if staged.restore_id:
+            body["restore_id"] = staged.restore_id
+        self._write(secret_id, self._pending_path(secret_id), body, cas)
+
+    # -- the SecretStore protocol -----------------------------------------------------------------------------
+
+    def get(self, secret_id: str, stage: Stage = Stage.CURRENT) -> Credential | None:
+        """CURRENT: GET /v1/<mount>/data/<path>.
+        PREVIOUS: GET /v1/<mount>/metadata/<path>, then GET /v1/<mount>/data/<path>?version=<current-1>.
+        PENDING: GET /v1/<mount>/data/<path> (the secret must exist, and a staged id that is already CURRENT is
+        not pending), then GET /v1/<mount>/data/<pending path>."""
+        stage = Stage(stage)
+        if stage is Stage.PREVIOUS:
+            return self._previous(secret_id)
+        latest = self._latest(secret_id)
+        if stage is Stage.CURRENT:
+            if latest.value is None:
+                return None
+            return Credential(_id_of(latest.mapping, latest.version), latest.value, frozenset({Stage.CURRENT}))
+        staged, _ = self._staged(secret_id)
+        if staged is None or latest.mapping.get(latest.version) == staged.version_id:
+            return None
+        return Credential(staged.version_id, staged.value, frozenset({Stage.PENDING}))
+
+    def _previous(self, secret_id: str) -> Credential | None:
+        path = self._path(secret_id)
+        meta = self._metadata(secret_id, path)
+        if meta is None:
+            raise SecretNotFound(f"{STORE}: no secret at {self._shown(self._api('metadata', path))} ({secret_id!r})")
+        previous = int(meta.get("current_version") or 0) - 1
+        info = (meta.get("versions") or {}).get(str(previous))
+        if previous < 1 or not info or info.get("destroyed") or info.get("deletion_time"):
+            return None
+        found = self._read(secret_id, path, previous)
+        if found is None or not isinstance(found.get("data"), dict):
+            return None
+        mapping = _mapping(meta.get("custom_metadata"))
+        return Credential(_id_of(mapping, previous), found["data"], frozenset({Stage.PREVIOUS}))
+
+    def put_pending(self, secret_id: str, value: Mapping[str, Any], version_id: str) -> Credential:
+        """GET /v1/<mount>/data/<path> (the version PENDING is based on; is version_id CURRENT already?),
+        GET /v1/<mount>/data/<pending path> (same id staged already?), then POST /v1/<mount>/data/<pending path>
+        with cas (0 when nothing is staged), so two writers of PENDING cannot both win."""
+        latest = self._latest(secret_id)
+        if latest.mapping.get(latest.version) == version_id:
+            if latest.value != dict(value):
+                raise self._different(secret_id, version_id)
+            return Credential(version_id, dict(value), frozenset({Stage.CURRENT}))
+        staged, staging_version = self._staged(secret_id)
+        if staged is not None and staged.version_id == version_id:
+            if staged.value != dict(value):
+                raise self._different(secret_id, version_id)
+            return Credential(version_id, staged.value, frozenset({Stage.PENDING}))
+        self._stage(secret_id, Staged(version_id, latest.version, dict(value), None), cas=staging_version)
+        return Credential(version_id, dict(value), frozenset({Stage.PENDING}))
+
+    @staticmethod
+    def _different(secret_id: str, version_id: str) -> VersionConflict:
+        return VersionConflict(
+            f"{STORE}: version {version_id} of {secret_id!r} already holds a different value; "
+            "a version's value never changes (start a new run)"
+        )
+
+    def promote(self, secret_id: str, version_id: str) -> None:
+        """GET /v1/<mount>/metadata/<path> and GET /v1/<mount>/data/<pending path>; then
+        POST /v1/<mount>/data/<path> with cas=<the version PENDING was staged on> (a concurrent writer makes
+        Vault refuse it: VersionConflict, nothing overwritten), POST /v1/<mount>/metadata/<path> (custom_metadata
+        records the run id), DELETE /v1/<mount>/metadata/<pending path>.
+        After a crash between the write and the record, GET /v1/<mount>/data/<path>?version=N recognises the
+        run's own write. Already CURRENT: only a leftover staging path is deleted."""
+        path = self._path(secret_id)
+        meta = self._metadata(secret_id, path)
+        if meta is None:
+            raise SecretNotFound(f"{STORE}: no secret at {self._shown(self._api('metadata', path))} ({secret_id!r})")
+        current = int(meta.get("current_version") or 0)
+        custom = meta.get("custom_metadata")
+        mapping = _mapping(custom)
+        staged, _ = self._staged(secret_id)
+        if mapping.get(current) == version_id:
+            if staged is not None and staged.version_id == version_id:
+                self._unstage(secret_id)
+            return
+        if staged is None or staged.version_id != version_id:
+            raise VersionConflict(f"{STORE}: cannot promote version {version_id} of {secret_id!r}: it is not PENDING")
+        if current == staged.base_version:
+            written = self._write(secret_id, path, staged.value, cas=staged.base_version)
+        elif (
+            current == staged.base_version + 1
+            and current not in mapping
+            and self._holds(secret_id, path, current, staged.value)
+        ):
+            written = current  # our own write, made before a crash kept it from being recorded
+        else:
+            raise VersionConflict(
+                f"{STORE}: cannot promote version {version_id} of {secret_id!r}: "
+                f"{self._shown(self._api('data', path))} changed since PENDING was staged "
+                f"(version {staged.base_version}, now {current}); the other writer's version was not overwritten: "
+                "start a new rotation"
+            )
+        self._record(secret_id, path, custom, written, version_id)
+        self._unstage(secret_id)
+
+    def _holds(self, secret_id: str, path: str, version: int, value: Mapping[str, Any]) -> bool:
+        found = self._read(secret_id, path, version)
+        return found is not None and found.get("data") == dict(value)
+
+    def unpromote(self, secret_id: str, version_id: str) -> None:
+        """GET /v1/<mount>/metadata/<path>; GET /v1/<mount>/data/<path>?version=<current> and ?version=<current-1>;
+        POST /v1/<mount>/data/<pending path> (version_id is PENDING again), POST /v1/<mount>/data/<path> writing
+        PREVIOUS's value back as a new version with cas=<current>, POST /v1/<mount>/metadata/<path> giving that
+        version PREVIOUS's id. No-op unless version_id is CURRENT (a retry after a crash between the write and
+        the record, recognised through GET /v1/<mount>/data/<pending path>, finishes the record)."""
+        path = self._path(secret_id)
+        meta = self._metadata(secret_id, path)
+        if meta is None:
+            return
+        current = int(meta.get("current_version") or 0)
+        custom = meta.get("custom_metadata")
+        mapping = _mapping(custom)
+        if mapping.get(current) != version_id:
+            staged, _ = self._staged(secret_id)
+            if (
+                staged is not None
+                and staged.version_id == version_id
+                and staged.restore_id
+                and staged.base_version == current
+                and current not in mapping
+                and mapping.get(current - 1) == version_id
+            ):
+                self._record(secret_id, path, custom, current, staged.restore_id)
+            return
+        previous = self._read(secret_id, path, current - 1) if current > 1 else None
+        mine = self._read(secret_id, path, current)
+        if previous is None or not isinstance(previous.get("data"), dict) or mine is None or mine.get("data") is None:
+            raise StoreError(
+                f"{STORE}: cannot unpromote version {version_id} of {secret_id!r}: version {current - 1} of "
+                f"{self._shown(self._api('data', path))} (PREVIOUS) is deleted or destroyed; restore it, then run "
+                "`rotator resume`"
+            )
+        restore_id = _id_of(mapping, current - 1)
+        self._stage(secret_id, Staged(version_id, current + 1, dict(mine["data"]), restore_id), cas=None)
+        written = self._write(secret_id, path, previous["data"], cas=current)
+        self._record(secret_id, path, custom, written, restore_id)
+
+    def discard_pending(self, secret_id: str, version_id: str) -> None:
+        """GET /v1/<mount>/data/<pending path>; DELETE /v1/<mount>/metadata/<pending path> if version_id is the
+        one staged (every staged version goes: no PENDING material stays in Vault). No-op otherwise."""
+        staged, _ = self._staged(secret_id)
+        if staged is not None and staged.version_id == version_id:
+            self._unstage(secret_id)
+
+    def put_current(self, secret_id: str, value: Mapping[str, Any]) -> Credential:
+        """GET /v1/<mount>/metadata/<path> (404: a new secret), then POST /v1/<mount>/data/<path> with
+        cas=<current version> (0 for a new secret), so a concurrent writer is refused, not overwritten."""
+        path = self._path(secret_id)
+        meta = self._metadata(secret_id, path)
+        current = int(meta.get("current_version") or 0) if meta else 0
+        written = self._write(secret_id, path, value, cas=current)
+        return Credential(f"v{written}", dict(value), frozenset({Stage.CURRENT}))
+
+
+class _Relogin(Exception):
+    """Internal: the token was refused; log in again and repeat the call once."""

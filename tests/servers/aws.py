@@ -1,0 +1,123 @@
+"""moto's server mode for the whole test session: a real HTTP endpoint speaking the AWS APIs.
+
+`moto_server` starts `moto.server.ThreadedMotoServer` on a free port of 127.0.0.1 and gives tests its endpoint URL
+and boto3 sessions/clients with dummy credentials in us-east-1. For the session it also sets the AWS_* variables
+to those dummy values (and turns off the EC2 metadata lookup), so code that builds its own boto3 client from
+options (a store or plugin loaded through the config, the CLI in a subprocess) talks to moto and never finds
+real credentials; the old environment is put back at the end.
+
+The server keeps its state for the whole session: tests use unique resource names (see `unique_name`).
+moto's server runs in this process and shares moto's in-memory backends with `moto.mock_aws`: a test that starts
+mock_aws resets them, so tests that use this fixture must not use mock_aws at the same time.
+See /work/shared/TEST-SERVERS.md for where moto differs from AWS.
+
+One difference is corrected here, because it would make tests pass or fail for moto's sake rather than AWS's:
+moto 5's UpdateSecretVersionStage moves the AWSCURRENT label but not the secret's "default version", which moto
+uses for a GetSecretValue without a stage and for the next PutSecretValue. After a promote by label, moto then
+serves the old value to a plain GetSecretValue, and its next PutSecretValue puts AWSPREVIOUS on the stale version
+and leaves AWSCURRENT on two versions. AWS documents that a read without a stage reads AWSCURRENT and that
+PutSecretValue moves AWSCURRENT to the new version and AWSPREVIOUS to the one that had it. The fixture wraps moto's
+backend method so the default version follows AWSCURRENT (the server runs in this process); the wrap is removed at
+the end of the session, and harmless once moto fixes this.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+__all__ = ["MotoServer", "moto_server", "unique_name"]
+
+REGION = "us-east-1"
+DUMMY_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unique_name(prefix: str = "test") -> str:
+    return f"{prefix}/{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class MotoServer:
+    endpoint_url: str
+    region: str = REGION
+
+    def session(self) -> Any:
+        """A boto3 session with dummy credentials, in us-east-1."""
+        import boto3
+
+        return boto3.Session(
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            aws_session_token="testing",
+            region_name=self.region,
+        )
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A boto3 client for `service` pointed at the server."""
+        return self.session().client(service, endpoint_url=self.endpoint_url, **kwargs)
+
+
+def _default_version_follows_awscurrent() -> Any:
+    """Wrap moto's UpdateSecretVersionStage (see the module docstring). Returns a function that unwraps it."""
+    from moto.secretsmanager.models import SecretsManagerBackend
+
+    original = SecretsManagerBackend.update_secret_version_stage
+
+    def update_secret_version_stage(
+        self: Any, secret_id: str, version_stage: str, remove_from_version_id: str, move_to_version_id: str
+    ) -> Any:
+        result = original(self, secret_id, version_stage, remove_from_version_id, move_to_version_id)
+        if version_stage == "AWSCURRENT" and move_to_version_id:
+            self.secrets[secret_id].set_default_version_id(move_to_version_id)
+        return result
+
+    SecretsManagerBackend.update_secret_version_stage = update_secret_version_stage  # type: ignore[method-assign]
+
+    def undo() -> None:
+        SecretsManagerBackend.update_secret_version_stage = original  # type: ignore[method-assign]
+
+    return undo
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
+    from moto.server import ThreadedMotoServer
+
+    saved = {name: os.environ.get(name) for name in DUMMY_ENV}
+    os.environ.update(DUMMY_ENV)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    undo_fix = _default_version_follows_awscurrent()
+    server.start()
+    try:
+        yield MotoServer(endpoint_url=f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()
+        undo_fix()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
