@@ -435,6 +435,8 @@ class Runner:
             operator=operator,
             version_id=run_id,
             previous_version_id=current.version_id,
+            # Revoke-at-once is decided at the start and journaled, so that a resumed run keeps the intent.
+            revoke_due_at=self.clock() if revoke_old_now else None,
         )
         self.journal.begin_run(record, lease)
         log.info("rotation started", trigger=trigger.value, reason=reason)
@@ -461,6 +463,8 @@ class Runner:
 
     def _after_promote(self, run: _Run, revoke_old_now: bool) -> RunOutcome:
         now = self.clock()
+        # A run started with --revoke-old now carries its due time from the start (see _rotate_locked).
+        revoke_old_now = revoke_old_now or run.record.revoke_due_at is not None
         due = now if revoke_old_now else now + run.bp.grace
         run.set_state(RunState.AWAITING_REVOKE, revoke_due_at=due)
         log.info("promoted; the new credential is live", revoke_due_at=due.isoformat())
