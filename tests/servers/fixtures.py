@@ -34,7 +34,13 @@ def pg_server() -> Iterator[PgServer]:
         yield server
     finally:
         server.stop()
+from tests.servers.mariadb import *  # noqa: E402, F403
+
+__all__ += ["mariadb_server"]  # noqa: F405 (a star import does not extend this module's __all__)
 from tests.servers.aws import *  # noqa: E402, F403
 from tests.servers.vault import *  # noqa: E402, F403
 
 __all__ += ["moto_server", "vault_server"]  # noqa: F405 (star imports do not extend this module's __all__)
+from tests.servers.redis import *  # noqa: E402, F403
+
+__all__ += ["redis_server"]  # noqa: F405 (a star import does not extend this module's __all__)

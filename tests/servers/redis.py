@@ -1,0 +1,218 @@
+"""A throwaway redis-server for tests, on free ports, in a temporary directory.
+
+Recipe from /work/shared/TEST-SERVERS.md, without `--daemonize` so that the fixture holds the process and stops
+exactly that one. Password auth: the `default` user has a password (`requirepass`), and tests add ACL users with
+`ACL SETUSER`; a wrong password really fails with WRONGPASS. The server listens on a plain TCP port and on a TLS
+port (a throwaway CA, `ca_path`), and can be started with an ACL file (`aclfile=True`) to test `ACL SAVE`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tests.servers.mariadb import free_port, make_tls_files
+
+HOST = "127.0.0.1"
+
+__all__ = ["redis_server"]
+
+
+class ServerUnavailable(RuntimeError):
+    """redis-server is missing: the fixture skips, or fails in CI."""
+
+
+def sha256_hex(password: str) -> str:
+    return hashlib.sha256(password.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class RedisServer:
+    """A running throwaway redis-server. Create it with `RedisServer.start()`, end it with `stop()`."""
+
+    root: Path
+    port: int
+    tls_port: int
+    default_password: str = field(repr=False)
+    ca_path: Path
+    aclfile: Path | None = None
+    host: str = HOST
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "redis.log"
+
+    @classmethod
+    def start(cls, *, aclfile: bool = False) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerUnavailable("redis-server is not on PATH (install the redis-server package)")
+        root = Path(tempfile.mkdtemp(prefix="rotator-redis-"))
+        (root / "tls").mkdir()
+        ca_path, cert_path, key_path = make_tls_files(root / "tls")
+        server = cls(
+            root=root, port=0, tls_port=0, default_password=secrets.token_urlsafe(18), ca_path=ca_path,
+            aclfile=root / "users.acl" if aclfile else None,
+        )  # fmt: skip
+        try:
+            last_error = ""
+            for _attempt in range(3):  # another process may take a free port between probe and bind
+                server.port, server.tls_port = free_port(), free_port()
+                try:
+                    server._run(binary, cert_path, key_path)
+                    break
+                except RuntimeError as exc:
+                    last_error = str(exc)
+            else:
+                raise RuntimeError(f"redis-server did not start:\n{last_error}")
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def _run(self, binary: str, cert: Path, key: Path) -> None:
+        cmd = [
+            binary, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
+            "--dir", str(self.root), "--logfile", str(self.log_path),
+            "--tls-port", str(self.tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+            "--tls-ca-cert-file", str(self.ca_path), "--tls-auth-clients", "no",
+            "--slowlog-log-slower-than", "0", "--slowlog-max-len", "10000",
+        ]  # fmt: skip
+        if self.aclfile is not None:
+            # The default user is defined in the ACL file (requirepass would be reset when the file loads).
+            self.aclfile.write_text(f"user default on #{sha256_hex(self.default_password)} ~* &* +@all\n")
+            cmd += ["--aclfile", str(self.aclfile)]
+        else:
+            cmd += ["--requirepass", self.default_password]
+        self.process = subprocess.Popen(
+            cmd, cwd=self.root, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.process = None
+                raise RuntimeError(self._tail_log())
+            try:
+                with contextlib.closing(self.admin()) as client:
+                    client.ping()
+                return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not answer within 30 s:\n{self._tail_log()}")
+
+    def _tail_log(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- clients -----------------------------------------------------------------------------------------------
+
+    def admin(self) -> redis.Redis:
+        """The `default` user with its password, over plain TCP."""
+        return self.client("default", self.default_password)
+
+    def client(self, user: str, password: str, *, tls: bool = False) -> redis.Redis:
+        extra: dict[str, Any] = (
+            {"ssl": True, "ssl_ca_certs": str(self.ca_path), "ssl_check_hostname": True} if tls else {}
+        )
+        return redis.Redis(
+            host=self.host, port=self.tls_port if tls else self.port, username=user, password=password,
+            socket_connect_timeout=5, socket_timeout=5, decode_responses=True, single_connection_client=True,
+            retry=Retry(NoBackoff(), 0),  # redis-py retries a refused AUTH (a ConnectionError) by default
+            **extra,
+        )  # fmt: skip
+
+    def can_login(self, user: str, password: str, *, tls: bool = False) -> bool:
+        """Whether AUTH `user` `password` then PING works. Only a refusal (WRONGPASS) is False."""
+        try:
+            with contextlib.closing(self.client(user, password, tls=tls)) as client:
+                return bool(client.ping())
+        except redis.exceptions.AuthenticationError:
+            return False
+
+    def command(self, *args: Any) -> Any:
+        with contextlib.closing(self.admin()) as client:
+            return client.execute_command(*args)
+
+    # -- ACL users ---------------------------------------------------------------------------------------------
+
+    def make_user(self, name: str, *passwords: str, rules: str = "~* &* +@all") -> None:
+        """(Re)create the ACL user, enabled, with these passwords (sent hashed) and rules."""
+        self.command("ACL", "DELUSER", name)
+        hashed = [f"#{sha256_hex(p)}" for p in passwords]
+        self.command("ACL", "SETUSER", name, "reset", "on", *hashed, *rules.split())
+
+    def drop_user(self, name: str) -> None:
+        self.command("ACL", "DELUSER", name)
+
+    def password_hashes(self, name: str) -> set[str] | None:
+        """The user's password hashes (ACL GETUSER), or None when there is no such user."""
+        with contextlib.closing(self.admin()) as client:
+            info = client.acl_getuser(name)
+        return None if info is None else set(info.get("passwords") or [])
+
+    def slowlog_text(self) -> str:
+        """Every command the server logged (slowlog-log-slower-than 0 logs them all), one per line."""
+        with contextlib.closing(self.admin()) as client:
+            entries = client.slowlog_get(10000)
+        return "\n".join(
+            e["command"].decode("utf-8", "replace") if isinstance(e["command"], bytes) else str(e["command"])
+            for e in entries
+        )
+
+    def secret(self, username: str, password: str, **extra: Any) -> dict[str, Any]:
+        """A secret value (host, port, username, password) pointing at this server's plain TCP port."""
+        value: dict[str, Any] = {"host": self.host, "port": self.port, "username": username, "password": password}
+        value.update(extra)
+        return value
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A throwaway redis-server for the whole session: requirepass for `default`, ACL users, a TLS port."""
+    try:
+        server = RedisServer.start()
+    except ServerUnavailable as exc:
+        _unavailable(str(exc))
+        raise AssertionError("unreachable") from None
+    try:
+        yield server
+    finally:
+        server.stop()
