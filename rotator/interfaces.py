@@ -133,7 +133,9 @@ class Journal(Protocol):
         """Newest first, with their steps."""
         ...
 
-    def runs_in_state(self, *states: RunState) -> list[RunRecord]: ...
+    def runs_in_state(self, *states: RunState, plan_id: str | None = None) -> list[RunRecord]:
+        """Runs in any of `states` (of one plan, if given), oldest first, with their steps."""
+        ...
 
     def last_success(self, plan_id: str) -> RunRecord | None:
         """The newest run of the plan that promoted (awaiting revoke or succeeded)."""

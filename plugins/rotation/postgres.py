@@ -187,8 +187,8 @@ class PostgresPlugin:
     def stage(self, ctx: RotationContext, current: Credential, pending: Credential) -> None:
         """Make PENDING's password valid. Idempotent.
 
-        single-user (as AWS's setSecret): logs in with PENDING (``SELECT 1``); if that works, done. Else logs in
-        with CURRENT and runs ``ALTER ROLE <self> PASSWORD '<SCRAM verifier>'``. CURRENT stops working here.
+        single-user: logs in with CURRENT and runs ``ALTER ROLE <self> PASSWORD '<SCRAM verifier>'``; CURRENT
+        stops working here. If CURRENT is refused, logs in with PENDING: if that works the stage was done before.
 
         alternating-users: logs in as the admin (``masterarn``) and runs
         ``SELECT 1 FROM pg_roles WHERE rolname = <pending>``, then either
@@ -203,14 +203,19 @@ class PostgresPlugin:
         new = self._login(ctx, "stage", pending, "PENDING")
         old = self._login(ctx, "stage", current, "CURRENT")
         self._same_user(ctx, "stage", old, new)
-        if self._logs_in(ctx, "stage", new):
-            return
         fix = (
             f"the role's password is neither the store's CURRENT nor PENDING value: set role {old.user!r} at "
             f"{old.where} to the CURRENT value (or store the working password as CURRENT), then run again"
         )
-        with self._session(ctx, "stage", old, fix=fix) as conn:
-            self._set_password(conn, old.user, new.password)
+        # CURRENT first: on the normal path that is the only login (a refused SCRAM login costs a full
+        # handshake). Only when CURRENT is refused is PENDING tried: a stage repeated after a crash.
+        try:
+            with self._session(ctx, "stage", old, fix=fix) as conn:
+                self._set_password(conn, old.user, new.password)
+        except AuthenticationFailed:
+            if self._logs_in(ctx, "stage", new):
+                return
+            raise
 
     def test(self, ctx: RotationContext, pending: Credential) -> None:
         """Log in with PENDING over the network and run ``SELECT 1``.
@@ -479,10 +484,6 @@ class PostgresPlugin:
         """A connection as `login`, closed afterwards. The one place where psycopg errors become ours."""
         try:
             with psycopg.connect(**self._connect_args(login)) as conn:
-                conn.execute(
-                    "SELECT set_config('statement_timeout', %s, false)",
-                    (f"{int(self.options.statement_timeout * 1000)}ms",),
-                )
                 yield conn
         except (psycopg.Error, OSError) as exc:
             raise self._map_error(ctx, step, login, exc, auth_error=auth_error, fix=fix) from (
@@ -498,6 +499,8 @@ class PostgresPlugin:
             "user": login.user,
             "password": login.password,
             "dbname": login.dbname,
+            # Sent in the startup packet: no extra round trip, and a lock on pg_authid cannot hang a step.
+            "options": f"-c statement_timeout={int(self.options.statement_timeout * 1000)}",
             "connect_timeout": self.options.connect_timeout,
             "sslmode": sslmode,
             "application_name": APPLICATION_NAME,

@@ -9,6 +9,7 @@ which step was in flight, so `resume` can repeat that step, or go on rolling bac
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -49,6 +50,7 @@ from rotator.model import (
 from rotator.retry import call_with_retry
 
 T = TypeVar("T")
+OPEN_STATES = (RunState.RUNNING, RunState.ROLLING_BACK, RunState.STUCK)
 log = get_logger("rotator.engine")
 
 
@@ -181,11 +183,19 @@ class _Run:
         return result
 
     def renew(self) -> None:
-        self.lease = self.journal.renew_lease(self.lease, self.runner.lease_seconds)
+        """Extend the lease once half of it is used (the fence is checked on every journal write anyway)."""
+        remaining = (self.lease.expires_at - datetime.now(UTC)).total_seconds()
+        if remaining < self.runner.lease_seconds / 2:
+            self.lease = self.journal.renew_lease(self.lease, self.runner.lease_seconds)
 
     def set_state(self, state: RunState, **changes: Any) -> None:
         self.journal.update_run(self.run_id, self.lease, state=state, **changes)
+        self.record = dataclasses.replace(self.record, state=state, **changes)
+
+    def refreshed(self) -> RunRecord:
+        """The run as the journal has it now, with its steps."""
         self.record = self.journal.get_run(self.run_id) or self.record
+        return self.record
 
     def timed_step(self, step: Step, action: str, fn: Callable[[], None], point: str) -> None:
         """Journal the step as started, run it (retrying transient errors), journal it as finished."""
@@ -310,7 +320,7 @@ class _Run:
         return True
 
     def record_revoke_failure(self, exc: BaseException) -> None:
-        failures = sum(1 for s in self.record.steps if s.step is Step.REVOKE and s.status == "failed") + 1
+        failures = sum(1 for s in self.refreshed().steps if s.step is Step.REVOKE and s.status == "failed")
         delay = min(timedelta(minutes=2 ** min(failures, 6)), timedelta(hours=1))
         log.error("revoke failed; will retry", error=describe(exc), attempt=failures, retry_in=str(delay))
         self.set_state(
@@ -324,8 +334,7 @@ class _Run:
     def rollback(self, reason: str) -> None:
         """Undo what the run did, last first, each compensation once. STUCK if one fails."""
         self.set_state(RunState.ROLLING_BACK, error=reason)
-        record = self.journal.get_run(self.run_id) or self.record
-        for step in compensations_due(record.steps):
+        for step in compensations_due(self.refreshed().steps):
             action = COMPENSATION[step]
             try:
                 self.timed_step(step, "rollback", getattr(self, f"undo_{action}"), f"rollback-{action}")
@@ -476,7 +485,11 @@ class Runner:
                 log.info("previous credential revoked")
             else:
                 outcome.error = run.record.error
-        failed_notify = [s for s in run.record.steps if s.step is Step.NOTIFY and s.status == "failed"]
+        failed_notify = (
+            [s for s in run.refreshed().steps if s.step is Step.NOTIFY and s.status == "failed"]
+            if run.bp.notifiers
+            else []
+        )
         if failed_notify and failed_notify[-1].error:
             outcome.notes.append(f"notify failed: {failed_notify[-1].error}")
         return outcome
@@ -485,13 +498,13 @@ class Runner:
         """Before a new run: finish or roll back this plan's interrupted runs, revoke a PREVIOUS that the new
         rotation supersedes, and roll back a PENDING that no run claims. Needs the plan's lease."""
         notes: list[str] = []
-        for record in self.journal.runs_in_state(RunState.RUNNING, RunState.ROLLING_BACK, RunState.STUCK):
+        for record in self.journal.runs_in_state(*OPEN_STATES, plan_id=bp.plan_id):
             if record.plan_id == bp.plan_id:
                 outcome = self._continue(bp, record, lease)
                 notes.append(f"resumed run {record.run_id}: {outcome.outcome}")
                 if outcome.outcome == RunState.STUCK.value:
                     raise RollbackError(f"plan {bp.plan_id}: run {record.run_id} is stuck: {outcome.error}")
-        for record in self.journal.runs_in_state(RunState.AWAITING_REVOKE):
+        for record in self.journal.runs_in_state(RunState.AWAITING_REVOKE, plan_id=bp.plan_id):
             if record.plan_id == bp.plan_id:
                 run = _Run(self, bp, record, lease)
                 with bound_contextvars(run=record.run_id):
@@ -559,7 +572,7 @@ class Runner:
         outcomes: list[RunOutcome] = []
         try:
             with bound_contextvars(plan=bp.plan_id):
-                for record in self.journal.runs_in_state(RunState.RUNNING, RunState.ROLLING_BACK, RunState.STUCK):
+                for record in self.journal.runs_in_state(*OPEN_STATES, plan_id=bp.plan_id):
                     if record.plan_id == bp.plan_id:
                         outcomes.append(self._continue(bp, record, lease))
                 notes: list[str] = []
@@ -583,7 +596,7 @@ class Runner:
     def _revoke_due_locked(self, bp: BoundPlan, lease: Lease) -> list[RunOutcome]:
         outcomes = []
         now = self.clock()
-        for record in self.journal.runs_in_state(RunState.AWAITING_REVOKE):
+        for record in self.journal.runs_in_state(RunState.AWAITING_REVOKE, plan_id=bp.plan_id):
             if record.plan_id != bp.plan_id or (record.revoke_due_at and record.revoke_due_at > now):
                 continue
             with bound_contextvars(run=record.run_id):
@@ -627,11 +640,7 @@ class Runner:
             outcome.outcome = "error"
             outcome.error = describe(exc)
             return outcome
-        open_runs = [
-            r.run_id
-            for r in self.journal.runs_in_state(RunState.RUNNING, RunState.ROLLING_BACK, RunState.STUCK)
-            if r.plan_id == bp.plan_id
-        ]
+        open_runs = [r.run_id for r in self.journal.runs_in_state(*OPEN_STATES, plan_id=bp.plan_id)]
         if open_runs:
             outcome.notes.append(f"interrupted runs to resume first: {', '.join(open_runs)}")
         outcome.notes.append(

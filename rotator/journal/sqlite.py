@@ -302,9 +302,12 @@ class SqliteJournal:
             return self._records("order by started_at desc", (), limit)
         return self._records("where plan_id = ? order by started_at desc", (plan_id,), limit)
 
-    def runs_in_state(self, *states: RunState) -> list[RunRecord]:
+    def runs_in_state(self, *states: RunState, plan_id: str | None = None) -> list[RunRecord]:
         marks = ", ".join("?" * len(states))
-        return self._records(f"where state in ({marks}) order by started_at", tuple(s.value for s in states))
+        values = tuple(s.value for s in states)
+        if plan_id is None:
+            return self._records(f"where state in ({marks}) order by started_at", values)
+        return self._records(f"where plan_id = ? and state in ({marks}) order by started_at", (plan_id, *values))
 
     def last_success(self, plan_id: str) -> RunRecord | None:
         found = self._records(
