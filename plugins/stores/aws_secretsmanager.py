@@ -33,9 +33,18 @@ from botocore.config import Config
 from botocore.credentials import DeferredRefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
-from rotator_plugins.stores.aws_errors import aws_errors
+from rotator_plugins.stores.aws_errors import aws_errors, map_aws_error
 
-from rotator import ComponentSetup, ConfigError, Credential, SecretNotFound, Stage, StoreError, VersionConflict
+from rotator import (
+    ComponentSetup,
+    ConfigError,
+    Credential,
+    SecretNotFound,
+    Stage,
+    StoreError,
+    TransientError,
+    VersionConflict,
+)
 
 STORE = "aws-secretsmanager"
 LABELS = {Stage.CURRENT: "AWSCURRENT", Stage.PENDING: "AWSPENDING", Stage.PREVIOUS: "AWSPREVIOUS"}
@@ -67,18 +76,34 @@ class AwsStoreOptions(BaseModel):
     read_timeout: float = Field(20.0, gt=0)
 
 
+def _client_config(opts: AwsStoreOptions) -> Config:
+    return Config(
+        retries={"mode": "standard", "max_attempts": opts.max_attempts},
+        connect_timeout=opts.connect_timeout,
+        read_timeout=opts.read_timeout,
+        user_agent_extra="credential-rotator",
+    )
+
+
 def _assumed_role_session(base: boto3.Session, opts: AwsStoreOptions) -> boto3.Session:
     """A session whose credentials come from sts:AssumeRole and are refreshed by botocore before they expire."""
     role_arn = opts.role_arn or ""
 
     def refresh() -> dict[str, str]:
-        sts = base.client("sts", region_name=opts.region, endpoint_url=opts.sts_endpoint_url)
+        sts = base.client(
+            "sts", region_name=opts.region, endpoint_url=opts.sts_endpoint_url, config=_client_config(opts)
+        )
         params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": opts.role_session_name}
         if opts.external_id:
             params["ExternalId"] = opts.external_id
         try:
             credentials = sts.assume_role(**params)["Credentials"]
         except (ClientError, BotoCoreError) as exc:
+            mapped = map_aws_error(exc, action="sts:AssumeRole", secret_id=role_arn)
+            if isinstance(mapped, TransientError):
+                raise TransientError(
+                    f"{STORE}: sts:AssumeRole on {role_arn} failed for now; it will be retried"
+                ) from exc
             code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
             raise StoreError(
                 f"{STORE}: cannot assume role {role_arn} ({code or type(exc).__name__}); the base identity needs "
@@ -106,13 +131,7 @@ def make_client(opts: AwsStoreOptions) -> Any:
     session = boto3.Session(profile_name=opts.profile, region_name=opts.region)
     if opts.role_arn:
         session = _assumed_role_session(session, opts)
-    config = Config(
-        retries={"mode": "standard", "max_attempts": opts.max_attempts},
-        connect_timeout=opts.connect_timeout,
-        read_timeout=opts.read_timeout,
-        user_agent_extra="credential-rotator",
-    )
-    return session.client("secretsmanager", endpoint_url=opts.endpoint_url, config=config)
+    return session.client("secretsmanager", endpoint_url=opts.endpoint_url, config=_client_config(opts))
 
 
 class AwsSecretsManagerStore:

@@ -285,7 +285,7 @@ class VaultKv2Store:
                         lease = self._client.auth.token.renew_self()["auth"]
                     ttl = float(lease.get("lease_duration") or 0)
                     # Renewal capped by the token's max TTL: a login method gets a fresh token instead.
-                    if not (can_login and 0 < ttl < self._ttl / 3):
+                    if not (can_login and ttl < self._ttl / 3):
                         self._set_lease(ttl, bool(lease.get("renewable")))
                         return
                 except StoreError:

@@ -27,13 +27,13 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-__all__ = ["MotoServer", "moto_server", "unique_name"]
+__all__ = ["MotoServer", "moto_server", "start_moto_server", "unique_name"]
 
 REGION = "us-east-1"
 DUMMY_ENV = {
@@ -99,9 +99,9 @@ def _default_version_follows_awscurrent() -> Any:
     return undo
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
+def start_moto_server() -> tuple[MotoServer, Callable[[], None]]:
+    """Start the server (and the AWS_* dummy environment); returns it and the function that stops it all.
+    Also used by bench/store_calls.py."""
     from moto.server import ThreadedMotoServer
 
     saved = {name: os.environ.get(name) for name in DUMMY_ENV}
@@ -111,9 +111,8 @@ def moto_server() -> Iterator[MotoServer]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     undo_fix = _default_version_follows_awscurrent()
     server.start()
-    try:
-        yield MotoServer(endpoint_url=f"http://127.0.0.1:{port}")
-    finally:
+
+    def stop() -> None:
         server.stop()
         undo_fix()
         for name, value in saved.items():
@@ -121,3 +120,15 @@ def moto_server() -> Iterator[MotoServer]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+    return MotoServer(endpoint_url=f"http://127.0.0.1:{port}"), stop
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
+    server, stop = start_moto_server()
+    try:
+        yield server
+    finally:
+        stop()
