@@ -127,6 +127,8 @@ class RotationContext:
     password_policy: PasswordPolicy
     # Reads another secret from the plan's store (e.g. the admin secret named by `masterarn`), CURRENT stage.
     read_secret: Callable[[str], Credential]
+    # Reads a stage of this plan's own secret (PREVIOUS, for a stage that finds CURRENT refused, as AWS's samples).
+    read_stage: Callable[[Stage], Credential | None] = field(default=lambda _stage: None, repr=False)
 
 
 @dataclass(frozen=True)

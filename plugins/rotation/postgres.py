@@ -46,6 +46,7 @@ from rotator import (
     Credential,
     RotationContext,
     RotatorError,
+    Stage,
     StepError,
     TestFailed,
     TransientError,
@@ -188,7 +189,8 @@ class PostgresPlugin:
         """Make PENDING's password valid. Idempotent.
 
         single-user: logs in with CURRENT and runs ``ALTER ROLE <self> PASSWORD '<SCRAM verifier>'``; CURRENT
-        stops working here. If CURRENT is refused, logs in with PENDING: if that works the stage was done before.
+        stops working here. If CURRENT is refused, logs in with PENDING: if that works the stage was done before;
+        else, as AWS's sample, logs in with PREVIOUS and runs the same ALTER ROLE from there.
 
         alternating-users: logs in as the admin (``masterarn``) and runs
         ``SELECT 1 FROM pg_roles WHERE rolname = <pending>``, then either
@@ -215,7 +217,16 @@ class PostgresPlugin:
         except AuthenticationFailed:
             if self._logs_in(ctx, "stage", new):
                 return
-            raise
+            # As AWS's sample: the role may still have PREVIOUS's password (a restored database, a rotation
+            # that was undone by hand). Log in with it and stage from there.
+            previous = ctx.read_stage(Stage.PREVIOUS)
+            if previous is None:
+                raise
+            prev = self._login(ctx, "stage", previous, "PREVIOUS")
+            if prev.user != old.user or not self._logs_in(ctx, "stage", prev):
+                raise
+            with self._session(ctx, "stage", prev, fix=fix) as conn:
+                self._set_password(conn, prev.user, new.password)
 
     def test(self, ctx: RotationContext, pending: Credential) -> None:
         """Log in with PENDING over the network and run ``SELECT 1``.

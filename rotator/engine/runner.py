@@ -139,6 +139,7 @@ class _Run:
             options=bp.options,
             password_policy=bp.password_policy,
             read_secret=self._read_other_secret,
+            read_stage=self.read,
         )
 
     @property

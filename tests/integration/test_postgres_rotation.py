@@ -143,3 +143,16 @@ def test_no_secret_in_output_logs_state_or_server_log(tmp_path: Path, pg_server:
         assert password not in text
         assert password.encode() not in files
         assert password not in server_log
+
+
+def test_single_user_stage_falls_back_to_previous(tmp_path: Path, pg_server: PgServer) -> None:
+    """As AWS's sample: when CURRENT no longer logs in but PREVIOUS does (a database restored from before the
+    last rotation), stage logs in with PREVIOUS and the rotation succeeds."""
+    plan = pg_plan_config(tmp_path, pg_server, "single-user")
+    first = plan.stage("CURRENT")
+    assert plan.cli.run("rotate-now", plan.plan_id).code == 0
+    pg_server.make_role(plan.username, first["password"])  # the "restore": the role has PREVIOUS's password
+    assert not plan.logs_in(plan.stage("CURRENT"))
+    result = plan.cli.run("rotate-now", plan.plan_id, "--json")
+    assert result.code == 0, result.stdout + result.stderr
+    plan.assert_invariants()
