@@ -390,3 +390,18 @@ def _unset_env_refs(data: Any, path: str = "") -> list[str]:
     elif isinstance(data, str) and data.startswith("env:") and not os.environ.get(data[4:]):
         warnings.append(f"{path}: environment variable {data[4:]} is not set here (it must be where the rotator runs)")
     return warnings
+
+
+def json_schema() -> dict[str, Any]:
+    """The config's JSON schema (config/rotator.schema.json is this, written by `python -m rotator.config`)."""
+    schema = ConfigModel.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "rotator.toml"
+    return schema
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")

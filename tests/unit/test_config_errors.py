@@ -160,3 +160,14 @@ def test_missing_config_file_in_a_real_process(tmp_path: Path) -> None:
 
 def test_typer_usage_error_exits_2() -> None:
     assert CliRunner().invoke(app, ["rotate-now", "--concurrency", "0"]).exit_code == 2
+
+
+def test_json_schema_in_config_is_current() -> None:
+    import json
+
+    from rotator.config import json_schema
+
+    on_disk = json.loads((ROOT / "config" / "rotator.schema.json").read_text())
+    assert on_disk == json.loads(json.dumps(json_schema())), (
+        "run: python -m rotator.config > config/rotator.schema.json"
+    )
