@@ -382,10 +382,11 @@ class MySQLPlugin:
     def stage(self, ctx: RotationContext, current: Credential, pending: Credential) -> None:
         """Make PENDING's password valid. Idempotent.
 
-        single-user (as AWS's setSecret): logs in with PENDING (``SELECT 1``); if that works, done. Else logs in
-        with CURRENT and changes its own password. MariaDB: ``SHOW CREATE USER CURRENT_USER()`` (to see the
-        account's plugin), then ``SET PASSWORD = '<native hash>'`` (or ``SET PASSWORD = PASSWORD(?)`` for another
-        plugin). MySQL: ``ALTER USER CURRENT_USER() IDENTIFIED BY ?``. CURRENT stops working here.
+        single-user: logs in with CURRENT and changes its own password. MariaDB: ``SHOW CREATE USER
+        CURRENT_USER()`` (to see the account's plugin), then ``SET PASSWORD = '<native hash>'`` (or ``SET PASSWORD
+        = PASSWORD(?)`` for another plugin). MySQL: ``ALTER USER CURRENT_USER() IDENTIFIED BY ?``. CURRENT stops
+        working here. If CURRENT is refused, logs in with PENDING (``SELECT 1``): if that works the stage was done
+        before (a repeat after a crash); else the AuthenticationFailed stands.
 
         alternating-users: logs in as the admin (``masterarn``) and runs
         ``SELECT plugin FROM mysql.user WHERE user = ? AND host = ?`` for PENDING's account, then either
@@ -405,14 +406,20 @@ class MySQLPlugin:
         new = self._login(ctx, "stage", pending, "PENDING")
         old = self._login(ctx, "stage", current, "CURRENT")
         self._same_user(ctx, "stage", old, new)
-        if self._logs_in(ctx, "stage", new):
-            return
         fix = (
             f"the account's password is neither the store's CURRENT nor PENDING value: set user {old.user!r} at "
             f"{old.where} to the CURRENT value (or store the working password as CURRENT), then run again"
         )
-        with self._session(ctx, "stage", old, fix=fix, secrets=(new.password,)) as db:
-            self._set_own_password(db, new.password)
+        # CURRENT first: on the normal path that is the only login, and no refused login counts against the
+        # account (MySQL's FAILED_LOGIN_ATTEMPTS, MariaDB's max_password_errors). Only when CURRENT is refused
+        # is PENDING tried: a stage repeated after a crash.
+        try:
+            with self._session(ctx, "stage", old, fix=fix, secrets=(new.password,)) as db:
+                self._set_own_password(db, new.password)
+        except AuthenticationFailed:
+            if self._logs_in(ctx, "stage", new):
+                return
+            raise
 
     def test(self, ctx: RotationContext, pending: Credential) -> None:
         """Log in with PENDING over the network (into ``dbname`` when the secret names one) and run ``SELECT 1``.
