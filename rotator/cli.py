@@ -574,9 +574,9 @@ def daemon(
     config: ConfigOption = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="Overrides rotator.log_level.")] = None,
     json_logs: Annotated[
-        bool | None,
-        typer.Option("--json-logs/--console-logs", help="Default: JSON unless stderr is a terminal."),
-    ] = None,
+        bool,
+        typer.Option("--json-logs/--console-logs", help="JSON lines for a log collector (default), or readable lines."),
+    ] = True,
 ) -> None:
     """The long-running service: fires due plans, sweeps due revokes, resumes interrupted runs at start."""
     from rotator.daemon import run_daemon

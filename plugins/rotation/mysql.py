@@ -69,6 +69,7 @@ from rotator import (
     Credential,
     RotationContext,
     RotatorError,
+    Stage,
     StepError,
     TestFailed,
     TransientError,
@@ -386,7 +387,8 @@ class MySQLPlugin:
         CURRENT_USER()`` (to see the account's plugin), then ``SET PASSWORD = '<native hash>'`` (or ``SET PASSWORD
         = PASSWORD(?)`` for another plugin). MySQL: ``ALTER USER CURRENT_USER() IDENTIFIED BY ?``. CURRENT stops
         working here. If CURRENT is refused, logs in with PENDING (``SELECT 1``): if that works the stage was done
-        before (a repeat after a crash); else the AuthenticationFailed stands.
+        before (a repeat after a crash); else, as AWS's sample, logs in with PREVIOUS (the plan's own secret,
+        ``ctx.read_stage``) and changes the password from there; else the AuthenticationFailed stands.
 
         alternating-users: logs in as the admin (``masterarn``) and runs
         ``SELECT plugin FROM mysql.user WHERE user = ? AND host = ?`` for PENDING's account, then either
@@ -419,7 +421,16 @@ class MySQLPlugin:
         except AuthenticationFailed:
             if self._logs_in(ctx, "stage", new):
                 return
-            raise
+            # As AWS's sample: the account may still have PREVIOUS's password (a restored database, a rotation
+            # undone by hand). Log in with it and stage from there; it is overwritten, so nothing stays valid.
+            previous = ctx.read_stage(Stage.PREVIOUS)
+            if previous is None:
+                raise
+            prev = self._login(ctx, "stage", previous, "PREVIOUS")
+            if prev.user != old.user or not self._logs_in(ctx, "stage", prev):
+                raise
+            with self._session(ctx, "stage", prev, fix=fix, secrets=(new.password,)) as db:
+                self._set_own_password(db, new.password)
 
     def test(self, ctx: RotationContext, pending: Credential) -> None:
         """Log in with PENDING over the network (into ``dbname`` when the secret names one) and run ``SELECT 1``.

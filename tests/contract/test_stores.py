@@ -16,14 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rotator_plugins.stores.aws_secretsmanager import AwsSecretsManagerStore
-from rotator_plugins.stores.vault_kv2 import VaultKv2Store
 
 from rotator.components import ComponentSetup
 from rotator.interfaces import SecretStore
 from rotator.local_store import LocalStore, create_key_file
 from rotator.registry import load_store
 from rotator.testing import StoreContract, StoreFactory, read_current
+
+try:  # without the dev extra (boto3, hvac) the local store's contract still runs; the others skip (fail in CI)
+    from rotator_plugins.stores.aws_secretsmanager import AwsSecretsManagerStore
+    from rotator_plugins.stores.vault_kv2 import VaultKv2Store
+except ImportError:  # pragma: no cover
+    AwsSecretsManagerStore = VaultKv2Store = None  # type: ignore[assignment, misc]
 
 STORES = ["local", "aws-secretsmanager", "vault-kv2"]
 VAULT_TOKEN_ENV = "ROTATOR_TEST_VAULT_TOKEN"
@@ -71,13 +75,13 @@ def store_factory(
 
 class TestStoreContract(StoreContract):
     def read_as_consumer(self, store: SecretStore, secret_id: str) -> Mapping[str, Any] | None:
-        if isinstance(store, AwsSecretsManagerStore):
+        if AwsSecretsManagerStore is not None and isinstance(store, AwsSecretsManagerStore):
             # What an application does: GetSecretValue with no stage, which AWS documents as AWSCURRENT. (moto's
             # no-stage read did not follow UpdateSecretVersionStage; tests/servers/aws.py corrects that.)
             response = store.client.get_secret_value(SecretId=secret_id)
             value: dict[str, Any] = json.loads(response["SecretString"])
             return value
-        if isinstance(store, VaultKv2Store):
+        if VaultKv2Store is not None and isinstance(store, VaultKv2Store):
             # What an application does: read the secret's path, i.e. its latest version.
             path = f"{store.options.path_prefix}/{secret_id}"
             response = store.client.secrets.kv.v2.read_secret_version(path=path, raise_on_deleted_version=True)

@@ -32,6 +32,7 @@ from rotator.components import ComponentSetup
 from rotator.errors import AuthenticationFailed, ConfigError, SecretNotFound, StepError, TestFailed, TransientError
 from rotator.interfaces import RotationPlugin
 from rotator.model import Credential, PasswordPolicy, RotationContext, Stage
+from tests.cli_env import CliEnv
 from tests.servers.mariadb import MariaDbServer, account
 
 PLAN = "orders-db"
@@ -55,7 +56,10 @@ def cred(value: dict[str, Any], stage: Stage = Stage.CURRENT) -> Credential:
 
 
 def make_ctx(
-    strategy: str, secrets: dict[str, dict[str, Any]] | None = None, policy: PasswordPolicy | None = None
+    strategy: str,
+    secrets: dict[str, dict[str, Any]] | None = None,
+    policy: PasswordPolicy | None = None,
+    previous: Credential | None = None,
 ) -> RotationContext:
     known = dict(secrets or {})
 
@@ -72,6 +76,7 @@ def make_ctx(
         options={},
         password_policy=policy or PasswordPolicy(),
         read_secret=read_secret,
+        read_stage=lambda stage: previous if stage == Stage.PREVIOUS else None,
     )
 
 
@@ -310,6 +315,22 @@ def test_single_user_with_a_wrong_current_fails_authentication(
     assert "error 1045" in text and "fix:" in text and user in text
     assert "not-the-password" not in text and pending["password"] not in text
     assert_password(mariadb_server, user, "the-real-password")
+
+
+def test_single_user_stage_falls_back_to_previous(
+    mariadb_server: MariaDbServer, plugin: MySQLPlugin, users: Callable[[str], str]
+) -> None:
+    """As AWS's sample: the account has PREVIOUS's password (a restored database): stage logs in with it."""
+    user = users("restored")
+    mariadb_server.make_user(user, "previous-password-0")
+    previous = cred(mariadb_server.secret(user, "previous-password-0"), Stage.PREVIOUS)
+    current = cred(mariadb_server.secret(user, "current-password-0"))
+    ctx = make_ctx("single-user", previous=previous)
+    pending = rotate_forward(plugin, ctx, current)
+    assert_password(mariadb_server, user, pending["password"], "previous-password-0", "current-password-0")
+    # without a PREVIOUS that logs in, CURRENT's refusal stands
+    with pytest.raises(AuthenticationFailed):
+        plugin.stage(make_ctx("single-user", previous=previous), current, cred(plugin.create(ctx, current)))
 
 
 def test_single_user_refuses_mixed_users(plugin: MySQLPlugin) -> None:
@@ -674,3 +695,79 @@ def test_in_use_lists_the_users_sessions(
         alt = make_ctx("alternating-users", {ADMIN_ARN: admin})
         assert any(line.startswith(mine) for line in plugin.in_use(alt, cred({**secret, "masterarn": ADMIN_ARN})))
         assert "busy-password-1" not in " ".join(sessions)
+
+
+# -- end to end through the `rotator` command (engine, local store, journal) --------------------------------------
+
+
+def mysql_plan(
+    root: Path, server: MariaDbServer, strategy: str, admin: dict[str, Any], grace: str = "1h"
+) -> tuple[CliEnv, str, str, str]:
+    """A config with one mysql plan and its secret seeded: (cli, plan id, secret id, user name)."""
+    user = f"e2e_{uuid.uuid4().hex[:8]}"
+    plan_id, secret = f"my-{user}", f"db/{user}"
+    config = root / "rotator.toml"
+    config.write_text(f"""
+[rotator]
+state_dir = "state"
+step_timeout = 20
+
+[[plans]]
+id = "{plan_id}"
+plugin = {{type = "mysql", ssl_mode = "disabled"}}
+secret = "{secret}"
+strategy = "{strategy}"
+grace = "{grace}"
+""")
+    cli = CliEnv(root, config)
+    assert cli.run("init").code == 0
+    server.make_user(user, f"first-{user}-Password-0")
+    value = server.secret(user, f"first-{user}-Password-0")
+    if strategy == "alternating-users":
+        cli.seed("db/admin", admin)
+        value["masterarn"] = "db/admin"
+    cli.seed(secret, value)
+    return cli, plan_id, secret, user
+
+
+def read_stage(cli: CliEnv, secret: str, stage: str) -> dict[str, Any] | None:
+    result = cli.run("store", "get", secret, "--stage", stage)
+    return result.json() if result.code == 0 else None
+
+
+@pytest.mark.parametrize("strategy", ["single-user", "alternating-users"])
+def test_end_to_end_rotation_grace_revoke_and_rollback(
+    tmp_path: Path, mariadb_server: MariaDbServer, admin: dict[str, Any], strategy: str
+) -> None:
+    cli, plan_id, secret, user = mysql_plan(tmp_path, mariadb_server, strategy, admin)
+    log_start = mariadb_server.general_log_size()
+    old = read_stage(cli, secret, "CURRENT")
+    assert old is not None
+    result = cli.run("rotate-now", plan_id, "--json", "--log-level", "debug")
+    assert result.code == 0, result.stdout + result.stderr
+    new = read_stage(cli, secret, "CURRENT")
+    assert new is not None and new["password"] != old["password"]
+    assert mariadb_server.can_login(new["username"], new["password"])
+    # during grace the old credential works only with alternating users (single-user has its window)
+    assert mariadb_server.can_login(old["username"], old["password"]) is (strategy == "alternating-users")
+    if strategy == "alternating-users":
+        assert new["username"] == f"{user}_clone"
+    revoked = cli.run("rotate-now", plan_id, "--revoke-old", "now", "--json", "--log-level", "debug")
+    assert revoked.code == 0, revoked.stdout + revoked.stderr
+    latest = read_stage(cli, secret, "CURRENT")
+    assert latest is not None and mariadb_server.can_login(latest["username"], latest["password"])
+    assert not mariadb_server.can_login(old["username"], old["password"])
+    assert not mariadb_server.can_login(new["username"], new["password"])  # revoked at once
+
+    failed = cli.run("rotate-now", plan_id, "--json", env={"ROTATOR_FAILPOINTS": "after-test=error"})
+    assert failed.code == 1
+    assert failed.json()["results"][0]["outcome"] == "rolled_back"
+    assert read_stage(cli, secret, "CURRENT") == latest and read_stage(cli, secret, "PENDING") is None
+    assert mariadb_server.can_login(latest["username"], latest["password"])  # invariant 1
+
+    passwords = [v["password"] for v in (old, new, latest)]
+    text = "\n".join(r.stdout + r.stderr for r in (result, revoked, failed))
+    files = b"".join(p.read_bytes() for p in cli.state_files())
+    server_log = mariadb_server.general_log_text(log_start)
+    for password in passwords:
+        assert password not in text and password.encode() not in files and password not in server_log

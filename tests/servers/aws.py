@@ -124,9 +124,20 @@ def start_moto_server() -> tuple[MotoServer, Callable[[], None]]:
     return MotoServer(endpoint_url=f"http://127.0.0.1:{port}"), stop
 
 
+def unavailable(reason: str) -> None:
+    """Skip on a developer's machine, fail in CI (env CI set), like the other server fixtures."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
-    pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install 'moto[server]')")
+    try:
+        import boto3  # noqa: F401
+        import moto.server  # noqa: F401
+    except ImportError:
+        unavailable("boto3 or moto[server] is not installed (pip install -e '.[dev]')")
     server, stop = start_moto_server()
     try:
         yield server
