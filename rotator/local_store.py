@@ -18,7 +18,8 @@ import sqlite3
 import stat
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -194,9 +195,16 @@ class LocalStore:
 
     # -- writes ---------------------------------------------------------------------------------------------
 
-    def _transaction(self) -> sqlite3.Connection:
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (callers hold self._lock): committed, or rolled back on any exception."""
         self._db.execute("begin immediate")
-        return self._db
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("rollback")
+            raise
+        self._db.execute("commit")
 
     def _drop_unlabelled(self, secret_id: str) -> None:
         self._db.execute(
@@ -219,8 +227,7 @@ class LocalStore:
                 if labels.get(Stage.PENDING.value) == version_id or Stage.CURRENT in existing.stages:
                     return existing
             nonce, ciphertext = self._seal(secret_id, version_id, value)
-            db = self._transaction()
-            try:
+            with self._transaction() as db:
                 db.execute(
                     "insert or ignore into versions values (?, ?, ?, ?, ?)",
                     (secret_id, version_id, nonce, ciphertext, datetime.now(UTC).isoformat()),
@@ -230,10 +237,6 @@ class LocalStore:
                     (secret_id, Stage.PENDING.value, version_id),
                 )
                 self._drop_unlabelled(secret_id)
-                db.execute("commit")
-            except BaseException:
-                db.execute("rollback")
-                raise
         return Credential(version_id, dict(value), frozenset({Stage.PENDING}))
 
     def promote(self, secret_id: str, version_id: str) -> None:
@@ -243,8 +246,7 @@ class LocalStore:
                 return
             if labels.get(Stage.PENDING.value) != version_id:
                 raise VersionConflict(f"local store: cannot promote {version_id} of {secret_id}: it is not PENDING")
-            db = self._transaction()
-            try:
+            with self._transaction() as db:
                 current = labels.get(Stage.CURRENT.value)
                 if current:
                     db.execute(
@@ -257,10 +259,6 @@ class LocalStore:
                 )
                 db.execute("delete from labels where secret_id = ? and stage = ?", (secret_id, Stage.PENDING.value))
                 self._drop_unlabelled(secret_id)
-                db.execute("commit")
-            except BaseException:
-                db.execute("rollback")
-                raise
 
     def unpromote(self, secret_id: str, version_id: str) -> None:
         with self._lock:
@@ -268,8 +266,7 @@ class LocalStore:
             previous = labels.get(Stage.PREVIOUS.value)
             if labels.get(Stage.CURRENT.value) != version_id or previous is None:
                 return
-            db = self._transaction()
-            try:
+            with self._transaction() as db:
                 db.execute(
                     "insert or replace into labels values (?, ?, ?)",
                     (secret_id, Stage.CURRENT.value, previous),
@@ -279,51 +276,33 @@ class LocalStore:
                     (secret_id, Stage.PENDING.value, version_id),
                 )
                 db.execute("delete from labels where secret_id = ? and stage = ?", (secret_id, Stage.PREVIOUS.value))
-                db.execute("commit")
-            except BaseException:
-                db.execute("rollback")
-                raise
 
     def discard_pending(self, secret_id: str, version_id: str) -> None:
         with self._lock:
             if self._labels(secret_id).get(Stage.PENDING.value) != version_id:
                 return
-            db = self._transaction()
-            try:
+            with self._transaction() as db:
                 db.execute("delete from labels where secret_id = ? and stage = ?", (secret_id, Stage.PENDING.value))
                 self._drop_unlabelled(secret_id)
-                db.execute("commit")
-            except BaseException:
-                db.execute("rollback")
-                raise
 
     def put_current(self, secret_id: str, value: Mapping[str, Any]) -> Credential:
         version_id = uuid.uuid4().hex
         nonce, ciphertext = self._seal(secret_id, version_id, value)
-        with self._lock:
-            db = self._transaction()
-            try:
-                current = self._labels(secret_id).get(Stage.CURRENT.value)
-                db.execute(
-                    "insert into versions values (?, ?, ?, ?, ?)",
-                    (secret_id, version_id, nonce, ciphertext, datetime.now(UTC).isoformat()),
-                )
-                if current:
-                    db.execute(
-                        "insert or replace into labels values (?, ?, ?)",
-                        (secret_id, Stage.PREVIOUS.value, current),
-                    )
+        with self._lock, self._transaction() as db:
+            current = self._labels(secret_id).get(Stage.CURRENT.value)
+            db.execute(
+                "insert into versions values (?, ?, ?, ?, ?)",
+                (secret_id, version_id, nonce, ciphertext, datetime.now(UTC).isoformat()),
+            )
+            if current:
                 db.execute(
                     "insert or replace into labels values (?, ?, ?)",
-                    (secret_id, Stage.CURRENT.value, version_id),
+                    (secret_id, Stage.PREVIOUS.value, current),
                 )
-                self._drop_unlabelled(secret_id)
-                db.execute("commit")
-            except BaseException:
-                db.execute("rollback")
-                raise
+            db.execute(
+                "insert or replace into labels values (?, ?, ?)",
+                (secret_id, Stage.CURRENT.value, version_id),
+            )
+            self._drop_unlabelled(secret_id)
         return Credential(version_id, dict(value), frozenset({Stage.CURRENT}))
 
-
-def local_store_factory(options: Mapping[str, Any], setup: ComponentSetup) -> LocalStore:
-    return LocalStore(options, setup)

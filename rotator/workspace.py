@@ -14,7 +14,7 @@ from pathlib import Path
 from rotator.config import Config, PlanConfig
 from rotator.engine.runner import BoundPlan, Runner
 from rotator.errors import ConfigError
-from rotator.interfaces import Journal, Notifier, SecretStore
+from rotator.interfaces import Journal, Notifier, RotationPlugin, SecretStore
 from rotator.journal import open_journal
 from rotator.registry import load_notifier, load_plugin, load_store
 
@@ -68,11 +68,9 @@ class Workspace:
                 )
             return self._notifiers[name]
 
-    def bind(self, plan: PlanConfig) -> BoundPlan:
-        if plan.id in self._bound:
-            return self._bound[plan.id]
-        index = self.config.plans.index(plan)
-        key = f"plans[{index}] (id {plan.id!r})"
+    def _plugin(self, plan: PlanConfig) -> RotationPlugin:
+        """Build the plan's plugin and check that it offers the plan's strategy."""
+        key = f"plans[{self.config.plans.index(plan)}] (id {plan.id!r})"
         plugin = load_plugin(plan.plugin.type, plan.plugin.options, self.config.setup(plan.id), f"{key}.plugin")
         if plan.strategy not in plugin.strategies:
             raise ConfigError(
@@ -81,6 +79,12 @@ class Workspace:
                 key=f"{key}.strategy",
                 fix=f"use one of: {', '.join(plugin.strategies)}",
             )
+        return plugin
+
+    def bind(self, plan: PlanConfig) -> BoundPlan:
+        if plan.id in self._bound:
+            return self._bound[plan.id]
+        plugin = self._plugin(plan)
         bound = BoundPlan(
             plan_id=plan.id,
             secret_id=plan.secret,
@@ -101,16 +105,7 @@ class Workspace:
         """Build every plan's plugin and notifiers (not stores: they may need the network) to find config
         errors that only the component can see: unknown type, bad option, unknown strategy."""
         for plan in self.config.plans:
-            index = self.config.plans.index(plan)
-            key = f"plans[{index}] (id {plan.id!r})"
-            plugin = load_plugin(plan.plugin.type, plan.plugin.options, self.config.setup(plan.id), f"{key}.plugin")
-            if plan.strategy not in plugin.strategies:
-                raise ConfigError(
-                    f"plugin {plan.plugin.type!r} has no strategy {plan.strategy!r}",
-                    file=str(self.config.path),
-                    key=f"{key}.strategy",
-                    fix=f"use one of: {', '.join(plugin.strategies)}",
-                )
+            self._plugin(plan)
         for name in self.config.model.notifiers:
             self.notifier(name)
         from rotator.registry import available
