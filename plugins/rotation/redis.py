@@ -7,7 +7,7 @@ One strategy, **single-user**, and unlike a database's single-user it has no win
 password beside the old one (``ACL SETUSER app #<new>``), so both log in while clients move over, and `revoke`
 removes the old one after the grace period (``ACL SETUSER app !<old>``). Alternating users would buy nothing.
 
-Who runs ``ACL SETUSER``: an admin when one is configured (the ``admin_secret`` option, else the secret's
+Who runs ``ACL SETUSER``: an admin when one is configured (the ``admin_secret_id`` option, else the secret's
 ``masterarn``: a secret with ``username``/``password`` and optionally ``host``/``port``/``ssl``), else the
 rotated user itself, logged in with CURRENT. The user then needs ``+acl|getuser +acl|setuser`` (plus
 ``+acl|save`` or ``+config|rewrite`` with the ``persist`` option): note that ``ACL SETUSER`` lets it change any
@@ -75,7 +75,7 @@ class RedisOptions(BaseModel):
     ssl_ca: str | None = Field(
         None, description="CA bundle (PEM) for verify_ca/verify_identity, relative to the config"
     )
-    admin_secret: str | None = Field(
+    admin_secret_id: str | None = Field(
         None, description="secret id of an admin user that runs ACL SETUSER (default: the secret's masterarn)"
     )
     persist: Literal["none", "acl-save", "config-rewrite"] = Field(
@@ -284,8 +284,8 @@ class RedisPlugin:
             yield client
 
     def _admin_login(self, ctx: RotationContext, step: str, current: Credential, target: _Login) -> _Login | None:
-        """The admin secret (option admin_secret, else CURRENT's masterarn), or None to act as the user itself."""
-        secret_id = self.options.admin_secret or current.get("masterarn")
+        """The admin secret (option admin_secret_id, else CURRENT's masterarn), or None to act as the user itself."""
+        secret_id = self.options.admin_secret_id or current.get("masterarn")
         if not secret_id:
             return None
         value = ctx.read_secret(str(secret_id)).value
@@ -299,7 +299,7 @@ class RedisPlugin:
         if host.lower() != target.host.lower():
             raise StepError(
                 f"plan {ctx.plan_id}: {step}: the admin secret {secret_id} is for host {host}, but the rotated user "
-                f"lives at {target.host}\n  fix: point admin_secret (or masterarn) at the admin secret of "
+                f"lives at {target.host}\n  fix: point admin_secret_id (or masterarn) at the admin secret of "
                 f"{target.host}",
                 plan_id=ctx.plan_id,
                 step=step,
@@ -395,7 +395,7 @@ class RedisPlugin:
         if isinstance(exc, errors.NoPermissionError) or lowered.startswith("noperm"):
             return StepError(
                 f"{head}\n  fix: give {login.user!r} +acl|getuser +acl|setuser (and +acl|save or +config|rewrite "
-                "with persist), or set the admin_secret option to an admin that has them",
+                "with persist), or set the admin_secret_id option to an admin that has them",
                 plan_id=ctx.plan_id,
                 step=step,
             )

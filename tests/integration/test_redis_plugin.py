@@ -23,6 +23,7 @@ from rotator.components import ComponentSetup
 from rotator.errors import AuthenticationFailed, ConfigError, SecretNotFound, StepError, TestFailed, TransientError
 from rotator.interfaces import RotationPlugin
 from rotator.model import Credential, PasswordPolicy, RotationContext, Stage
+from tests.cli_env import CliEnv
 from tests.servers.redis import RedisServer, sha256_hex
 
 PLAN = "cache"
@@ -219,7 +220,7 @@ def test_without_acl_permission_the_error_says_what_to_grant(
     with pytest.raises(StepError) as err:
         plugin.stage(ctx, current, pending)
     text = str(err.value)
-    assert "+acl|setuser" in text and "admin_secret" in text
+    assert "+acl|setuser" in text and "admin_secret_id" in text
     assert "old-password-4" not in text and pending["password"] not in text
     assert redis_server.password_hashes(user) == {sha256_hex("old-password-4")}
 
@@ -229,7 +230,7 @@ def test_admin_from_the_option_and_a_wrong_admin(
 ) -> None:
     user = users("opt")
     redis_server.make_user(user, "old-password-5", rules=APP_RULES)
-    plugin = RedisPlugin({"admin_secret": "redis/admin"}, None)
+    plugin = RedisPlugin({"admin_secret_id": "redis/admin"}, None)
     current = cred(redis_server.secret(user, "old-password-5"))
     rotate(plugin, make_ctx({"redis/admin": admin}), current, twice=False)
     bad = make_ctx({"redis/admin": {**admin, "password": "wrong-admin-password"}})
@@ -413,3 +414,56 @@ def test_nasty_user_names(redis_server: RedisServer, plugin: RedisPlugin, admin:
         assert not redis_server.can_login(user, "old-password-8")
     finally:
         redis_server.drop_user(user)
+
+
+# -- end to end through the `rotator` command (engine, local store, journal) --------------------------------------
+
+
+def test_end_to_end_rotation_grace_revoke_and_rollback(
+    tmp_path: Path, redis_server: RedisServer, admin: dict[str, Any], users: Callable[[str], str]
+) -> None:
+    user = users("e2e")
+    redis_server.make_user(user, f"first-{user}-Password-0", rules=APP_RULES)
+    config = tmp_path / "rotator.toml"
+    config.write_text(f"""
+[rotator]
+state_dir = "state"
+step_timeout = 20
+
+[[plans]]
+id = "cache"
+plugin = {{type = "redis", admin_secret_id = "redis/admin"}}
+secret = "redis/{user}"
+strategy = "single-user"
+grace = "1h"
+""")
+    cli = CliEnv(tmp_path, config)
+    assert cli.run("init").code == 0
+    cli.seed("redis/admin", admin)
+    cli.seed(f"redis/{user}", redis_server.secret(user, f"first-{user}-Password-0"))
+
+    def stage(name: str) -> dict[str, Any] | None:
+        result = cli.run("store", "get", f"redis/{user}", "--stage", name)
+        return result.json() if result.code == 0 else None
+
+    old = stage("CURRENT")
+    result = cli.run("rotate-now", "cache", "--json", "--log-level", "debug")
+    assert result.code == 0, result.stdout + result.stderr
+    new = stage("CURRENT")
+    assert old is not None and new is not None and new["password"] != old["password"]
+    assert redis_server.can_login(user, old["password"]) and redis_server.can_login(user, new["password"])  # grace
+    revoked = cli.run("rotate-now", "cache", "--revoke-old", "now", "--json", "--log-level", "debug")
+    assert revoked.code == 0, revoked.stdout + revoked.stderr
+    latest = stage("CURRENT")
+    assert latest is not None
+    assert redis_server.password_hashes(user) == {sha256_hex(latest["password"])}  # old and new both revoked
+
+    failed = cli.run("rotate-now", "cache", "--json", env={"ROTATOR_FAILPOINTS": "after-test=error"})
+    assert failed.code == 1 and failed.json()["results"][0]["outcome"] == "rolled_back"
+    assert stage("CURRENT") == latest and stage("PENDING") is None
+    assert redis_server.password_hashes(user) == {sha256_hex(latest["password"])}  # the staged one is gone
+
+    text = "\n".join(r.stdout + r.stderr for r in (result, revoked, failed))
+    files = b"".join(p.read_bytes() for p in cli.state_files())
+    for password in (old["password"], new["password"], latest["password"]):
+        assert password not in text and password.encode() not in files
