@@ -26,6 +26,8 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rotator_plugins.rotation.postgres import PostgresPlugin  # noqa: E402
+
 from rotator import logs  # noqa: E402
 from rotator.components import ComponentSetup  # noqa: E402
 from rotator.engine.runner import BoundPlan, Runner  # noqa: E402
@@ -33,7 +35,6 @@ from rotator.journal.sqlite import SqliteJournal  # noqa: E402
 from rotator.local_store import LocalStore, create_key_file  # noqa: E402
 from rotator.model import Stage  # noqa: E402
 from rotator.passwords import generate_password  # noqa: E402
-from rotator_plugins.rotation.postgres import PostgresPlugin  # noqa: E402
 from tests.servers.postgres import PgServer  # noqa: E402
 
 

@@ -131,6 +131,7 @@ class _Run:
         self.lease = lease
         self.journal = runner.journal
         self.step_seconds: dict[str, float] = {}
+        self._reads: dict[tuple[str, Stage], Credential | None] = {}
         self.ctx = RotationContext(
             plan_id=bp.plan_id,
             run_id=record.run_id,
@@ -155,11 +156,16 @@ class _Run:
         return credential
 
     def read(self, stage: Stage, *, secret_id: str | None = None) -> Credential | None:
+        """A stage of a secret, cached for this run until the run's next store write (a remote store is
+        billed and throttled per call: AWS reads fall from 13 to a handful per rotation)."""
         secret = secret_id or self.bp.secret_id
-        credential = self.retry(lambda: self.bp.store.get(secret, stage))
-        if credential is not None:
-            register_secret(*credential.secret_strings())
-        return credential
+        key = (secret, stage)
+        if key not in self._reads:
+            credential = self.retry(lambda: self.bp.store.get(secret, stage))
+            if credential is not None:
+                register_secret(*credential.secret_strings())
+            self._reads[key] = credential
+        return self._reads[key]
 
     def current(self) -> Credential:
         credential = self.read(Stage.CURRENT)
@@ -178,8 +184,12 @@ class _Run:
         return call_with_retry(fn, deadline_seconds=self.runner.step_timeout)
 
     def store_write(self, op: str, fn: Callable[[], T]) -> T:
+        self._reads.clear()
         failpoints.hit(f"before-store-{op}")
-        result = self.retry(fn)
+        try:
+            result = self.retry(fn)
+        finally:
+            self._reads.clear()
         failpoints.hit(f"after-store-{op}")
         return result
 
