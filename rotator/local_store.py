@@ -305,4 +305,3 @@ class LocalStore:
             )
             self._drop_unlabelled(secret_id)
         return Credential(version_id, dict(value), frozenset({Stage.CURRENT}))
-

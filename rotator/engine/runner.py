@@ -509,13 +509,17 @@ class Runner:
         """Before a new run: finish or roll back this plan's interrupted runs, revoke a PREVIOUS that the new
         rotation supersedes, and roll back a PENDING that no run claims. Needs the plan's lease."""
         notes: list[str] = []
-        for record in self.journal.runs_in_state(*OPEN_STATES, plan_id=bp.plan_id):
+        earlier = self.journal.runs_in_state(*OPEN_STATES, RunState.AWAITING_REVOKE, plan_id=bp.plan_id)
+        for record in (r for r in earlier if r.state in OPEN_STATES):
             if record.plan_id == bp.plan_id:
                 outcome = self._continue(bp, record, lease)
                 notes.append(f"resumed run {record.run_id}: {outcome.outcome}")
                 if outcome.outcome == RunState.STUCK.value:
                     raise RollbackError(f"plan {bp.plan_id}: run {record.run_id} is stuck: {outcome.error}")
-        for record in self.journal.runs_in_state(RunState.AWAITING_REVOKE, plan_id=bp.plan_id):
+        awaiting = [r for r in earlier if r.state is RunState.AWAITING_REVOKE]
+        if any(r.state in OPEN_STATES for r in earlier):  # continuing them may have promoted: look again
+            awaiting = self.journal.runs_in_state(RunState.AWAITING_REVOKE, plan_id=bp.plan_id)
+        for record in awaiting:
             if record.plan_id == bp.plan_id:
                 run = _Run(self, bp, record, lease)
                 with bound_contextvars(run=record.run_id):
@@ -535,7 +539,7 @@ class Runner:
     def _recover_orphan_pending(self, bp: BoundPlan, lease: Lease, notes: list[str]) -> None:
         try:
             pending = bp.store.get(bp.secret_id, Stage.PENDING)
-            current = bp.store.get(bp.secret_id, Stage.CURRENT)
+            current = bp.store.get(bp.secret_id, Stage.CURRENT) if pending is not None else None
         except SecretNotFound:
             return
         if pending is None or current is None:

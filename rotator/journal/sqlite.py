@@ -79,6 +79,7 @@ _RUN_FIELDS = (
     "previous_version_id",
     "revoke_due_at",
 )
+_FENCE = "exists (select 1 from leases where plan_id = ? and token = ? and holder = ?)"
 _UPDATABLE = frozenset(_RUN_FIELDS) - {"run_id", "plan_id", "trigger", "started_at", "store", "secret_id"}
 
 
@@ -127,14 +128,26 @@ class SqliteJournal:
                 raise
             self._db.execute("commit")
 
-    def _check_fence(self, db: sqlite3.Connection, lease: Lease | None) -> None:
-        if lease is None:
-            return
-        row = db.execute("select token, holder from leases where plan_id = ?", (lease.plan_id,)).fetchone()
-        if row is None or row[0] != lease.token or row[1] != lease.holder:
-            raise LeaseLost(
-                f"plan {lease.plan_id}: this process lost its lease (token {lease.token}); another run took over"
+    def _fenced(self, statement: str, params: tuple[Any, ...], lease: Lease | None) -> None:
+        """Run one write that acts only while `lease` still holds its plan. The fence is part of the statement
+        (`{fence}`), and one statement is one transaction, so no other holder can slip in between."""
+        with self._lock:
+            if lease is None:
+                self._db.execute(statement.format(fence="1"), params)
+                return
+            cursor = self._db.execute(
+                statement.format(fence=_FENCE), (*params, lease.plan_id, lease.token, lease.holder)
             )
+            if cursor.rowcount == 0:
+                row = self._db.execute(
+                    "select 1 from leases where plan_id = ? and token = ? and holder = ?",
+                    (lease.plan_id, lease.token, lease.holder),
+                ).fetchone()
+                if row is None:
+                    raise LeaseLost(
+                        f"plan {lease.plan_id}: this process lost its lease (token {lease.token}); "
+                        "another run took over"
+                    )
 
     # -- leases ---------------------------------------------------------------------------------------------
 
@@ -170,14 +183,18 @@ class SqliteJournal:
 
     def renew_lease(self, lease: Lease, ttl_seconds: float) -> Lease:
         expires = datetime.now(UTC) + timedelta(seconds=ttl_seconds)
-        with self._write() as db:
-            self._check_fence(db, lease)
-            db.execute("update leases set expires_at = ? where plan_id = ?", (_text(expires), lease.plan_id))
+        with self._lock:
+            cursor = self._db.execute(
+                "update leases set expires_at = ? where plan_id = ? and token = ? and holder = ?",
+                (_text(expires), lease.plan_id, lease.token, lease.holder),
+            )
+        if cursor.rowcount == 0:
+            raise LeaseLost(f"plan {lease.plan_id}: this process lost its lease (token {lease.token})")
         return Lease(lease.plan_id, lease.holder, lease.host, lease.pid, lease.token, expires)
 
     def release_lease(self, lease: Lease) -> None:
-        with self._write() as db:
-            db.execute(
+        with self._lock:
+            self._db.execute(
                 "update leases set holder = null, host = null, pid = null, expires_at = null "
                 "where plan_id = ? and token = ? and holder = ?",
                 (lease.plan_id, lease.token, lease.holder),
@@ -199,30 +216,26 @@ class SqliteJournal:
     # -- runs and steps ------------------------------------------------------------------------------------
 
     def begin_run(self, run: RunRecord, lease: Lease) -> None:
-        with self._write() as db:
-            self._check_fence(db, lease)
-            db.execute(
-                f"insert into runs ({', '.join(_RUN_FIELDS)}) values ({', '.join('?' * len(_RUN_FIELDS))})",
-                tuple(_text(getattr(run, name)) for name in _RUN_FIELDS),
-            )
+        self._fenced(
+            f"insert into runs ({', '.join(_RUN_FIELDS)}) select {', '.join('?' * len(_RUN_FIELDS))} where {{fence}}",
+            tuple(_text(getattr(run, name)) for name in _RUN_FIELDS),
+            lease,
+        )
 
     def step_started(self, run_id: str, step: Step, action: str, lease: Lease) -> None:
-        with self._write() as db:
-            self._check_fence(db, lease)
-            db.execute(
-                "insert into steps (run_id, step, action, status, started_at) values (?, ?, ?, 'started', ?)",
-                (run_id, step.value, action, now_text()),
-            )
-            db.execute("update runs set step = ? where run_id = ?", (step.value, run_id))
+        self._fenced(
+            "insert into steps (run_id, step, action, status, started_at) select ?, ?, ?, 'started', ? where {fence}",
+            (run_id, step.value, action, now_text()),
+            lease,
+        )
 
     def step_finished(self, run_id: str, step: Step, action: str, lease: Lease, error: str | None = None) -> None:
-        with self._write() as db:
-            self._check_fence(db, lease)
-            db.execute(
-                "update steps set status = ?, ended_at = ?, error = ? where id = (select max(id) from steps "
-                "where run_id = ? and step = ? and action = ? and status = 'started')",
-                ("failed" if error else "succeeded", now_text(), error, run_id, step.value, action),
-            )
+        self._fenced(
+            "update steps set status = ?, ended_at = ?, error = ? where id = (select max(id) from steps "
+            "where run_id = ? and step = ? and action = ? and status = 'started') and {fence}",
+            ("failed" if error else "succeeded", now_text(), error, run_id, step.value, action),
+            lease,
+        )
 
     def update_run(self, run_id: str, lease: Lease | None, **changes: Any) -> None:
         unknown = set(changes) - _UPDATABLE
@@ -231,12 +244,11 @@ class SqliteJournal:
         if not changes:
             return
         assignments = ", ".join(f"{name} = ?" for name in changes)
-        with self._write() as db:
-            self._check_fence(db, lease)
-            db.execute(
-                f"update runs set {assignments} where run_id = ?",
-                (*(_text(v) for v in changes.values()), run_id),
-            )
+        self._fenced(
+            f"update runs set {assignments} where run_id = ? and {{fence}}",
+            (*(_text(v) for v in changes.values()), run_id),
+            lease,
+        )
 
     def _steps(self, run_ids: list[str]) -> dict[str, list[StepRecord]]:
         found: dict[str, list[StepRecord]] = {rid: [] for rid in run_ids}
@@ -280,7 +292,7 @@ class SqliteJournal:
                     started_at=_time(data["started_at"]) or datetime.now(UTC),
                     store=data["store"],
                     secret_id=data["secret_id"],
-                    step=Step(data["step"]) if data["step"] else None,
+                    step=steps[data["run_id"]][-1].step if steps[data["run_id"]] else None,
                     ended_at=_time(data["ended_at"]),
                     reason=data["reason"],
                     operator=data["operator"],
