@@ -251,6 +251,9 @@ class _Run:
         register_secret(*credential.secret_strings())
         # Stored the moment it exists, before it is valid anywhere (invariant 2).
         self.store_write("put-pending", lambda: self.bp.store.put_pending(self.bp.secret_id, value, self.run_id))
+        # put_pending leaves CURRENT as it was and PENDING as written: no need to read either back.
+        self._reads[(self.bp.secret_id, Stage.CURRENT)] = current
+        self._reads[(self.bp.secret_id, Stage.PENDING)] = credential
 
     def _require_pending(self) -> Credential:
         pending = self.pending()
