@@ -1,0 +1,186 @@
+"""The aws-iam-key plugin on moto's server (real HTTP), through the engine (Runner, LocalStore, SqliteJournal).
+
+moto differs from AWS here (see /work/shared/TEST-SERVERS.md): STS does not verify signatures and an Inactive key
+still signs, so revocation is checked through IAM's own state (ListAccessKeys), never through STS.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rotator_plugins.rotation.aws_iam_key import AwsIamKeyPlugin
+
+from rotator import Credential, PasswordPolicy, RotationContext, Stage, StepError
+from rotator.components import ComponentSetup
+from rotator.engine.runner import BoundPlan, Runner
+from rotator.journal.sqlite import SqliteJournal
+from rotator.local_store import LocalStore, create_key_file
+from tests.servers.aws import MotoServer
+
+SECRET = "app/iam"
+
+
+@pytest.fixture
+def iam(moto_server: MotoServer) -> Any:
+    return moto_server.client("iam")
+
+
+@pytest.fixture
+def user(iam: Any) -> str:
+    name = f"app-{uuid.uuid4().hex[:10]}"
+    iam.create_user(UserName=name)
+    return name
+
+
+@pytest.fixture
+def env(tmp_path: Path, moto_server: MotoServer, iam: Any, user: str):
+    create_key_file(tmp_path / "store.key")
+    store = LocalStore({}, ComponentSetup(name="local", config_dir=tmp_path, state_dir=tmp_path))
+    journal = SqliteJournal(tmp_path / "journal.db")
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    store.put_current(SECRET, value_of(key))
+    yield store, journal
+    store.close()
+    journal.close()
+
+
+def value_of(key: dict[str, Any]) -> dict[str, str]:
+    return {"UserName": key["UserName"], "AccessKeyId": key["AccessKeyId"], "SecretAccessKey": key["SecretAccessKey"]}
+
+
+def plugin_for(moto_server: MotoServer, **options: Any) -> AwsIamKeyPlugin:
+    return AwsIamKeyPlugin({"endpoint_url": moto_server.endpoint_url, "region": moto_server.region, **options})
+
+
+def bind(store: LocalStore, plugin: AwsIamKeyPlugin, grace: timedelta = timedelta(hours=1)) -> BoundPlan:
+    return BoundPlan(plan_id="iam", secret_id=SECRET, store_name="local", store=store, plugin=plugin, grace=grace)
+
+
+def keys_of(iam: Any, user: str) -> dict[str, str]:
+    return {k["AccessKeyId"]: k["Status"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]}
+
+
+def context(store: LocalStore) -> RotationContext:
+    return RotationContext(
+        plan_id="iam",
+        run_id=uuid.uuid4().hex,
+        secret_id=SECRET,
+        strategy="single-user",
+        options={},
+        password_policy=PasswordPolicy(),
+        read_secret=lambda _s: None,  # type: ignore[arg-type,return-value]
+        read_stage=lambda stage: store.get(SECRET, stage),
+    )
+
+
+def test_registered() -> None:
+    from importlib.metadata import entry_points
+
+    [ep] = [ep for ep in entry_points(group="rotator.plugins") if ep.name == "aws-iam-key"]
+    assert ep.load() is AwsIamKeyPlugin
+
+
+def test_rotation_two_keys_during_grace_then_previous_deleted(env, moto_server, iam, user):
+    store, journal = env
+    plugin = plugin_for(moto_server)
+    old = store.get(SECRET)
+    outcome = Runner(journal).rotate(bind(store, plugin))
+    assert outcome.outcome == "awaiting_revoke", outcome.error
+    new = store.get(SECRET)
+    assert new.version_id == outcome.run_id and new["UserName"] == user
+    assert store.get(SECRET, Stage.PREVIOUS).version_id == old.version_id
+    assert store.get(SECRET, Stage.PENDING) is None
+    assert keys_of(iam, user) == {old["AccessKeyId"]: "Active", new["AccessKeyId"]: "Active"}  # grace: both valid
+
+    later = Runner(journal, clock=lambda: datetime.now(UTC) + timedelta(hours=2))
+    [revoked] = later.revoke_due(bind(store, plugin))
+    assert revoked.revoked and revoked.outcome == "succeeded"
+    assert keys_of(iam, user) == {new["AccessKeyId"]: "Active"}  # PREVIOUS deleted, CURRENT untouched
+    used = plugin.last_used(context(store), new)
+    assert used is None or isinstance(used, datetime)
+
+
+def test_revoke_with_delete_after_deactivates_then_reconcile_deletes(env, moto_server, iam, user):
+    store, journal = env
+    plugin = plugin_for(moto_server, delete_after=3600)
+    old = store.get(SECRET)
+    outcome = Runner(journal).rotate(bind(store, plugin), revoke_old_now=True)
+    assert outcome.outcome == "succeeded" and outcome.revoked, outcome.error
+    new = store.get(SECRET)
+    assert keys_of(iam, user) == {old["AccessKeyId"]: "Inactive", new["AccessKeyId"]: "Active"}
+    plugin.revoke(context(store), old, new)  # idempotent
+    ctx, known = context(store), [new, store.get(SECRET, Stage.PREVIOUS)]
+    assert plugin.reconcile(ctx, known) == []  # not yet delete_after old
+    aged = AwsIamKeyPlugin(plugin.options.model_dump(), clock=lambda: datetime.now(UTC) + timedelta(hours=2))
+    assert aged.reconcile(ctx, known) == [old["AccessKeyId"]]
+    assert keys_of(iam, user) == {new["AccessKeyId"]: "Active"}
+    plugin.revoke(ctx, old, new)  # the key is gone: still done
+
+
+def test_create_at_two_key_limit_removes_the_stray_never_current(env, moto_server, iam, user):
+    store, _ = env
+    current = store.get(SECRET)
+    stray = iam.create_access_key(UserName=user)["AccessKey"]["AccessKeyId"]
+    value = plugin_for(moto_server).create(context(store), current)
+    assert value["UserName"] == user and value["AccessKeyId"] not in (stray, current["AccessKeyId"])
+    assert set(keys_of(iam, user)) == {current["AccessKeyId"], value["AccessKeyId"]}
+
+
+def test_create_refuses_when_both_keys_are_stored(env, moto_server, iam, user):
+    store, _ = env
+    current = store.get(SECRET)
+    pending = iam.create_access_key(UserName=user)["AccessKey"]
+    store.put_pending(SECRET, value_of(pending), uuid.uuid4().hex)
+    with pytest.raises(StepError, match="rotator resume") as caught:
+        plugin_for(moto_server).create(context(store), current)
+    assert pending["SecretAccessKey"] not in str(caught.value)
+    assert set(keys_of(iam, user)) == {current["AccessKeyId"], pending["AccessKeyId"]}
+
+
+def test_orphan_from_a_crash_is_deleted_by_the_next_run(env, moto_server, iam, user, capsys):
+    store, journal = env
+    orphan = iam.create_access_key(UserName=user)["AccessKey"]  # minted, then the process died before the store
+    current = store.get(SECRET)
+    outcome = Runner(journal).rotate(bind(store, plugin_for(moto_server)))
+    assert outcome.outcome == "awaiting_revoke", outcome.error
+    new = store.get(SECRET)
+    assert keys_of(iam, user) == {current["AccessKeyId"]: "Active", new["AccessKeyId"]: "Active"}
+    assert orphan["AccessKeyId"] not in keys_of(iam, user)
+    out = capsys.readouterr()
+    assert orphan["AccessKeyId"] in out.out + out.err  # reconcile logs the ids it deleted
+    for secret in (orphan["SecretAccessKey"], current["SecretAccessKey"], new["SecretAccessKey"]):
+        assert secret not in out.out + out.err
+
+
+def test_failed_test_rolls_back_deleting_the_new_key(env, moto_server, iam, user, monkeypatch, capsys):
+    store, journal = env
+    current = store.get(SECRET)
+    monkeypatch.setenv("ROTATOR_FAILPOINTS", "after-test=error")
+    outcome = Runner(journal).rotate(bind(store, plugin_for(moto_server)))
+    assert outcome.outcome == "rolled_back", outcome.error
+    assert store.get(SECRET).version_id == current.version_id
+    assert store.get(SECRET, Stage.PENDING) is None
+    assert keys_of(iam, user) == {current["AccessKeyId"]: "Active"}  # the minted key was deleted; CURRENT stays
+    out = capsys.readouterr()
+    assert current["SecretAccessKey"] not in out.out + out.err
+
+
+def test_access_denied_names_action_and_user(moto_server, user) -> None:
+    from botocore.exceptions import ClientError
+
+    class Denied:
+        def list_access_keys(self, **_kw: Any) -> Any:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "ListAccessKeys")
+
+    plugin = AwsIamKeyPlugin({}, iam_client=Denied())
+    ctx = RotationContext("iam", "r", SECRET, "single-user", {}, PasswordPolicy(), lambda _s: None)  # type: ignore[arg-type,return-value]
+    credential = Credential("v", {"UserName": user, "AccessKeyId": "AKIAEXAMPLE", "SecretAccessKey": "s" * 40})
+    with pytest.raises(StepError, match=f"iam:ListAccessKeys for IAM user '{user}'") as caught:
+        plugin.create(ctx, credential)
+    assert "s" * 40 not in str(caught.value)
+    assert json.dumps(plugin.options.model_dump())  # options are plain data
