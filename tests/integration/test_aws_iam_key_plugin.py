@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from rotator_plugins.rotation.aws_iam_key import AwsIamKeyPlugin
 
-from rotator import Credential, PasswordPolicy, RotationContext, Stage, StepError
+from rotator import Credential, PasswordPolicy, RotationContext, Stage, StepError, TestFailed, TransientError
 from rotator.components import ComponentSetup
 from rotator.engine.runner import BoundPlan, Runner
 from rotator.journal.sqlite import SqliteJournal
@@ -184,3 +184,48 @@ def test_access_denied_names_action_and_user(moto_server, user) -> None:
         plugin.create(ctx, credential)
     assert "s" * 40 not in str(caught.value)
     assert json.dumps(plugin.options.model_dump())  # options are plain data
+
+
+def test_probe_fails_for_a_deleted_key_and_discard_is_idempotent(env, moto_server, iam, user):
+    store, _ = env
+    plugin = plugin_for(moto_server, propagation_timeout=1)
+    ctx = context(store)
+    pending = Credential("p", plugin.create(ctx, store.get(SECRET)), frozenset({Stage.PENDING}))
+    plugin.test(ctx, pending)  # the new key signs as the user
+    plugin.discard(ctx, pending)
+    plugin.discard(ctx, pending)  # already gone: done
+    assert pending["AccessKeyId"] not in keys_of(iam, user)
+    # moto answers GetCallerIdentity for an unknown key as its default identity, not as the user; AWS refuses
+    # the signature (InvalidClientTokenId). Both end in TestFailed once propagation_timeout has passed.
+    with pytest.raises(TestFailed) as caught:
+        plugin.test(ctx, pending)
+    assert pending["SecretAccessKey"] not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected", "text"),
+    [
+        ("Throttling", 400, TransientError, "retried"),
+        ("ServiceFailure", 500, TransientError, "retried"),
+        ("LimitExceeded", 409, StepError, "fix: delete the key"),
+        ("AccessDenied", 403, StepError, "fix: grant iam:CreateAccessKey"),
+    ],
+)
+def test_errors_are_mapped_at_one_boundary(code, status, expected, text) -> None:
+    from botocore.exceptions import ClientError
+
+    class Iam:
+        def list_access_keys(self, **_kw: Any) -> Any:
+            return {"AccessKeyMetadata": []}
+
+        def create_access_key(self, **_kw: Any) -> Any:
+            raise ClientError(
+                {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                "CreateAccessKey",
+            )
+
+    plugin = AwsIamKeyPlugin({}, iam_client=Iam())
+    ctx = RotationContext("iam", "r", SECRET, "single-user", {}, PasswordPolicy(), lambda _s: None)  # type: ignore[arg-type,return-value]
+    credential = Credential("v", {"UserName": "app", "AccessKeyId": "AKIAEXAMPLE", "SecretAccessKey": "s" * 40})
+    with pytest.raises(expected, match=text):
+        plugin.create(ctx, credential)
