@@ -20,6 +20,9 @@ Steps and the IAM/STS actions each calls (every method's docstring says the same
 - discard: ``iam:DeleteAccessKey`` on PENDING's key.
 - last_used: ``iam:GetAccessKeyLastUsed``: when a key was last used (did anything still use PREVIOUS after promote?).
 
+The IAM user must belong to this plan alone: reconcile deletes every key of the user that the plan's store does
+not hold, and create deletes a key beyond the store's when the user is at IAM's two-key limit.
+
 Options (the plan's plugin table): region, endpoint_url, sts_endpoint_url, profile, role_arn (assumed through STS
 for the IAM calls), propagation_timeout (seconds, default 30), delete_after (seconds, default 0).
 Errors: throttling, HTTP 5xx and connection failures are TransientError (the engine retries); AccessDenied is a
@@ -115,7 +118,9 @@ class AwsIamKeyPlugin:
         keep = {current_id} | ({str(pending.get("AccessKeyId"))} if pending is not None else set())
         keys = self._list_keys(ctx, "create", user)
         if len(keys) >= IAM_KEY_LIMIT:
-            spare = [k["AccessKeyId"] for k in keys if k["AccessKeyId"] not in keep]
+            # Inactive keys first, then the oldest: the least likely to be in use.
+            ordered = sorted(keys, key=lambda k: (k.get("Status") != "Inactive", str(k.get("CreateDate", ""))))
+            spare = [k["AccessKeyId"] for k in ordered if k["AccessKeyId"] not in keep]
             if not spare:
                 raise StepError(
                     f"plan {ctx.plan_id}: create: IAM user {user!r} already has {len(keys)} access keys and the "
