@@ -20,6 +20,7 @@ from rotator.components import ComponentSetup
 from rotator.engine.runner import BoundPlan, Runner
 from rotator.journal.sqlite import SqliteJournal
 from rotator.local_store import LocalStore, create_key_file
+from tests.cli_env import CliEnv
 from tests.servers.aws import MotoServer
 
 SECRET = "app/iam"
@@ -229,3 +230,49 @@ def test_errors_are_mapped_at_one_boundary(code, status, expected, text) -> None
     credential = Credential("v", {"UserName": "app", "AccessKeyId": "AKIAEXAMPLE", "SecretAccessKey": "s" * 40})
     with pytest.raises(expected, match=text):
         plugin.create(ctx, credential)
+
+
+def test_cli_rotation_through_the_config(tmp_path: Path, moto_server: MotoServer, iam: Any, user: str) -> None:
+    """The plugin loaded by its entry point from a config, in the `rotator` command's own process (the session's
+    AWS_* dummy environment is inherited, so the CLI signs its IAM calls to moto)."""
+    config = tmp_path / "rotator.toml"
+    config.write_text(f"""
+[rotator]
+state_dir = "state"
+step_timeout = 20
+
+[[plans]]
+id = "ci-key"
+plugin = {{type = "aws-iam-key", endpoint_url = "{moto_server.endpoint_url}", propagation_timeout = 5}}
+secret = "iam/{user}"
+strategy = "single-user"
+grace = "1h"
+""")
+    cli = CliEnv(tmp_path, config)
+    assert cli.run("init").code == 0
+    first = value_of(iam.create_access_key(UserName=user)["AccessKey"])
+    cli.seed(f"iam/{user}", first)
+
+    def stage(name: str) -> dict[str, Any] | None:
+        result = cli.run("store", "get", f"iam/{user}", "--stage", name)
+        return result.json() if result.code == 0 else None
+
+    rotated = cli.run("rotate-now", "ci-key", "--json", "--log-level", "debug")
+    assert rotated.code == 0, rotated.stdout + rotated.stderr
+    second = stage("CURRENT")
+    assert second is not None and keys_of(iam, user) == {
+        first["AccessKeyId"]: "Active",
+        second["AccessKeyId"]: "Active",
+    }
+    now = cli.run("rotate-now", "ci-key", "--revoke-old", "now", "--json", "--log-level", "debug")
+    assert now.code == 0, now.stdout + now.stderr
+    third = stage("CURRENT")
+    assert third is not None and keys_of(iam, user) == {third["AccessKeyId"]: "Active"}  # first and second revoked
+    failed = cli.run("rotate-now", "ci-key", "--json", env={"ROTATOR_FAILPOINTS": "after-test=error"})
+    assert failed.code == 1 and failed.json()["results"][0]["outcome"] == "rolled_back"
+    assert stage("CURRENT") == third and stage("PENDING") is None
+    assert keys_of(iam, user) == {third["AccessKeyId"]: "Active"}  # the minted key is gone
+    text = "\n".join(r.stdout + r.stderr for r in (rotated, now, failed))
+    files = b"".join(p.read_bytes() for p in cli.state_files())
+    for secret in (first["SecretAccessKey"], second["SecretAccessKey"], third["SecretAccessKey"]):
+        assert secret not in text and secret.encode() not in files
