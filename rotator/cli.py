@@ -256,7 +256,7 @@ def status(config: ConfigOption = None, json_output: JsonOption = False) -> None
             success = journal.last_success(plan.id)
             lease = journal.lease_of(plan.id)
             due = _next_due(workspace, plan.id, success, now)
-            awaiting = [r for r in journal.runs_in_state(RunState.AWAITING_REVOKE) if r.plan_id == plan.id]
+            awaiting = journal.runs_in_state(RunState.AWAITING_REVOKE, plan_id=plan.id)
             rows.append(
                 {
                     "plan": plan.id,
