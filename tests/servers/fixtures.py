@@ -34,6 +34,8 @@ def pg_server() -> Iterator[PgServer]:
         yield server
     finally:
         server.stop()
+
+
 from tests.servers.mariadb import *  # noqa: E402, F403
 
 __all__ += ["mariadb_server"]  # noqa: F405 (a star import does not extend this module's __all__)
