@@ -2,7 +2,10 @@
 
 ROTATOR_FAILPOINTS is a comma-separated list of `name=action`, where action is
   crash  the process kills itself with SIGKILL, as `kill -9` would (no cleanup, no finally blocks);
-  error  a RuntimeError is raised at that point (the engine's rollback path).
+  error  a RuntimeError is raised at that point (the engine's rollback path);
+  abort  SimulatedCrash (a BaseException) is raised: the engine records nothing of the step in flight and does
+         not roll back, as after a crash, but the lease is released; for in-process crash tests
+         (rotator.testing's plugin contract), where a real `kill -9` would take the test runner with it.
 Names are `before-<step>` / `after-<step>` for every step and rollback action, and `before-store-<op>` /
 `after-store-<op>` for every store write (put-pending, promote, unpromote, discard-pending). See POINTS.
 """
@@ -28,6 +31,10 @@ class FailpointError(RuntimeError):
     """Raised at a failpoint whose action is `error`."""
 
 
+class SimulatedCrash(BaseException):
+    """Raised at a failpoint whose action is `abort`: the engine treats it as the process dying there."""
+
+
 def _armed() -> dict[str, str]:
     spec = os.environ.get("ROTATOR_FAILPOINTS", "")
     armed: dict[str, str] = {}
@@ -46,3 +53,5 @@ def hit(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "error":
         raise FailpointError(f"failpoint {name} fired")
+    elif action == "abort":
+        raise SimulatedCrash(f"failpoint {name} fired")

@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 from rotator.model import (
     Credential,
     Lease,
+    NotificationRecord,
+    NotifyStatus,
     RotationContext,
     RotationEvent,
     RunRecord,
@@ -124,7 +126,7 @@ class Journal(Protocol):
     def step_finished(self, run_id: str, step: Step, action: str, lease: Lease, error: str | None = None) -> None: ...
 
     def update_run(self, run_id: str, lease: Lease | None, **changes: Any) -> None:
-        """Change run fields (state, step, error, version ids, revoke_due_at, ended_at)."""
+        """Change run fields (state, step, error, version ids, revoke_due_at, ended_at, details)."""
         ...
 
     def get_run(self, run_id: str) -> RunRecord | None: ...
@@ -139,6 +141,32 @@ class Journal(Protocol):
 
     def last_success(self, plan_id: str) -> RunRecord | None:
         """The newest run of the plan that promoted (awaiting revoke or succeeded)."""
+        ...
+
+    def latest_runs(self) -> dict[str, RunRecord]:
+        """The newest run of every plan, in one query (status, metrics, the daemon's start with 10,000 plans)."""
+        ...
+
+    def last_successes(self) -> dict[str, RunRecord]:
+        """The newest promoted run of every plan, in one query."""
+        ...
+
+    def live_leases(self) -> dict[str, Lease]:
+        """Leases held now (not expired, holder not known dead), by plan id."""
+        ...
+
+    def save_notification(self, record: NotificationRecord, lease: Lease | None) -> None:
+        """Insert or replace the delivery record of (run_id, notifier); fenced by the plan's lease when given."""
+        ...
+
+    def notifications(
+        self,
+        *,
+        plan_id: str | None = None,
+        run_id: str | None = None,
+        statuses: Sequence[NotifyStatus] = (),
+    ) -> list[NotificationRecord]:
+        """Delivery records, oldest first, filtered by plan, run and status."""
         ...
 
     def close(self) -> None: ...

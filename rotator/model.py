@@ -145,10 +145,13 @@ class RotationEvent:
     trigger: str
     reason: str | None = None
     tags: tuple[str, ...] = ()
+    # "credential.rotated" once the new version is live; "credential.rolled_back" when a required notifier failed
+    # and the engine put PREVIOUS back as CURRENT (consumers that already moved must read the store again).
+    kind: str = "credential.rotated"
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "event": "credential.rotated",
+            "event": self.kind,
             "plan": self.plan_id,
             "run_id": self.run_id,
             "secret": self.secret_id,
@@ -204,3 +207,29 @@ class RunRecord:
     previous_version_id: str | None = None  # CURRENT when the run started
     revoke_due_at: datetime | None = None
     steps: tuple[StepRecord, ...] = ()
+    # Public facts about the run, never a secret: who still used PREVIOUS at revoke, when it was last used,
+    # what the revoke waited for. A JSON object in the journal; replaced whole by update_run(details=...).
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class NotifyStatus(StrEnum):
+    PENDING = "pending"  # not yet sent, or a retry is due at next_attempt_at
+    FAILED = "failed"  # the last attempt failed; retried at next_attempt_at
+    SUCCEEDED = "succeeded"
+    GAVE_UP = "gave_up"  # a newer rotation superseded it, or attempts ran out
+
+
+@dataclass(frozen=True)
+class NotificationRecord:
+    """One notifier's delivery of one run's event, kept in the journal so that a failure is retried on later
+    ticks (by any daemon) and shows in `status` and metrics."""
+
+    run_id: str
+    plan_id: str
+    notifier: str
+    status: NotifyStatus
+    required: bool = False
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    updated_at: datetime | None = None

@@ -216,7 +216,9 @@ class _Run:
         started = time.perf_counter()
         try:
             fn()
-        except BaseException as exc:
+        except Exception as exc:
+            # A BaseException (SIGKILL's in-process stand-in, KeyboardInterrupt, SystemExit) is not journaled:
+            # the step stays "started", as after a crash, and `resume` repeats it.
             self.journal.step_finished(self.run_id, step, action, self.lease, error=describe(exc))
             raise
         finally:

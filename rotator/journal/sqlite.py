@@ -8,10 +8,11 @@ also recovers from the store itself: a PENDING version that no open run claims i
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 from rotator.errors import LeaseLost
 from rotator.journal.leases import holder_is_dead, this_holder
-from rotator.model import Lease, RunRecord, RunState, Step, StepRecord, Trigger
+from rotator.model import Lease, NotificationRecord, NotifyStatus, RunRecord, RunState, Step, StepRecord, Trigger
 
 _SCHEMA = """
 create table if not exists runs (
@@ -37,7 +38,8 @@ create table if not exists runs (
     error text,
     version_id text,
     previous_version_id text,
-    revoke_due_at text
+    revoke_due_at text,
+    details text
 );
 create index if not exists runs_plan on runs (plan_id, started_at);
 create index if not exists runs_state on runs (state);
@@ -52,6 +54,20 @@ create table if not exists steps (
     error text
 );
 create index if not exists steps_run on steps (run_id, id);
+create table if not exists notifications (
+    run_id text not null,
+    plan_id text not null,
+    notifier text not null,
+    status text not null,
+    required integer not null default 0,
+    attempts integer not null default 0,
+    next_attempt_at text,
+    last_error text,
+    updated_at text,
+    primary key (run_id, notifier)
+);
+create index if not exists notifications_status on notifications (status, next_attempt_at);
+create index if not exists notifications_plan on notifications (plan_id);
 create table if not exists leases (
     plan_id text primary key,
     holder text,
@@ -78,6 +94,18 @@ _RUN_FIELDS = (
     "version_id",
     "previous_version_id",
     "revoke_due_at",
+    "details",
+)
+_NOTIFY_FIELDS = (
+    "run_id",
+    "plan_id",
+    "notifier",
+    "status",
+    "required",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "updated_at",
 )
 _FENCE = "exists (select 1 from leases where plan_id = ? and token = ? and holder = ?)"
 _UPDATABLE = frozenset(_RUN_FIELDS) - {"run_id", "plan_id", "trigger", "started_at", "store", "secret_id"}
@@ -88,6 +116,8 @@ def now_text() -> str:
 
 
 def _text(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return json.dumps(dict(value), sort_keys=True, default=str)
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat(timespec="microseconds")
     if hasattr(value, "value"):
@@ -112,6 +142,9 @@ class SqliteJournal:
         self._db.execute("pragma busy_timeout=30000")
         with self._lock:
             self._db.executescript(_SCHEMA)  # executescript commits on its own
+            columns = {row[1] for row in self._db.execute("pragma table_info(runs)")}
+            if "details" not in columns:  # a journal made before run details existed
+                self._db.execute("alter table runs add column details text")
 
     def close(self) -> None:
         with self._lock:
@@ -301,6 +334,7 @@ class SqliteJournal:
                     previous_version_id=data["previous_version_id"],
                     revoke_due_at=_time(data["revoke_due_at"]),
                     steps=tuple(steps[data["run_id"]]),
+                    details=json.loads(data["details"]) if data["details"] else {},
                 )
             )
         return records
@@ -333,3 +367,83 @@ class SqliteJournal:
         """The newest run of every plan (for `status`), in one query."""
         records = self._records("where rowid in (select max(rowid) from runs group by plan_id)", ())
         return {r.plan_id: r for r in records}
+
+    def last_successes(self) -> dict[str, RunRecord]:
+        records = self._records(
+            "where rowid in (select max(rowid) from runs where state in (?, ?) group by plan_id)",
+            (RunState.AWAITING_REVOKE.value, RunState.SUCCEEDED.value),
+        )
+        return {r.plan_id: r for r in records}
+
+    def live_leases(self) -> dict[str, Lease]:
+        with self._lock:
+            rows = self._db.execute(
+                "select plan_id, holder, host, pid, token, expires_at from leases where holder is not null"
+            ).fetchall()
+        now = datetime.now(UTC)
+        found = {}
+        for plan_id, holder, host, pid, token, expires_text in rows:
+            expires = _time(expires_text)
+            if expires is None or expires <= now or holder_is_dead(holder, host, pid):
+                continue
+            found[plan_id] = Lease(plan_id, holder, host, pid, token, expires)
+        return found
+
+    # -- notifications --------------------------------------------------------------------------------------
+
+    def save_notification(self, record: NotificationRecord, lease: Lease | None) -> None:
+        values = (
+            record.run_id,
+            record.plan_id,
+            record.notifier,
+            record.status.value,
+            int(record.required),
+            record.attempts,
+            _text(record.next_attempt_at),
+            record.last_error,
+            _text(record.updated_at or datetime.now(UTC)),
+        )
+        self._fenced(
+            f"insert or replace into notifications ({', '.join(_NOTIFY_FIELDS)}) "
+            f"select {', '.join('?' * len(_NOTIFY_FIELDS))} where {{fence}}",
+            values,
+            lease,
+        )
+
+    def notifications(
+        self,
+        *,
+        plan_id: str | None = None,
+        run_id: str | None = None,
+        statuses: Sequence[NotifyStatus] = (),
+    ) -> list[NotificationRecord]:
+        clauses, params = [], []
+        if plan_id is not None:
+            clauses.append("plan_id = ?")
+            params.append(plan_id)
+        if run_id is not None:
+            clauses.append("run_id = ?")
+            params.append(run_id)
+        if statuses:
+            clauses.append(f"status in ({', '.join('?' * len(statuses))})")
+            params.extend(s.value for s in statuses)
+        where = f"where {' and '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._db.execute(
+                f"select {', '.join(_NOTIFY_FIELDS)} from notifications {where} order by updated_at, rowid",
+                params,
+            ).fetchall()
+        return [
+            NotificationRecord(
+                run_id=row[0],
+                plan_id=row[1],
+                notifier=row[2],
+                status=NotifyStatus(row[3]),
+                required=bool(row[4]),
+                attempts=row[5],
+                next_attempt_at=_time(row[6]),
+                last_error=row[7],
+                updated_at=_time(row[8]),
+            )
+            for row in rows
+        ]
