@@ -73,8 +73,11 @@ def main() -> None:
             user, password = f"bench{index}", generate_password()
             pg.make_role(user, password)
             store.put_current(f"db/{user}", pg.secret(user, password))
-            plans.append(BoundPlan(plan_id=f"plan{index}", secret_id=f"db/{user}", store_name="local", store=store,
-                                   plugin=plugin))
+            plans.append(
+                BoundPlan(
+                    plan_id=f"plan{index}", secret_id=f"db/{user}", store_name="local", store=store, plugin=plugin
+                )
+            )
         # warm both paths (imports, connections' first use)
         raw_rotation(pg, store, plans[0].secret_id)
         runner.rotate(plans[0], revoke_old_now=True)

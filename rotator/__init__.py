@@ -15,7 +15,7 @@ from rotator.errors import (
     TransientError,
     VersionConflict,
 )
-from rotator.interfaces import Notifier, Reconciler, RotationPlugin, SecretStore
+from rotator.interfaces import Notifier, Reconciler, RotationPlugin, SecretStore, UsageProbe
 from rotator.logs import get_logger, register_secret, scrub
 from rotator.model import (
     Credential,
@@ -52,6 +52,7 @@ __all__ = [
     "StoreError",
     "TestFailed",
     "TransientError",
+    "UsageProbe",
     "VersionConflict",
     "generate_password",
     "generate_token",

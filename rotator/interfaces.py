@@ -71,6 +71,18 @@ class Reconciler(Protocol):
 
 
 @runtime_checkable
+class UsageProbe(Protocol):
+    """Optional: plugins that can tell whether a credential is still in use (consumer-aware revoke)."""
+
+    def in_use(
+        self, ctx: RotationContext, credential: Credential, *, since: datetime | None = None
+    ) -> list[str] | None:
+        """Who still uses `credential` (since `since`, the promote time, where the provider can tell): one public
+        line per consumer (session, host, last-use time), [] when nobody does, None when it cannot be known."""
+        ...
+
+
+@runtime_checkable
 class SecretStore(Protocol):
     """Where the live secret is kept. Version ids of rotated versions are the engine's run ids.
 

@@ -148,6 +148,9 @@ class RotationEvent:
     # "credential.rotated" once the new version is live; "credential.rolled_back" when a required notifier failed
     # and the engine put PREVIOUS back as CURRENT (consumers that already moved must read the store again).
     kind: str = "credential.rotated"
+    # Reads the value that is CURRENT now from the store, for a notifier that renders it on this host (`file`).
+    # Never put what it returns in a payload; as_dict() leaves it out.
+    read_value: Callable[[], Mapping[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {

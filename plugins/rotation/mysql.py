@@ -41,7 +41,7 @@ Least-privilege grants, read from the SQL each method runs (see their docstrings
   ``SHOW GRANTS FOR`` another account), and every privilege the original holds ``WITH GRANT OPTION`` (roles: ``WITH
   ADMIN OPTION``; MariaDB's ``PROXY``: a proxy grant with GRANT OPTION), to replay them on the clone. AWS RDS's
   master user has all of these.
-- `in_use` reads ``information_schema.PROCESSLIST``; other accounts' sessions need ``PROCESS``.
+- `in_use` (alternating-users) reads ``information_schema.PROCESSLIST`` as the admin; it needs ``PROCESS``.
 
 Not copied to the clone: default roles on MySQL 8 (kept in ``mysql.default_roles``, not in ``SHOW GRANTS``; MariaDB's
 ``SET DEFAULT ROLE`` lines are replayed), password expiry and locking policies, and the authentication plugin: the
@@ -57,6 +57,7 @@ import re
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import pymysql
@@ -527,18 +528,21 @@ class MySQLPlugin:
 
     # -- optional --------------------------------------------------------------------------------------------
 
-    def in_use(self, ctx: RotationContext, credential: Credential) -> list[str]:
-        """Sessions currently open as the credential's user (for "is the old credential still in use?").
+    def in_use(
+        self, ctx: RotationContext, credential: Credential, *, since: datetime | None = None
+    ) -> list[str] | None:
+        """Sessions open as the credential's user: is the old credential (PREVIOUS) still in use before revoke?
 
-        Runs ``SELECT ID, HOST, DB, TIME FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <>
-        CONNECTION_ID()``, as the admin for alternating-users (it needs PROCESS), else as the user itself (a user
-        sees its own sessions). Returns one line per session; never a secret.
+        alternating-users: runs ``SELECT ID, HOST, DB, TIME FROM information_schema.PROCESSLIST WHERE USER = ? AND
+        ID <> CONNECTION_ID()`` as the admin (``masterarn``; it needs PROCESS). One line per session; never a secret.
+        single-user: None (unknown): old and new password belong to one account, so its sessions cannot be told
+        apart, and the old password already stopped working at `stage`. `since` is not used.
         """
         self._check_strategy(ctx, "in_use")
+        if ctx.strategy != ALTERNATING_USERS:
+            return None
         login = self._login(ctx, "in_use", credential, "the credential")
-        session_login = (
-            self._admin_login(ctx, "in_use", credential, login) if ctx.strategy == ALTERNATING_USERS else login
-        )
+        session_login = self._admin_login(ctx, "in_use", credential, login)
         with self._session(ctx, "in_use", session_login) as db:
             rows = db.run(
                 "SELECT ID, HOST, DB, TIME FROM information_schema.PROCESSLIST "

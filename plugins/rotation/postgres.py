@@ -24,7 +24,7 @@ Least-privilege grants, read from the SQL each method runs (see their docstrings
 - alternating-users: the admin role needs ``CREATEROLE``. On PostgreSQL 16 and later it also needs ADMIN OPTION
   on the original role (``GRANT app TO rotation_admin WITH ADMIN OPTION``): PostgreSQL 16 lets a CREATEROLE role
   alter, and grant membership in, only roles it has ADMIN OPTION on (it gets it on the clone by creating it).
-- `in_use` reads ``pg_stat_activity``; seeing other roles' sessions in full needs ``pg_read_all_stats``.
+- `in_use` (alternating-users) reads ``pg_stat_activity`` as the admin (other roles' sessions: ``pg_read_all_stats``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import contextlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
@@ -315,18 +316,22 @@ class PostgresPlugin:
 
     # -- optional --------------------------------------------------------------------------------------------
 
-    def in_use(self, ctx: RotationContext, credential: Credential) -> list[str]:
-        """Sessions currently open as the credential's role (for "is the old credential still in use?").
+    def in_use(
+        self, ctx: RotationContext, credential: Credential, *, since: datetime | None = None
+    ) -> list[str] | None:
+        """Sessions open as the credential's role: is the old credential (PREVIOUS) still in use before revoke?
 
-        Runs ``SELECT pid, client_addr, application_name, backend_start FROM pg_stat_activity WHERE usename =
-        <user> AND pid <> pg_backend_pid()``, as the admin for alternating-users, else as the role itself (a role
-        sees its own sessions). Returns one line per session; never a secret.
+        alternating-users: runs ``SELECT pid, client_addr, application_name, backend_start FROM pg_stat_activity
+        WHERE usename = <user> AND pid <> pg_backend_pid()`` as the admin (``masterarn``; seeing other roles'
+        sessions in full needs ``pg_read_all_stats``). Returns one line per session; never a secret.
+        single-user: None (unknown): the old and the new password belong to one role, so its sessions cannot be
+        told apart, and the old password already stopped working at `stage`. `since` is not used.
         """
         self._check_strategy(ctx, "in_use")
+        if ctx.strategy != ALTERNATING_USERS:
+            return None
         login = self._login(ctx, "in_use", credential, "the credential")
-        session_login = (
-            self._admin_login(ctx, "in_use", credential, login) if ctx.strategy == ALTERNATING_USERS else login
-        )
+        session_login = self._admin_login(ctx, "in_use", credential, login)
         with self._session(ctx, "in_use", session_login) as conn:
             rows = conn.execute(
                 """SELECT pid, client_addr, application_name, backend_start

@@ -685,16 +685,19 @@ def test_in_use_lists_the_users_sessions(
     user = users("busy")
     mariadb_server.make_user(user, "busy-password-1")
     secret = mariadb_server.secret(user, "busy-password-1")
-    ctx = make_ctx("single-user")
-    assert plugin.in_use(ctx, cred(secret)) == []
+    alt = make_ctx("alternating-users", {ADMIN_ARN: admin})
+    alt_secret = {**secret, "masterarn": ADMIN_ARN}
+    before = plugin.in_use(alt, cred(alt_secret))
+    assert before is not None
     with mariadb_server.tcp_conn(user, "busy-password-1") as conn:
         # A session the plugin itself just closed may linger for a moment: look for this one by its id.
         mine = f"session {conn.thread_id()} from 127.0.0.1"
-        sessions = plugin.in_use(ctx, cred(secret))
-        assert any(line.startswith(mine) for line in sessions), sessions
-        alt = make_ctx("alternating-users", {ADMIN_ARN: admin})
-        assert any(line.startswith(mine) for line in plugin.in_use(alt, cred({**secret, "masterarn": ADMIN_ARN})))
+        sessions = plugin.in_use(alt, cred(alt_secret))
+        assert sessions is not None and any(line.startswith(mine) for line in sessions), sessions
+        assert not any(line.startswith(mine) for line in before)
         assert "busy-password-1" not in " ".join(sessions)
+        # single-user: one account holds old and new password, so its sessions say nothing about the old one
+        assert plugin.in_use(make_ctx("single-user"), cred(secret)) is None
 
 
 # -- end to end through the `rotator` command (engine, local store, journal) --------------------------------------

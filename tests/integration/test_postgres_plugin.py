@@ -439,13 +439,14 @@ def test_in_use_lists_the_roles_sessions(
     user = roles("orders")
     pg_server.make_role(user, "Original-password-987")
     value = pg_server.secret(user, "Original-password-987", masterarn=ADMIN_ARN)
-    ctx = make_ctx("single-user")
-    assert plugin.in_use(ctx, cred(value)) == []
+    alternating = make_ctx("alternating-users", {ADMIN_ARN: admin})
+    assert plugin.in_use(alternating, cred(value)) == []
     with pg_server.tcp_conn(user, "Original-password-987"):
-        sessions = plugin.in_use(ctx, cred(value))
-        assert len(sessions) == 1 and "127.0.0.1" in sessions[0]
-        alternating = make_ctx("alternating-users", {ADMIN_ARN: admin})
-        assert len(plugin.in_use(alternating, cred(value))) == 1
+        sessions = plugin.in_use(alternating, cred(value))
+        assert sessions is not None and len(sessions) == 1 and "127.0.0.1" in sessions[0]
+        assert "Original-password-987" not in sessions[0]
+        # single-user: one role holds old and new password, so its sessions say nothing about the old one
+        assert plugin.in_use(make_ctx("single-user"), cred(value)) is None
 
 
 # -- awkward role names ------------------------------------------------------------------------------------------
