@@ -35,6 +35,8 @@ _FIXES = {
     "schedule": SCHEDULE_FIX,
     "window": 'use "HH:MM-HH:MM" in UTC, e.g. "02:00-04:00"',
     "grace": 'use a duration such as "1h", "30m", "2d" or "0"',
+    "revoke_deadline": 'use a duration such as "24h", "30m" or "0" (do not wait)',
+    "notify_retry_for": 'use a duration such as "24h" or "30m"',
     "id": "use letters, digits, '.', '_' and '-' (up to 128), starting with a letter or digit",
 }
 
@@ -52,6 +54,36 @@ class RotatorSection(_Strict):
     log_level: str = "info"
     concurrency: int = Field(default=8, ge=1, le=256)
     revoke_sweep_seconds: float = Field(default=30, gt=0)
+    # How the daemon serves /healthz and /metrics: "HOST:PORT" (e.g. "127.0.0.1:9465"); unset: not served.
+    metrics_address: str | None = None
+    # After downtime, overdue plans start spread over at most this many seconds (never hundreds at once).
+    catch_up_spread_seconds: float = Field(default=300, ge=0)
+    # A failed notification is retried on later ticks, with backoff, for this long after the rotation.
+    notify_retry_for: timedelta = timedelta(hours=24)
+    # While PREVIOUS is still in use (or a required notifier has not succeeded), the revoke looks again this often.
+    revoke_recheck_seconds: float = Field(default=60, gt=0)
+
+    @field_validator("notify_retry_for", mode="before")
+    @classmethod
+    def _notify_retry_for(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, (str, int, float)) else value
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad metrics_address {value!r}: use HOST:PORT, e.g. 127.0.0.1:9465")
+        return value
+
+    @property
+    def metrics_host_port(self) -> tuple[str, int] | None:
+        if not self.metrics_address:
+            return None
+        host, _, port = self.metrics_address.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an empty host means every interface
 
     @field_validator("journal")
     @classmethod
@@ -83,6 +115,13 @@ class ComponentConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class NotifierConfig(ComponentConfig):
+    """A notifier: `{type = "name", required = false, ...options}`. `required` is the engine's, not the
+    notifier's: PREVIOUS is not revoked until a required notifier has succeeded for the run."""
+
+    required: bool = False
+
+
 class PasswordPolicyConfig(_Strict):
     length: int = Field(default=32, ge=12, le=4096)
     exclude_characters: str = ":/@\"'\\"
@@ -109,6 +148,11 @@ class PlanConfig(_Strict):
     notify: tuple[str, ...] = ()
     password_policy: PasswordPolicyConfig = PasswordPolicyConfig()
     enabled: bool = True
+    # After grace, while the plugin sees PREVIOUS still in use, revoke waits up to this long, then revokes anyway
+    # and records who was still on it. "0": never wait.
+    revoke_deadline: timedelta = timedelta(hours=24)
+    # A required notifier failing after promote, while PREVIOUS still works, puts PREVIOUS back as CURRENT.
+    rollback_on_failure: bool = False
 
     @field_validator("id")
     @classmethod
@@ -135,7 +179,7 @@ class PlanConfig(_Strict):
             parse_window(value)
         return value
 
-    @field_validator("grace", mode="before")
+    @field_validator("grace", "revoke_deadline", mode="before")
     @classmethod
     def _grace(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, (str, int, float)) else value
@@ -159,7 +203,7 @@ class PlanConfig(_Strict):
 class ConfigModel(_Strict):
     rotator: RotatorSection = RotatorSection()
     stores: dict[str, ComponentConfig] = {}
-    notifiers: dict[str, ComponentConfig] = {}
+    notifiers: dict[str, NotifierConfig] = {}
     plans: tuple[PlanConfig, ...] = ()
 
     @model_validator(mode="after")

@@ -46,9 +46,16 @@ class Workspace:
                 self._journal = open_journal(self.config.model.rotator.journal, self.state_dir)
             return self._journal
 
-    def runner(self) -> Runner:
+    def runner(self, stop: threading.Event | None = None) -> Runner:
         section = self.config.model.rotator
-        return Runner(self.journal, lease_seconds=section.lease_seconds, step_timeout=section.step_timeout)
+        return Runner(
+            self.journal,
+            lease_seconds=section.lease_seconds,
+            step_timeout=section.step_timeout,
+            revoke_recheck_seconds=section.revoke_recheck_seconds,
+            notify_retry_for=section.notify_retry_for,
+            stop=stop,
+        )
 
     def store(self, name: str) -> SecretStore:
         with self._lock:
@@ -97,6 +104,9 @@ class Workspace:
             password_policy=plan.password_policy.policy(),
             notifiers=tuple((name, self.notifier(name)) for name in plan.notify),
             tags=plan.tags,
+            required_notifiers=frozenset(n for n in plan.notify if self.config.model.notifiers[n].required),
+            revoke_deadline=plan.revoke_deadline,
+            rollback_on_failure=plan.rollback_on_failure,
         )
         self._bound[plan.id] = bound
         return bound

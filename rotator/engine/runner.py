@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -27,17 +28,20 @@ from rotator.engine.states import (
 )
 from rotator.errors import (
     LeaseLost,
+    NotifyError,
     PlanBusy,
     RollbackError,
     RotatorError,
     SecretNotFound,
     StoreError,
 )
-from rotator.interfaces import Journal, Notifier, Reconciler, RotationPlugin, SecretStore
+from rotator.interfaces import Journal, Notifier, Reconciler, RotationPlugin, SecretStore, UsageProbe
 from rotator.logs import bound_contextvars, get_logger, register_secret, scrub
 from rotator.model import (
     Credential,
     Lease,
+    NotificationRecord,
+    NotifyStatus,
     PasswordPolicy,
     RotationContext,
     RotationEvent,
@@ -73,6 +77,15 @@ class BoundPlan:
     password_policy: PasswordPolicy = field(default_factory=PasswordPolicy)
     notifiers: tuple[tuple[str, Notifier], ...] = ()
     tags: tuple[str, ...] = ()
+    required_notifiers: frozenset[str] = frozenset()  # PREVIOUS is not revoked until these succeeded
+    revoke_deadline: timedelta = timedelta(hours=24)  # how long revoke waits while PREVIOUS is still in use
+    rollback_on_failure: bool = False  # a required notifier failing puts PREVIOUS back, if it still works
+
+    @property
+    def rolls_forward(self) -> bool:
+        """The provider invalidates the old credential when it mints the new one (e.g. Cloudflare's token roll):
+        after create there is nothing to roll back to, so a failed run keeps PENDING and finishes forward."""
+        return bool(getattr(self.plugin, "rolls_forward", False))
 
 
 @dataclass
@@ -94,6 +107,7 @@ class RunOutcome:
             RunState.AWAITING_REVOKE.value,
             "dry-run",
             "nothing-to-do",
+            "not-due",
         )
 
     @property
@@ -112,6 +126,20 @@ class RunOutcome:
             "step_seconds": self.step_seconds,
             "notes": self.notes,
         }
+
+
+class ShutdownRequested(BaseException):
+    """The process is stopping (SIGTERM): the run pauses at a step boundary, its lease is released, and it stays
+    open in the journal for `resume` (this daemon at its next start, or another daemon's sweep at once)."""
+
+
+class RequiredNotifyFailed(RotatorError):
+    """A required notifier failed after promote, PREVIOUS still works and the plan asks to roll back."""
+
+
+def notify_backoff(attempts: int) -> timedelta:
+    """When a failed notification is tried again: 1, 2, 4, ... minutes, at most an hour."""
+    return min(timedelta(minutes=2 ** min(max(attempts - 1, 0), 6)), timedelta(hours=1))
 
 
 def describe(exc: BaseException) -> str:
@@ -231,8 +259,16 @@ class _Run:
     # -- forward ---------------------------------------------------------------------------------------------
 
     def forward(self, start: Step) -> None:
-        """Run the steps from `start` through promote and notify. Raises on a failure before promote."""
+        """Run the steps from `start` through promote and notify. Raises on a failure before promote.
+
+        A stop request (SIGTERM) pauses the run at the next step boundary where stopping leaves every consumer
+        working: before stage and before notify. Between stage and promote the new credential is half-applied
+        (a single-user plan's old password already stopped working), so the run goes on through test and
+        promote first: milliseconds for a database, where a pause would last until some daemon resumes it."""
         for step in steps_from(start):
+            if step in (Step.STAGE, Step.NOTIFY) and self.runner.stopping():
+                log.warning("stopping: run paused; `resume` or another daemon finishes it", before=step.value)
+                raise ShutdownRequested(f"plan {self.bp.plan_id}: paused before {step.value} for shutdown")
             if step is Step.NOTIFY:
                 self.notify()
                 continue
@@ -281,42 +317,137 @@ class _Run:
         self._require_pending()
         self.store_write("promote", lambda: self.bp.store.promote(self.bp.secret_id, self.run_id))
 
-    def notify(self) -> None:
-        """Tell consumers the new credential is live. A failing notifier is recorded, never rolled back."""
-        if not self.bp.notifiers:
-            return
-        event = RotationEvent(
+    def event(self, kind: str = "credential.rotated") -> RotationEvent:
+        """The notification for this run: no secret, only ids; `read_value` reads CURRENT for local renderers."""
+        promoted = [s for s in self.record.steps if s.step is Step.PROMOTE and s.action == "forward" and s.ended_at]
+        return RotationEvent(
             plan_id=self.bp.plan_id,
             run_id=self.run_id,
             secret_id=self.bp.secret_id,
             store=self.bp.store_name,
             version_id=self.run_id,
             previous_version_id=self.record.previous_version_id,
-            rotated_at=self.runner.clock(),
+            rotated_at=promoted[-1].ended_at if promoted and promoted[-1].ended_at else self.runner.clock(),
             trigger=self.record.trigger.value,
             reason=self.record.reason,
             tags=self.bp.tags,
+            kind=kind,
+            read_value=lambda: dict(self.current().value),
         )
-        failures: list[str] = []
+
+    def notify(self) -> None:
+        """Tell consumers the new credential is live. Each notifier's delivery is journaled; a failed one is
+        retried on later ticks (Runner.retry_notifications) and, if it is required, holds back revoke. A failure
+        never rolls back, unless the plan has rollback_on_failure, a required notifier failed and PREVIOUS still
+        works (then RequiredNotifyFailed makes the run roll back, unpromote first)."""
+        if not self.bp.notifiers:
+            return
+        failed: list[str] = []
 
         def tell_all() -> None:
+            self.refreshed()
+            event = self.event()
+            records = {r.notifier: r for r in self.journal.notifications(run_id=self.run_id)}
             for name, notifier in self.bp.notifiers:
-                try:
-                    self.retry(lambda notifier=notifier: notifier(event))  # type: ignore[misc]
-                except Exception as exc:
-                    failures.append(f"{name}: {describe(exc)}")
-                    log.error("notifier failed", notifier=name, error=describe(exc))
-            if failures:
-                raise RotatorError("; ".join(failures))
+                record = records.get(name)
+                if record is not None and record.status is NotifyStatus.SUCCEEDED:
+                    continue  # delivered before a crash: never twice
+                error = self.runner.deliver(self.bp, name, notifier, event, record, self.lease)
+                if error is not None:
+                    failed.append(name)
+            if failed:
+                raise NotifyError(f"notifiers failed: {', '.join(failed)} (retried on later ticks)")
 
-        # A failure is recorded in the journal as a failed notify step; the credential stays live.
         with contextlib.suppress(RotatorError):
             self.timed_step(Step.NOTIFY, "forward", tell_all, Step.NOTIFY.value)
+        required = [name for name in failed if name in self.bp.required_notifiers]
+        if required and self.bp.rollback_on_failure:
+            self.roll_back_if_previous_works(required)
+
+    def roll_back_if_previous_works(self, required: list[str]) -> None:
+        """rollback_on_failure: put PREVIOUS back as CURRENT when it still authenticates (the plugin's probe);
+        otherwise (a single-user password that stage replaced) keep the new credential and say why."""
+        previous = self.read(Stage.PREVIOUS)
+        if previous is None or previous.version_id != self.record.previous_version_id:
+            return
+        try:
+            self.retry(lambda: self.bp.plugin.test(self.ctx, previous))
+        except Exception as exc:
+            note = f"required notifier {', '.join(required)} failed, but PREVIOUS no longer works ({describe(exc)})"
+            log.error("cannot roll back after promote; the new credential stays", reason=note)
+            self.set_state(self.record.state, details={**self.record.details, "rollback_refused": note})
+            return
+        raise RequiredNotifyFailed(
+            f"required notifier {', '.join(required)} failed after promote; PREVIOUS still works, so it is put "
+            "back as CURRENT (rollback_on_failure)"
+        )
 
     # -- revoke ----------------------------------------------------------------------------------------------
 
-    def revoke(self) -> bool:
-        """Invalidate PREVIOUS at the target. True when done (or nothing left to revoke)."""
+    def revoke_blockers(self) -> list[str]:
+        """Why PREVIOUS may not be revoked yet: required notifiers that have not succeeded (no deadline: they
+        must succeed first), and consumers the plugin still sees on PREVIOUS (until revoke_deadline). Records
+        what it found in the run's details; empty when revoke may go ahead."""
+        now = self.runner.clock()
+        details = dict(self.record.details)
+        blockers: list[str] = []
+        if self.bp.required_notifiers:
+            records = {r.notifier: r for r in self.journal.notifications(run_id=self.run_id)}
+            for name, _ in self.bp.notifiers:
+                if name not in self.bp.required_notifiers:
+                    continue
+                record = records.get(name)
+                if record is None or record.status is not NotifyStatus.SUCCEEDED:
+                    why = f": {record.last_error}" if record is not None and record.last_error else ""
+                    blockers.append(f"required notifier {name} has not succeeded{why}")
+        previous = self.read(Stage.PREVIOUS)
+        ours = previous is not None and previous.version_id == self.record.previous_version_id
+        if not blockers and ours and previous is not None and isinstance(self.bp.plugin, UsageProbe):
+            users = self.previous_users(previous, details)
+            if users:
+                deadline_text = details.get("revoke_deadline_at")
+                deadline = datetime.fromisoformat(deadline_text) if deadline_text else now + self.bp.revoke_deadline
+                details["revoke_deadline_at"] = deadline.isoformat()
+                if now < deadline:
+                    blockers.append(f"PREVIOUS still in use by {len(users)}: " + "; ".join(users[:5]))
+                else:
+                    details["revoked_while_in_use"] = users
+        if blockers:
+            details["revoke_waiting_for"] = blockers
+            due = now + timedelta(seconds=self.runner.revoke_recheck_seconds)
+            deadline_text = details.get("revoke_deadline_at")
+            if deadline_text and not any(b.startswith("required") for b in blockers):
+                due = min(due, datetime.fromisoformat(deadline_text))
+            if details.get("revoke_waiting_for") != self.record.details.get("revoke_waiting_for"):
+                log.warning("revoke waits", waiting_for=blockers, recheck_at=due.isoformat())
+            self.set_state(RunState.AWAITING_REVOKE, revoke_due_at=due, details=details)
+        else:
+            details.pop("revoke_waiting_for", None)
+            self.record = dataclasses.replace(self.record, details=details)
+        return blockers
+
+    def previous_users(self, previous: Credential, details: dict[str, Any]) -> list[str]:
+        """Ask the plugin who still uses PREVIOUS (since promote); record it. Unknown or a failed check: []."""
+        promoted = [s.ended_at for s in self.record.steps if s.step is Step.PROMOTE and s.ended_at]
+        since = promoted[-1] if promoted else self.record.started_at
+        probe = cast(UsageProbe, self.bp.plugin)
+        try:
+            users = self.retry(lambda: probe.in_use(self.ctx, previous, since=since))
+        except Exception as exc:
+            details["usage_check_error"] = describe(exc)
+            log.warning("could not tell whether PREVIOUS is still in use; revoking as planned", error=describe(exc))
+            return []
+        details["usage_checked_at"] = self.runner.clock().isoformat()
+        details["previous_in_use"] = [scrub(line) for line in users] if users is not None else None
+        return list(details["previous_in_use"] or [])
+
+    def revoke(self, *, force: bool = False) -> bool:
+        """Invalidate PREVIOUS at the target. True when done (or nothing left to revoke). Unless `force`d (a
+        leak: `--revoke-old now`; or a new rotation superseding this one), it first waits for required notifiers
+        and for consumers still on PREVIOUS (revoke_blockers): then it returns False, leaving the run awaiting
+        revoke with a later revoke_due_at and no error."""
+        if not force and self.revoke_blockers():
+            return False
 
         def act() -> None:
             previous = self.read(Stage.PREVIOUS)
@@ -332,7 +463,8 @@ class _Run:
         except Exception as exc:
             self.record_revoke_failure(exc)
             return False
-        self.set_state(RunState.SUCCEEDED, ended_at=self.runner.clock(), error=None)
+        details = {k: v for k, v in self.record.details.items() if k != "revoke_waiting_for"}
+        self.set_state(RunState.SUCCEEDED, ended_at=self.runner.clock(), error=None, details=details)
         return True
 
     def record_revoke_failure(self, exc: BaseException) -> None:
@@ -396,11 +528,128 @@ class Runner:
         clock: Callable[[], datetime] = utc_now,
         lease_seconds: float = 600,
         step_timeout: float = 120,
+        revoke_recheck_seconds: float = 60,
+        notify_retry_for: timedelta = timedelta(hours=24),
+        stop: threading.Event | None = None,
     ):
         self.journal = journal
         self.clock = clock
         self.lease_seconds = lease_seconds
         self.step_timeout = step_timeout
+        self.revoke_recheck_seconds = revoke_recheck_seconds
+        self.notify_retry_for = notify_retry_for
+        self.stop = stop or threading.Event()
+
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+    # -- notifications --------------------------------------------------------------------------------------
+
+    def deliver(
+        self,
+        bp: BoundPlan,
+        name: str,
+        notifier: Notifier,
+        event: RotationEvent,
+        record: NotificationRecord | None,
+        lease: Lease,
+    ) -> str | None:
+        """One delivery of `event` to one notifier (transient errors retried within the step timeout), journaled
+        as succeeded or failed with the time of the next attempt. Returns the error, or None."""
+        attempts = (record.attempts if record is not None else 0) + 1
+        now = self.clock()
+        try:
+            call_with_retry(lambda: notifier(event), deadline_seconds=self.step_timeout)
+        except Exception as exc:
+            error = describe(exc)
+            log.error("notifier failed; retried later", notifier=name, attempt=attempts, error=error)
+            self.journal.save_notification(
+                NotificationRecord(
+                    run_id=event.run_id,
+                    plan_id=bp.plan_id,
+                    notifier=name,
+                    status=NotifyStatus.FAILED,
+                    required=name in bp.required_notifiers,
+                    attempts=attempts,
+                    next_attempt_at=now + notify_backoff(attempts),
+                    last_error=error,
+                    updated_at=now,
+                ),
+                lease,
+            )
+            return error
+        self.journal.save_notification(
+            NotificationRecord(
+                run_id=event.run_id,
+                plan_id=bp.plan_id,
+                notifier=name,
+                status=NotifyStatus.SUCCEEDED,
+                required=name in bp.required_notifiers,
+                attempts=attempts,
+                updated_at=now,
+            ),
+            lease,
+        )
+        log.info("notified", notifier=name, attempt=attempts)
+        return None
+
+    def retry_notifications(self, bp: BoundPlan) -> list[RunOutcome]:
+        """Deliver again every failed notification of `bp` whose next attempt is due (the daemon's tick). One of
+        a run that a newer rotation superseded, or older than notify_retry_for, is given up."""
+        lease = self._acquire(bp.plan_id)
+        outcomes: list[RunOutcome] = []
+        try:
+            with bound_contextvars(plan=bp.plan_id):
+                now = self.clock()
+                due = [
+                    r
+                    for r in self.journal.notifications(
+                        plan_id=bp.plan_id, statuses=(NotifyStatus.FAILED, NotifyStatus.PENDING)
+                    )
+                    if r.next_attempt_at is None or r.next_attempt_at <= now
+                ]
+                if not due:
+                    return outcomes
+                newest = self.journal.last_success(bp.plan_id)
+                notifiers = dict(bp.notifiers)
+                for record in due:
+                    run_record = self.journal.get_run(record.run_id)
+                    reason = None
+                    if run_record is None or newest is None or newest.run_id != record.run_id:
+                        reason = "superseded by a newer rotation"
+                    elif record.notifier not in notifiers:
+                        reason = "notifier removed from the plan"
+                    elif record.updated_at and (run_record.started_at + self.notify_retry_for) <= now:
+                        reason = f"gave up after {record.attempts} attempts"
+                    if reason is not None or run_record is None:
+                        self.journal.save_notification(
+                            dataclasses.replace(
+                                record,
+                                status=NotifyStatus.GAVE_UP,
+                                last_error=f"{record.last_error or ''}; {reason}".strip("; "),
+                                next_attempt_at=None,
+                                updated_at=now,
+                            ),
+                            lease,
+                        )
+                        continue
+                    run = _Run(self, bp, run_record, lease)
+                    with bound_contextvars(run=record.run_id):
+                        error = self.deliver(
+                            bp, record.notifier, notifiers[record.notifier], run.event(), record, lease
+                        )
+                    outcomes.append(
+                        RunOutcome(
+                            bp.plan_id,
+                            "notified" if error is None else "notify-failed",
+                            record.run_id,
+                            error,
+                            notes=[f"notifier {record.notifier}"],
+                        )
+                    )
+        finally:
+            self.journal.release_lease(lease)
+        return outcomes
 
     # -- leases ----------------------------------------------------------------------------------------------
 
@@ -422,11 +671,19 @@ class Runner:
         reason: str | None = None,
         operator: str | None = None,
         revoke_old_now: bool = False,
+        still_due: Callable[[], bool] | None = None,
     ) -> RunOutcome:
-        """One full rotation of `bp`. Raises PlanBusy if another run holds the plan."""
+        """One full rotation of `bp`. Raises PlanBusy if another run holds the plan.
+
+        `still_due` (the daemon's) is asked under the lease, before anything changes: when several daemons share
+        one journal, each fires the plan at its due time and only the first still finds it due."""
         lease = self._acquire(bp.plan_id)
         try:
             with bound_contextvars(plan=bp.plan_id):
+                if still_due is not None and not still_due():
+                    return RunOutcome(bp.plan_id, "not-due", notes=["rotated meanwhile (another daemon or run)"])
+                if self.stopping():
+                    raise ShutdownRequested(f"plan {bp.plan_id}: not started, shutting down")
                 notes = self._settle(bp, lease)
                 run_id = uuid.uuid4().hex
                 with bound_contextvars(run=run_id):
@@ -477,14 +734,46 @@ class Runner:
             raise
         except Exception as exc:
             reason = describe(exc)
+            if run.bp.rolls_forward and run.pending() is not None and not isinstance(exc, RequiredNotifyFailed):
+                return self._hold_for_roll_forward(run, reason)
             log.error("rotation failed; rolling back", error=reason)
             try:
                 run.rollback(reason)
             except RollbackError as stuck:
                 return RunOutcome(run.bp.plan_id, RunState.STUCK.value, run.run_id, describe(stuck), run.step_seconds)
             log.info("rolled back", error=reason)
-            return RunOutcome(run.bp.plan_id, RunState.ROLLED_BACK.value, run.run_id, reason, run.step_seconds)
+            outcome = RunOutcome(run.bp.plan_id, RunState.ROLLED_BACK.value, run.run_id, reason, run.step_seconds)
+            if isinstance(exc, RequiredNotifyFailed):
+                self._tell_rolled_back(run, outcome)
+            return outcome
         return self._after_promote(run, revoke_old_now)
+
+    def _hold_for_roll_forward(self, run: _Run, reason: str) -> RunOutcome:
+        """A plugin that rolls forward (its provider killed the old credential at create) failed after create:
+        rolling back would leave no valid credential stored, so keep PENDING and mark the run stuck, to be
+        finished forward by `resume` once the cause is fixed."""
+        message = (
+            f"{reason}; the provider invalidated the old credential when it issued the new one, so this run cannot "
+            "roll back: PENDING holds the only valid credential. Fix the cause, then run `rotator resume` to "
+            "finish it forward"
+        )
+        log.error("rotation failed after an irreversible create; holding PENDING", error=reason)
+        run.set_state(RunState.STUCK, error=message, details={**run.record.details, "roll_forward": True})
+        return RunOutcome(run.bp.plan_id, RunState.STUCK.value, run.run_id, message, run.step_seconds)
+
+    def _tell_rolled_back(self, run: _Run, outcome: RunOutcome) -> None:
+        """After a rollback that undid a promote, tell the notifiers that delivered the rotation to read again."""
+        told = {r.notifier for r in self.journal.notifications(run_id=run.run_id) if r.status is NotifyStatus.SUCCEEDED}
+        event = run.event(kind="credential.rolled_back")
+        for name, notifier in run.bp.notifiers:
+            if name not in told:
+                continue
+            try:
+                call_with_retry(lambda notifier=notifier: notifier(event), deadline_seconds=self.step_timeout)  # type: ignore[misc]
+                outcome.notes.append(f"told {name} of the rollback")
+            except Exception as exc:
+                log.error("could not tell a notifier of the rollback", notifier=name, error=describe(exc))
+                outcome.notes.append(f"could not tell {name} of the rollback: {describe(exc)}")
 
     def _after_promote(self, run: _Run, revoke_old_now: bool) -> RunOutcome:
         now = self.clock()
@@ -495,12 +784,14 @@ class Runner:
         log.info("promoted; the new credential is live", revoke_due_at=due.isoformat())
         outcome = RunOutcome(run.bp.plan_id, RunState.AWAITING_REVOKE.value, run.run_id, step_seconds=run.step_seconds)
         if revoke_old_now or run.bp.grace <= timedelta(0):
-            if run.revoke():
+            if run.revoke(force=revoke_old_now):
                 outcome.outcome = RunState.SUCCEEDED.value
                 outcome.revoked = True
                 log.info("previous credential revoked")
-            else:
+            elif run.record.error:
                 outcome.error = run.record.error
+            else:
+                outcome.notes.append("revoke waits: " + "; ".join(run.record.details.get("revoke_waiting_for", [])))
         failed_notify = (
             [s for s in run.refreshed().steps if s.step is Step.NOTIFY and s.status == "failed"]
             if run.bp.notifiers
@@ -528,7 +819,7 @@ class Runner:
             if record.plan_id == bp.plan_id:
                 run = _Run(self, bp, record, lease)
                 with bound_contextvars(run=record.run_id):
-                    if run.revoke():
+                    if run.revoke(force=True):
                         notes.append(f"revoked the PREVIOUS of run {record.run_id} early: a new rotation supersedes it")
                     else:
                         # Never blocks the next rotation (DESIGN): the new run replaces the credential again.
@@ -575,7 +866,8 @@ class Runner:
         """Finish or roll back one interrupted run (under the plan's lease)."""
         with bound_contextvars(run=record.run_id):
             run = _Run(self, bp, record, lease)
-            point = resume_point(record.state, record.steps)
+            forward_only = record.state is RunState.STUCK and bool(record.details.get("roll_forward"))
+            point = resume_point(RunState.RUNNING if forward_only else record.state, record.steps)
             log.warning("resuming interrupted run", state=record.state.value, step=point.step, rollback=point.rollback)
             if point.rollback:
                 try:
