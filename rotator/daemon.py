@@ -1,71 +1,160 @@
-"""The long-running service: APScheduler fires each plan when due, a sweep revokes PREVIOUS after grace,
-interrupted runs are resumed at start. SIGTERM and SIGINT stop it after the runs in flight end; SIGHUP reloads
-the config (schedule edits take effect, removed plans stop).
+"""The long-running service: APScheduler fires each plan when due; a periodic sweep resumes interrupted runs
+(this daemon's after a restart, or another daemon's once its lease is free), revokes PREVIOUS when due and
+retries failed notifications; /healthz and /metrics are served when `metrics_address` is set.
+
+Several daemons may share one PostgreSQL journal. The journal, not any daemon, is the memory: each daemon
+computes the same due times from it, fires each plan at its own (jittered) moment, and the run checks under the
+plan's lease that the plan is still due (`Runner.rotate(still_due=...)`), so each due time rotates a plan once.
+A failed run's retry time is computed from the journal too (backoff by consecutive failures), so all daemons
+agree on it.
+
+Signals: SIGTERM and SIGINT stop it: no new run starts, runs in flight pause at the next safe step boundary
+(see Runner.forward), their leases are released and they stay open for `resume` or another daemon; SIGHUP
+reloads the config (schedule edits take effect, removed plans stop; an invalid config is refused and logged).
 """
 
 from __future__ import annotations
 
+import functools
+import random
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from rotator.config import Config, load_config
-from rotator.engine.runner import describe
+from rotator.config import Config, PlanConfig, load_config
+from rotator.engine.runner import BoundPlan, RunOutcome, ShutdownRequested, describe
 from rotator.errors import PlanBusy, RotatorError
+from rotator.interfaces import Journal
 from rotator.logs import get_logger
-from rotator.model import RunState, Trigger
+from rotator.metrics import HealthServer, JournalCollector, Metrics, health_app
+from rotator.model import NotifyStatus, RunRecord, RunState, Trigger
 from rotator.scheduler import next_due, place_in_window, spread_catch_up
 from rotator.workspace import Workspace
 
 log = get_logger("rotator.daemon")
 RETRY_AFTER_FAILURE = timedelta(minutes=5)
-SWEEP_JOB = "__revoke_sweep__"
+MAX_RETRY_DELAY = timedelta(hours=6)
+STUCK_RETRY = timedelta(minutes=10)
+SWEEP_JOB = "__sweep__"
+OPEN = (RunState.RUNNING, RunState.ROLLING_BACK)
+FAILED = (RunState.ROLLED_BACK, RunState.STUCK)
+
+
+def failure_backoff(failures: int) -> timedelta:
+    """How long after the n-th failed run in a row the plan is tried again: 5, 10, 20 ... minutes, at most 6 h."""
+    delay: timedelta = RETRY_AFTER_FAILURE * (2 ** max(failures - 1, 0))
+    return min(delay, MAX_RETRY_DELAY)
+
+
+def due_time(
+    plan: PlanConfig,
+    latest: RunRecord | None,
+    success: RunRecord | None,
+    now: datetime,
+    failures: Callable[[], int] = lambda: 1,
+) -> datetime | None:
+    """When `plan` is next due, from the journal alone: the schedule after the last promoted run; after a failed
+    run (rolled back or stuck, newer than the last success), not before the failure backoff. None: never."""
+    if not plan.enabled:
+        return None
+    base = next_due(plan.parsed_schedule, success.started_at if success else None, now)
+    if base is None:
+        return None
+    failed_since_success = (
+        latest is not None and latest.state in FAILED and (success is None or latest.started_at > success.started_at)
+    )
+    if failed_since_success and latest is not None:
+        ended = latest.ended_at or latest.started_at
+        return max(base, ended + failure_backoff(failures()))
+    return base
 
 
 class Daemon:
     def __init__(self, config: Config):
         self.config = config
-        self.workspace = Workspace(config)
-        self.runner = self.workspace.runner()
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
-        self._failures: dict[str, int] = {}
+        self.workspace = Workspace(config)
+        self.runner = self.workspace.runner(stop=self.stopping)
+        self.armed: dict[str, datetime] = {}  # plan id -> when its job fires (for /metrics)
+        self._stuck_tried: dict[str, datetime] = {}
+        self._last_sweep: float | None = None
+        self._sweep_lock = threading.Lock()
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(max_workers=config.model.rotator.concurrency)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
+        self.metrics = Metrics(
+            JournalCollector(
+                journal=lambda: self.workspace.journal,
+                plan_ids=lambda: [p.id for p in self.config.plans],
+                next_due=lambda: dict(self.armed),
+            )
+        )
+        self.http: HealthServer | None = None
+
+    @property
+    def journal(self) -> Journal:
+        return self.workspace.journal
 
     # -- scheduling -----------------------------------------------------------------------------------------
 
+    def _failures(self, plan_id: str) -> int:
+        count = 0
+        for record in self.journal.runs(plan_id, limit=12):
+            if record.state not in FAILED:
+                break
+            count += 1
+        return max(count, 1)
+
+    def _due_for(self, plan: PlanConfig, now: datetime) -> datetime | None:
+        newest = self.journal.runs(plan.id, limit=1)
+        return due_time(
+            plan,
+            newest[0] if newest else None,
+            self.journal.last_success(plan.id),
+            now,
+            lambda: self._failures(plan.id),
+        )
+
     def _due_times(self) -> dict[str, datetime]:
+        """Every plan's next start (two journal queries in all, plus one per plan whose last run failed)."""
         now = datetime.now(UTC)
+        latest = self.journal.latest_runs()
+        successes = self.journal.last_successes()
         due: dict[str, datetime] = {}
         overdue: list[str] = []
         for plan in self.config.plans:
-            if not plan.enabled:
-                continue
-            last = self.workspace.journal.last_success(plan.id)
-            when = next_due(plan.parsed_schedule, last.started_at if last else None, now)
+            when = due_time(
+                plan, latest.get(plan.id), successes.get(plan.id), now, functools.partial(self._failures, plan.id)
+            )
             if when is None:
                 continue
             if when <= now:
                 overdue.append(plan.id)
             else:
-                due[plan.id] = when
-        due.update(spread_catch_up(overdue, now))
+                due[plan.id] = place_in_window(when, plan.parsed_window)
+        # Each daemon shuffles the catch-up order, so that daemons sharing a journal do not all reach for the
+        # same plan at the same moment after a common outage.
+        random.shuffle(overdue)
+        spread = spread_catch_up(overdue, now, cap=self.config.model.rotator.catch_up_spread_seconds)
+        for plan_id, when in spread.items():
+            window = self.config.plan(plan_id).parsed_window
+            due[plan_id] = when if window is None else place_in_window(when, window)
         return due
 
-    def _arm(self, plan_id: str, when: datetime) -> None:
-        plan = self.config.plan(plan_id)
-        start = place_in_window(when, plan.parsed_window)
+    def _arm(self, plan_id: str, start: datetime) -> None:
+        self.armed[plan_id] = start
         self.scheduler.add_job(
             self._fire,
             DateTrigger(run_date=start, timezone=UTC),
@@ -74,93 +163,172 @@ class Daemon:
             name=plan_id,
             replace_existing=True,
         )
-        log.debug("plan armed", plan=plan_id, at=start.isoformat())
 
     def schedule_all(self) -> None:
+        started = time.monotonic()
         wanted = self._due_times()
         for job in self.scheduler.get_jobs():
             if job.id != SWEEP_JOB and job.id not in wanted:
-                job.remove()  # the plan was removed or made manual
-        for plan_id, when in wanted.items():
-            self._arm(plan_id, when)
-        log.info("plans scheduled", scheduled=len(wanted), plans=len(self.config.plans))
+                job.remove()  # the plan was removed, disabled or made manual
+        for plan_id in list(self.armed):
+            if plan_id not in wanted:
+                del self.armed[plan_id]
+        for plan_id, start in wanted.items():
+            self._arm(plan_id, start)
+        log.info(
+            "plans scheduled",
+            scheduled=len(wanted),
+            plans=len(self.config.plans),
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    def _rearm(self, plan_id: str, *, soon: bool = False) -> None:
+        """Arm the plan's next start from the journal (after its run, or after another daemon's)."""
+        try:
+            plan = self.config.plan(plan_id)
+        except RotatorError:
+            self.armed.pop(plan_id, None)
+            return  # removed by a reload
+        now = datetime.now(UTC)
+        if soon:  # busy elsewhere: look again shortly; the due check decides then
+            self._arm(plan_id, now + timedelta(seconds=random.uniform(5, 30)))
+            return
+        when = self._due_for(plan, now)
+        if when is None:
+            self.armed.pop(plan_id, None)
+            return
+        self._arm(plan_id, place_in_window(max(when, now), plan.parsed_window))
 
     # -- jobs -----------------------------------------------------------------------------------------------
 
     def _fire(self, plan_id: str) -> None:
         if self.stopping.is_set():
             return
+        busy = False
         try:
             plan = self.config.plan(plan_id)
             bp = self.workspace.bind(plan)
-            outcome = self.runner.rotate(bp, trigger=Trigger.SCHEDULE, operator="daemon")
-            ok = outcome.ok
-            if not ok:
+
+            def still_due() -> bool:
+                when = self._due_for(plan, datetime.now(UTC))
+                return when is not None and when <= datetime.now(UTC) + timedelta(seconds=1)
+
+            outcome = self.runner.rotate(bp, trigger=Trigger.SCHEDULE, operator="daemon", still_due=still_due)
+            self.metrics.observe(outcome, Trigger.SCHEDULE.value)
+            if outcome.outcome == "not-due":
+                log.info("plan rotated meanwhile; re-armed from the journal", plan=plan_id)
+            elif not outcome.ok:
                 log.error("scheduled rotation failed", plan=plan_id, outcome=outcome.outcome, error=outcome.error)
         except PlanBusy as exc:
             log.info("plan busy; will look again", plan=plan_id, detail=str(exc))
-            ok = False
+            busy = True
+        except ShutdownRequested:
+            log.warning("run paused for shutdown; it stays open for resume", plan=plan_id)
+            return
         except Exception as exc:
             log.error("scheduled rotation failed", plan=plan_id, error=describe(exc))
-            ok = False
-        if self.stopping.is_set():
-            return
-        self._rearm_after(plan_id, ok)
+        if not self.stopping.is_set():
+            self._rearm(plan_id, soon=busy)
 
-    def _rearm_after(self, plan_id: str, ok: bool) -> None:
-        now = datetime.now(UTC)
-        if ok:
-            self._failures.pop(plan_id, None)
-            plan = self.config.plan(plan_id)
-            last = self.workspace.journal.last_success(plan_id)
-            when = next_due(plan.parsed_schedule, last.started_at if last else now, now)
-            if when is not None:
-                self._arm(plan_id, max(when, now))
-            return
-        failures = self._failures[plan_id] = self._failures.get(plan_id, 0) + 1
-        delay = min(RETRY_AFTER_FAILURE * (2 ** (failures - 1)), timedelta(hours=6))
-        self.scheduler.add_job(
-            self._fire,
-            DateTrigger(run_date=now + delay, timezone=UTC),
-            args=[plan_id],
-            id=plan_id,
-            name=plan_id,
-            replace_existing=True,
-        )
+    def sweep(self) -> None:
+        """One tick: resume interrupted runs whose lease is free, revoke what is due, retry failed notifications.
+        Every action takes the plan's lease, so daemons sharing a journal never do one twice."""
+        if not self._sweep_lock.acquire(blocking=False):
+            return  # the previous tick is still going
+        try:
+            self._resume_open(log_level="warning")
+            self._revoke_due()
+            self._retry_notifications()
+        finally:
+            self._last_sweep = time.monotonic()
+            self._sweep_lock.release()
 
-    def sweep_revokes(self) -> None:
-        now = datetime.now(UTC)
-        due_plans = {
-            r.plan_id
-            for r in self.workspace.journal.runs_in_state(RunState.AWAITING_REVOKE)
-            if r.revoke_due_at is None or r.revoke_due_at <= now
-        }
-        for plan_id in sorted(due_plans):
+    def _each(self, plan_ids: Iterable[str], action: str, work: Callable[[BoundPlan], list[RunOutcome]]) -> None:
+        for plan_id in sorted(set(plan_ids)):
+            if self.stopping.is_set():
+                return
             try:
                 plan = self.config.plan(plan_id)
             except RotatorError:
                 continue  # removed from the config; its history stays
             try:
-                self.runner.revoke_due(self.workspace.bind(plan))
+                for outcome in work(self.workspace.bind(plan)):
+                    self.metrics.observe(outcome, Trigger.RESUME.value if action == "resume" else "sweep")
+                    if action == "resume":
+                        log.warning(
+                            "interrupted run settled", plan=plan_id, run=outcome.run_id, outcome=outcome.outcome
+                        )
             except PlanBusy:
-                continue  # a run holds the plan; next sweep
+                continue  # a run holds the plan; next tick
+            except ShutdownRequested:
+                return
             except Exception as exc:
-                log.error("revoke sweep failed", plan=plan_id, error=describe(exc))
+                log.error(f"{action} failed", plan=plan_id, error=describe(exc))
 
-    def resume_interrupted(self) -> None:
-        open_plans = {
+    def _resume_open(self, log_level: str = "warning") -> None:
+        now = datetime.now(UTC)
+        held = self.journal.live_leases()
+        candidates = []
+        for record in self.journal.runs_in_state(*OPEN, RunState.STUCK):
+            if record.plan_id in held:
+                continue  # its holder is alive (here or elsewhere, lease not expired)
+            if record.state is RunState.STUCK:
+                tried = self._stuck_tried.get(record.plan_id)
+                if tried is not None and now - tried < STUCK_RETRY:
+                    continue  # stuck needs an operator; look again now and then, not every tick
+                self._stuck_tried[record.plan_id] = now
+            candidates.append(record.plan_id)
+        if candidates:
+            self._each(candidates, "resume", self.runner.resume)
+            for plan_id in set(candidates):
+                self._rearm(plan_id)
+
+    def _revoke_due(self) -> None:
+        now = datetime.now(UTC)
+        due = [
             r.plan_id
-            for r in self.workspace.journal.runs_in_state(RunState.RUNNING, RunState.ROLLING_BACK, RunState.STUCK)
+            for r in self.journal.runs_in_state(RunState.AWAITING_REVOKE)
+            if r.revoke_due_at is None or r.revoke_due_at <= now
+        ]
+        self._each(due, "revoke", self.runner.revoke_due)
+
+    def _retry_notifications(self) -> None:
+        now = datetime.now(UTC)
+        due = [
+            r.plan_id
+            for r in self.journal.notifications(statuses=(NotifyStatus.FAILED, NotifyStatus.PENDING))
+            if r.next_attempt_at is None or r.next_attempt_at <= now
+        ]
+        self._each(due, "notification retry", self.runner.retry_notifications)
+
+    # -- health ---------------------------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        interval = self.config.model.rotator.revoke_sweep_seconds
+        problems: list[str] = []
+        started = time.monotonic()
+        try:
+            stuck = len(self.journal.runs_in_state(RunState.STUCK))
+        except Exception as exc:
+            stuck = None
+            problems.append(f"journal unreachable: {describe(exc)}")
+        journal_ms = round((time.monotonic() - started) * 1000, 1)
+        if not self.scheduler.running:
+            problems.append("scheduler not running")
+        sweep_age = None if self._last_sweep is None else round(time.monotonic() - self._last_sweep, 1)
+        if sweep_age is not None and sweep_age > max(3 * interval, 60):
+            problems.append(f"no sweep for {sweep_age} s")
+        body = {
+            "status": "ok" if not problems else "unhealthy",
+            "problems": problems,
+            "plans": len(self.config.plans),
+            "armed": len(self.armed),
+            "stuck_runs": stuck,
+            "journal_ms": journal_ms,
+            "last_sweep_seconds_ago": sweep_age,
+            "stopping": self.stopping.is_set(),
         }
-        for plan_id in sorted(open_plans):
-            try:
-                outcomes = self.runner.resume(self.workspace.bind(self.config.plan(plan_id)))
-                for outcome in outcomes:
-                    log.warning("interrupted run settled", plan=plan_id, run=outcome.run_id, outcome=outcome.outcome)
-            except PlanBusy:
-                log.info("interrupted run is held by a live process; its lease decides", plan=plan_id)
-            except Exception as exc:
-                log.error("could not resume interrupted run", plan=plan_id, error=describe(exc))
+        return not problems, body
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -174,34 +342,49 @@ class Daemon:
         old = self.workspace
         self.config = config
         self.workspace = Workspace(config)
-        self.runner = self.workspace.runner()
+        self.runner = self.workspace.runner(stop=self.stopping)
         self.schedule_all()
         log.info("config reloaded", plans=len(config.plans))
-        del old  # components of the old config close with it; runs in flight keep their own references
+        del old  # runs in flight keep their own references to the old components
 
-    def run(self) -> int:
+    def start(self) -> None:
+        """Everything but the wait loop: check the config, start serving, resume, schedule (for tests/benches)."""
+        started = time.monotonic()
         log.info("daemon starting", config=str(self.config.path), plans=len(self.config.plans))
         self.workspace.check_components()
-        self.resume_interrupted()
-        self.scheduler.start()
+        address = self.config.model.rotator.metrics_host_port
+        if address is not None:
+            self.http = HealthServer(*address, health_app(self.metrics, self.health))
+            self.http.start()
+        self._resume_open()
         self.schedule_all()
         self.scheduler.add_job(
-            self.sweep_revokes,
+            self.sweep,
             IntervalTrigger(seconds=self.config.model.rotator.revoke_sweep_seconds, timezone=UTC),
             id=SWEEP_JOB,
-            name="revoke sweep",
+            name="sweep",
             replace_existing=True,
             next_run_time=datetime.now(UTC),
         )
-        log.info("daemon running")
+        self.scheduler.start()
+        log.info("daemon running", startup_seconds=round(time.monotonic() - started, 3))
+
+    def shutdown(self) -> None:
+        log.info("daemon stopping: runs in flight pause at their next safe step")
+        self.stopping.set()
+        self.scheduler.shutdown(wait=True)
+        if self.http is not None:
+            self.http.stop()
+        self.workspace.close()
+        log.info("daemon stopped")
+
+    def run(self) -> int:
+        self.start()
         while not self.stopping.is_set():
             if self.reload_requested.wait(timeout=0.5):
                 self.reload_requested.clear()
                 self.reload()
-        log.info("daemon stopping: waiting for runs in flight")
-        self.scheduler.shutdown(wait=True)
-        self.workspace.close()
-        log.info("daemon stopped")
+        self.shutdown()
         return 0
 
     def install_signal_handlers(self) -> None:
@@ -220,7 +403,4 @@ class Daemon:
 def run_daemon(config: Config) -> int:
     daemon = Daemon(config)
     daemon.install_signal_handlers()
-    started = time.monotonic()
-    code = daemon.run()
-    log.debug("daemon uptime", seconds=round(time.monotonic() - started, 1))
-    return code
+    return daemon.run()
