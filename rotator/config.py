@@ -58,7 +58,9 @@ class RotatorSection(_Strict):
     metrics_address: str | None = None
     # After downtime, overdue plans start spread over at most this many seconds (never hundreds at once).
     catch_up_spread_seconds: float = Field(default=300, ge=0)
-    # A failed notification is retried on later ticks, with backoff, for this long after the rotation.
+    # A failed notification is retried on later ticks: first after this many seconds, then doubling (at most an
+    # hour between tries), for notify_retry_for after the rotation.
+    notify_retry_seconds: float = Field(default=60, gt=0)
     notify_retry_for: timedelta = timedelta(hours=24)
     # While PREVIOUS is still in use (or a required notifier has not succeeded), the revoke looks again this often.
     revoke_recheck_seconds: float = Field(default=60, gt=0)

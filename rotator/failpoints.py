@@ -5,7 +5,8 @@ ROTATOR_FAILPOINTS is a comma-separated list of `name=action`, where action is
   error  a RuntimeError is raised at that point (the engine's rollback path);
   abort  SimulatedCrash (a BaseException) is raised: the engine records nothing of the step in flight and does
          not roll back, as after a crash, but the lease is released; for in-process crash tests
-         (rotator.testing's plugin contract), where a real `kill -9` would take the test runner with it.
+         (rotator.testing's plugin contract), where a real `kill -9` would take the test runner with it;
+  sleep:N  the process sleeps N seconds there (to signal a daemon while a run is in a known step).
 Names are `before-<step>` / `after-<step>` for every step and rollback action, and `before-store-<op>` /
 `after-store-<op>` for every store write (put-pending, promote, unpromote, discard-pending). See POINTS.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from rotator.model import Step
 
@@ -55,3 +57,5 @@ def hit(name: str) -> None:
         raise FailpointError(f"failpoint {name} fired")
     elif action == "abort":
         raise SimulatedCrash(f"failpoint {name} fired")
+    elif action is not None and action.startswith("sleep:"):
+        time.sleep(float(action.partition(":")[2]))

@@ -54,6 +54,7 @@ class Workspace:
             step_timeout=section.step_timeout,
             revoke_recheck_seconds=section.revoke_recheck_seconds,
             notify_retry_for=section.notify_retry_for,
+            notify_retry_seconds=section.notify_retry_seconds,
             stop=stop,
         )
 

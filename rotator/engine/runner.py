@@ -137,9 +137,10 @@ class RequiredNotifyFailed(RotatorError):
     """A required notifier failed after promote, PREVIOUS still works and the plan asks to roll back."""
 
 
-def notify_backoff(attempts: int) -> timedelta:
-    """When a failed notification is tried again: 1, 2, 4, ... minutes, at most an hour."""
-    return min(timedelta(minutes=2 ** min(max(attempts - 1, 0), 6)), timedelta(hours=1))
+def notify_backoff(attempts: int, first: float = 60.0) -> timedelta:
+    """When a failed notification is tried again: `first` seconds after the first failure, doubling, at most an
+    hour."""
+    return min(timedelta(seconds=first * 2 ** min(max(attempts - 1, 0), 12)), timedelta(hours=1))
 
 
 def describe(exc: BaseException) -> str:
@@ -530,6 +531,7 @@ class Runner:
         step_timeout: float = 120,
         revoke_recheck_seconds: float = 60,
         notify_retry_for: timedelta = timedelta(hours=24),
+        notify_retry_seconds: float = 60.0,
         stop: threading.Event | None = None,
     ):
         self.journal = journal
@@ -538,6 +540,7 @@ class Runner:
         self.step_timeout = step_timeout
         self.revoke_recheck_seconds = revoke_recheck_seconds
         self.notify_retry_for = notify_retry_for
+        self.notify_retry_seconds = notify_retry_seconds
         self.stop = stop or threading.Event()
 
     def stopping(self) -> bool:
@@ -571,7 +574,7 @@ class Runner:
                     status=NotifyStatus.FAILED,
                     required=name in bp.required_notifiers,
                     attempts=attempts,
-                    next_attempt_at=now + notify_backoff(attempts),
+                    next_attempt_at=now + notify_backoff(attempts, self.notify_retry_seconds),
                     last_error=error,
                     updated_at=now,
                 ),
