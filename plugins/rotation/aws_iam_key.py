@@ -18,7 +18,8 @@ Steps and the IAM/STS actions each calls (every method's docstring says the same
 - revoke: ``iam:UpdateAccessKey`` (Status=Inactive) on PREVIOUS's key, then ``iam:DeleteAccessKey`` (at once when
   ``delete_after`` is 0, else by a later reconcile). CURRENT's key is never touched.
 - discard: ``iam:DeleteAccessKey`` on PENDING's key.
-- last_used: ``iam:GetAccessKeyLastUsed``: when a key was last used (did anything still use PREVIOUS after promote?).
+- last_used, in_use: ``iam:GetAccessKeyLastUsed``: when a key was last used; in_use asks it of PREVIOUS before
+  revoke (used after promote? then the engine waits, up to the plan's revoke_deadline).
 
 The IAM user must belong to this plan alone: reconcile deletes every key of the user that the plan's store does
 not hold, and create deletes a key beyond the store's when the user is at IAM's two-key limit.
@@ -266,6 +267,24 @@ class AwsIamKeyPlugin:
         response = self._call(ctx, "last_used", "GetAccessKeyLastUsed", user, missing_ok=True, AccessKeyId=key_id)
         used = (response or {}).get("AccessKeyLastUsed", {}).get("LastUsedDate")
         return used if isinstance(used, datetime) else None
+
+    def in_use(
+        self, ctx: RotationContext, credential: Credential, *, since: datetime | None = None
+    ) -> list[str] | None:
+        """Was the credential's key (PREVIOUS, before revoke) used after `since` (the promote)?
+        ``iam:GetAccessKeyLastUsed``: one line naming the key, when, the service and region, or [] if it was not
+        used since. None without `since`. AWS records the last use with a delay (up to hours), so a consumer that
+        moved on still shows until the engine's revoke_deadline; the engine then revokes and records the line."""
+        if since is None:
+            return None
+        user, key_id = self._key(ctx, "in_use", credential, "the credential")
+        response = self._call(ctx, "in_use", "GetAccessKeyLastUsed", user, missing_ok=True, AccessKeyId=key_id)
+        used = (response or {}).get("AccessKeyLastUsed", {})
+        when = used.get("LastUsedDate")
+        if not isinstance(when, datetime) or when < since:
+            return []
+        service, region = used.get("ServiceName") or "-", used.get("Region") or "-"
+        return [f"access key {key_id} last used {when:%Y-%m-%dT%H:%M:%SZ} by {service} in {region}, after promote"]
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
