@@ -1,0 +1,268 @@
+"""Type `file`: render the CURRENT secret into a file on this host, then optionally run a reload command.
+
+This is the one notifier that handles a secret value: it reads CURRENT from the store through the event
+(`event.read_value()`), because its consumer is a local program that reads a file (an env file for systemd, a
+config snippet for a proxy). The value goes to the file only: its secret strings are registered for scrubbing
+(rotator.register_secret) before anything else happens, and errors name keys and paths, never values.
+
+The file is replaced atomically: the text is rendered first (a rendering error leaves the old file as it was),
+then written to a temporary file in the same directory created with mode `mode` (default 0600) and, if given,
+`owner`/`group`, fsynced, renamed over `path`, and the directory fsynced. A reader sees the old file or the new
+one, never a part.
+
+Formats (`format`):
+- `json`: the value as a JSON object (`keys` picks some of its keys);
+- `env`: `NAME=value` lines, NAME = `env_prefix` + the key upper-cased (other characters than A-Z, 0-9 and _
+  become _), the value quoted for a POSIX shell when needed (`set -a; . FILE` reads it back; systemd's
+  EnvironmentFile too); objects and lists as JSON;
+- `template`: the file `template`, with `{key}` placeholders replaced by the value's keys (`{{` and `}}` for
+  literal braces); a placeholder naming a key the value lacks is an error (naming the key).
+
+Then `reload` (an argv list, or a table {argv, timeout, cwd, env, pass_env, transient_exit_codes} as the `command`
+notifier's options) runs with the event's ROTATOR_* variables and ROTATOR_FILE = the path; never the value.
+No remote call (the store read is the engine's). Options: path, format, template, keys, env_prefix, mode, owner,
+group, reload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import json
+import os
+import pwd
+import re
+import shlex
+import string
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from rotator_plugins.notifiers.command import CommandRun, event_environment, run_command
+
+from rotator import (
+    ComponentSetup,
+    ConfigError,
+    Credential,
+    NotifyError,
+    RotationEvent,
+    RotatorError,
+    TransientError,
+    register_secret,
+    scrub,
+)
+
+_ENV_NAME_CHAR = re.compile(r"[^A-Z0-9_]")
+_SHELL_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]*$")
+
+
+class FileOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1)
+    format: Literal["json", "env", "template"] = "json"
+    template: str | None = None
+    keys: list[str] | None = Field(default=None, min_length=1)
+    env_prefix: str = Field(default="", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$|^$")
+    mode: int | str = "0600"
+    owner: str | int | None = None
+    group: str | int | None = None
+    reload: list[str] | CommandRun | None = None
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, value: int | str) -> int:
+        try:
+            mode = int(value, 8) if isinstance(value, str) else value
+        except ValueError:
+            raise ValueError('mode must be an octal string such as "0600"') from None
+        if not 0 <= mode <= 0o777:
+            raise ValueError('mode must be a permission mode such as "0600" or "0640"')
+        if mode & 0o007:
+            raise ValueError(f"mode {mode:04o} gives others access to a secret; use 0600 (or 0640 with group)")
+        if not mode & 0o400:
+            raise ValueError(f"mode {mode:04o} does not let the owner read the file")
+        return mode
+
+    @model_validator(mode="after")
+    def _template(self) -> FileOptions:
+        if self.format == "template" and not self.template:
+            raise ValueError('format = "template" needs template = "PATH" (a file with {key} placeholders)')
+        if self.format != "template" and self.template:
+            raise ValueError('template is only used with format = "template"')
+        return self
+
+    def reload_run(self) -> CommandRun | None:
+        if self.reload is None or isinstance(self.reload, CommandRun):
+            return self.reload
+        return CommandRun(argv=self.reload)
+
+
+def _text(value: Any) -> str:
+    """A value as it appears in the file: strings as they are, objects and lists as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _shell_quote(text: str) -> str:
+    return text if text and _SHELL_SAFE.match(text) else shlex.quote(text)
+
+
+def parse_template(text: str, source: str) -> list[tuple[str, str | None]]:
+    """(literal text, key or None) pairs. Only plain `{key}` placeholders: no attribute or index lookup, no
+    conversion or format spec, so a template can only read the value's keys."""
+    parts: list[tuple[str, str | None]] = []
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ConfigError(f"template {source}: {exc}", fix="write {key} placeholders, {{ and }} for braces") from None
+    for literal, field, spec, conversion in parsed:
+        if field is not None and (not field or any(c in field for c in ".[]") or spec or conversion):
+            raise ConfigError(
+                f"template {source}: placeholder {{{field}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}} is not a plain {{key}}",
+                fix="use {key} with a key of the secret's JSON value, and {{ }} for literal braces",
+            )
+        parts.append((literal, field))
+    return parts
+
+
+class FileNotifier:
+    """Renders the CURRENT secret into a file, atomically, then runs an optional reload (see the docstring)."""
+
+    def __init__(self, options: Mapping[str, Any], setup: ComponentSetup):
+        self.options = FileOptions.model_validate(dict(options))
+        self.setup = setup
+        self.path = setup.path(self.options.path)
+        self._what = f"file notifier {setup.name}"
+        key = f"notifiers.{setup.name}"
+        self.mode = int(self.options.mode)
+        self.uid = self._id(self.options.owner, pwd.getpwnam, "owner", key) if self.options.owner is not None else -1
+        self.gid = self._id(self.options.group, grp.getgrnam, "group", key) if self.options.group is not None else -1
+        self.template: list[tuple[str, str | None]] = []
+        if self.options.template:
+            source = setup.path(self.options.template)
+            try:
+                text = source.read_text()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read the template {source}: {exc.strerror}", key=f"{key}.template", fix="check the path"
+                ) from None
+            self.template = parse_template(text, str(source))
+        self.reload = self.options.reload_run()
+
+    @staticmethod
+    def _id(value: str | int, lookup: Any, what: str, key: str) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return int(lookup(value)[2])
+        except KeyError:
+            raise ConfigError(f"no {what} named {value!r} on this host", key=f"{key}.{what}") from None
+
+    def __call__(self, event: RotationEvent) -> None:
+        """Reads CURRENT through event.read_value() (the engine's store read), writes the file, runs reload."""
+        value = self._read(event)
+        text = self.render(value)
+        self.write(text)
+        if self.reload is not None:
+            run_command(
+                self.reload,
+                setup=self.setup,
+                what=f"{self._what}: reload",
+                extra_env={**event_environment(event), "ROTATOR_FILE": str(self.path)},
+            )
+
+    def _read(self, event: RotationEvent) -> Mapping[str, Any]:
+        if event.read_value is None:
+            raise NotifyError(
+                f"{self._what}: this event gives no way to read the secret (RotationEvent.read_value is None); "
+                "the file notifier needs the engine to pass it (the rotator's own engine does)"
+            )
+        try:
+            value = event.read_value()
+        except TransientError:
+            raise
+        except RotatorError as exc:
+            raise NotifyError(scrub(f"{self._what}: reading CURRENT of {event.secret_id} failed: {exc}")) from None
+        except Exception as exc:
+            raise NotifyError(
+                f"{self._what}: reading CURRENT of {event.secret_id} failed: {type(exc).__name__}"
+            ) from None
+        if not isinstance(value, Mapping):
+            raise NotifyError(f"{self._what}: CURRENT of {event.secret_id} is not a JSON object")
+        register_secret(*Credential("current", value).secret_strings())
+        return value
+
+    def render(self, value: Mapping[str, Any]) -> str:
+        """The file's text. Errors name keys, never values."""
+        fmt = self.options.format
+        if fmt == "template":
+            missing = sorted({k for _, k in self.template if k is not None and k not in value})
+            if missing:
+                raise NotifyError(
+                    f"{self._what}: the template names {', '.join(missing)}, which the secret's value lacks "
+                    f"(it has: {', '.join(sorted(map(str, value)))})"
+                )
+            return "".join(literal + (_text(value[k]) if k is not None else "") for literal, k in self.template)
+        if self.options.keys:
+            missing = [k for k in self.options.keys if k not in value]
+            if missing:
+                raise NotifyError(f"{self._what}: keys names {', '.join(missing)}, which the secret's value lacks")
+            value = {k: value[k] for k in self.options.keys}
+        if fmt == "json":
+            return json.dumps(dict(value), indent=2, sort_keys=True) + "\n"
+        lines: dict[str, str] = {}
+        for key in sorted(value):
+            name = self.options.env_prefix + _ENV_NAME_CHAR.sub("_", str(key).upper())
+            name = f"_{name}" if name[:1].isdigit() else name
+            if name in lines:
+                raise NotifyError(f"{self._what}: keys {key!r} and another both become the variable {name}")
+            lines[name] = f"{name}={_shell_quote(_text(value[key]))}\n"
+        return "".join(lines.values())
+
+    def write(self, text: str) -> None:
+        """Temporary file in the same directory (mode, owner, group set before any byte is written), fsync,
+        rename over the path, fsync the directory."""
+        directory = self.path.parent
+        try:
+            fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise NotifyError(f"{self._what}: cannot create a file in {directory}: {exc.strerror}") from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                os.fchmod(handle.fileno(), self.mode)
+                if self.uid != -1 or self.gid != -1:
+                    os.fchown(handle.fileno(), self.uid, self.gid)
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise NotifyError(f"{self._what}: cannot write {self.path}: {exc.strerror}") from None
+        _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Makes the rename durable; some file systems refuse to open a directory, which is not an error."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
