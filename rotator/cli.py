@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,7 +25,7 @@ from rotator import logs
 from rotator.config import Config, load_config
 from rotator.engine.runner import RunOutcome, describe
 from rotator.errors import ConfigError, PlanBusy, RotatorError
-from rotator.model import RunRecord, RunState, Stage, Trigger
+from rotator.model import NotificationRecord, NotifyStatus, RunRecord, RunState, Stage, Trigger
 from rotator.workspace import Workspace, operator_name
 
 T = TypeVar("T")
@@ -235,28 +235,42 @@ def store_get(
 # -- status, history ------------------------------------------------------------------------------------------
 
 
-def _next_due(workspace: Workspace, plan_id: str, last: RunRecord | None, now: datetime) -> datetime | None:
-    from rotator.scheduler import next_due
-
-    plan = workspace.config.plan(plan_id)
-    return next_due(plan.parsed_schedule, last.started_at if last else None, now)
+def _waiting_text(details: dict[str, Any]) -> str | None:
+    waiting = details.get("revoke_waiting_for")
+    return "; ".join(waiting) if waiting else None
 
 
 @app.command()
 def status(config: ConfigOption = None, json_output: JsonOption = False) -> None:
-    """Every plan: last rotation, result, next due, credential age, run in progress."""
+    """Every plan: last rotation, result, credential age, next due, revoke due (and what it waits for), failed
+    notifications, run in progress. A handful of journal queries in all, however many plans."""
+    from rotator.scheduler import FAILED, due_time
+
     with _errors():
         workspace = _workspace(config)
         journal = workspace.journal
         now = datetime.now(UTC)
+        latest = journal.latest_runs()
+        successes = journal.last_successes()
+        leases = journal.live_leases()
+        awaiting: dict[str, RunRecord] = {}
+        for record in journal.runs_in_state(RunState.AWAITING_REVOKE):
+            awaiting.setdefault(record.plan_id, record)
+        failed_notices: dict[str, list[NotificationRecord]] = {}
+        for notice in journal.notifications(statuses=(NotifyStatus.FAILED,)):
+            failed_notices.setdefault(notice.plan_id, []).append(notice)
         rows: list[dict[str, Any]] = []
         for plan in workspace.config.plans:
-            latest = journal.runs(plan.id, limit=1)
-            last = latest[0] if latest else None
-            success = journal.last_success(plan.id)
-            lease = journal.lease_of(plan.id)
-            due = _next_due(workspace, plan.id, success, now)
-            awaiting = journal.runs_in_state(RunState.AWAITING_REVOKE, plan_id=plan.id)
+            last, success = latest.get(plan.id), successes.get(plan.id)
+
+            def failures(plan_id: str = plan.id) -> int:
+                runs = journal.runs(plan_id, limit=12)
+                return max(1, next((i for i, r in enumerate(runs) if r.state not in FAILED), len(runs)))
+
+            due = due_time(plan, last, success, now, failures)
+            lease = leases.get(plan.id)
+            pending_revoke = awaiting.get(plan.id)
+            details = dict(pending_revoke.details) if pending_revoke else dict(success.details if success else {})
             rows.append(
                 {
                     "plan": plan.id,
@@ -264,6 +278,7 @@ def status(config: ConfigOption = None, json_output: JsonOption = False) -> None
                     "store": plan.store,
                     "secret": plan.secret,
                     "schedule": plan.schedule,
+                    "enabled": plan.enabled,
                     "last_run": last.started_at if last else None,
                     "last_result": last.state.value if last else None,
                     "last_error": last.error if last else None,
@@ -272,7 +287,21 @@ def status(config: ConfigOption = None, json_output: JsonOption = False) -> None
                     "next_due": due,
                     "overdue": bool(due and due <= now),
                     "in_progress": f"{lease.host} pid {lease.pid}" if lease else None,
-                    "revoke_due": awaiting[0].revoke_due_at if awaiting else None,
+                    "revoke_due": pending_revoke.revoke_due_at if pending_revoke else None,
+                    "revoke_waiting_for": details.get("revoke_waiting_for") or [],
+                    "previous_in_use": details.get("previous_in_use"),
+                    "revoked_while_in_use": details.get("revoked_while_in_use") or [],
+                    "failed_notifications": [
+                        {
+                            "run_id": n.run_id,
+                            "notifier": n.notifier,
+                            "required": n.required,
+                            "attempts": n.attempts,
+                            "next_attempt_at": n.next_attempt_at,
+                            "error": n.last_error,
+                        }
+                        for n in failed_notices.get(plan.id, [])
+                    ],
                     "tags": list(plan.tags),
                 }
             )
@@ -291,8 +320,9 @@ def status(config: ConfigOption = None, json_output: JsonOption = False) -> None
             "next due",
             "revoke due",
             "in progress",
+            "attention",
         ):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for row in rows:
             result = row["last_result"] or "never"
             style = {
@@ -303,6 +333,16 @@ def status(config: ConfigOption = None, json_output: JsonOption = False) -> None
                 "running": "yellow",
                 "rolling_back": "yellow",
             }.get(result, "")
+            attention = [
+                *(
+                    f"notify {n['notifier']}{' (required)' if n['required'] else ''} failed x{n['attempts']}"
+                    for n in row["failed_notifications"]
+                ),
+                *(f"revoke waits: {w}" for w in row["revoke_waiting_for"]),
+                *(f"revoked while in use: {u}" for u in row["revoked_while_in_use"][:3]),
+            ]
+            if row["last_result"] in ("rolled_back", "stuck") and row["last_error"]:
+                attention.insert(0, row["last_error"])
             table.add_row(
                 row["plan"],
                 row["plugin"],
@@ -315,6 +355,7 @@ def status(config: ConfigOption = None, json_output: JsonOption = False) -> None
                 else "manual",
                 _when(row["revoke_due"]),
                 row["in_progress"] or "-",
+                Text("\n".join(attention)) if attention else "-",
             )
         out.print(table)
 
@@ -332,9 +373,12 @@ def history(
         if plan is not None:
             workspace.config.plan(plan)
         runs = workspace.journal.runs(plan, limit=limit)
+        notices: dict[str, list[NotificationRecord]] = {}
+        for notice in workspace.journal.notifications(plan_id=plan):
+            notices.setdefault(notice.run_id, []).append(notice)
         workspace.close()
         if json_output:
-            _emit_json([_run_dict(r) for r in runs])
+            _emit_json([_run_dict(r, notices.get(r.run_id, [])) for r in runs])
             return
         table = Table(title="rotation history", title_justify="left")
         for column in (
@@ -355,7 +399,13 @@ def history(
                 f"{'=' + format((s.ended_at - s.started_at).total_seconds(), '.3f') if s.ended_at else '…'}"
                 for s in run.steps
             )
-            text = " / ".join(x for x in (run.reason, run.error) if x) or "-"
+            facts = [
+                *(f"notify {n.notifier}: {n.status.value}" for n in notices.get(run.run_id, [])),
+                *(f"in use at revoke: {u}" for u in run.details.get("revoked_while_in_use", [])[:3]),
+                *(f"revoke waits: {w}" for w in run.details.get("revoke_waiting_for", [])),
+                *([str(run.details["rollback_refused"])] if run.details.get("rollback_refused") else []),
+            ]
+            text = " / ".join(x for x in (run.reason, run.error, *facts) if x) or "-"
             table.add_row(
                 _when(run.started_at),
                 run.plan_id,
@@ -369,8 +419,19 @@ def history(
         out.print(table)
 
 
-def _run_dict(run: RunRecord) -> dict[str, Any]:
+def _run_dict(run: RunRecord, notices: Sequence[NotificationRecord] = ()) -> dict[str, Any]:
     return {
+        "details": dict(run.details),
+        "notifications": [
+            {
+                "notifier": n.notifier,
+                "status": n.status.value,
+                "required": n.required,
+                "attempts": n.attempts,
+                "error": n.last_error,
+            }
+            for n in notices
+        ],
         "run_id": run.run_id,
         "plan": run.plan_id,
         "state": run.state.value,

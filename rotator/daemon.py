@@ -36,46 +36,14 @@ from rotator.errors import PlanBusy, RotatorError
 from rotator.interfaces import Journal
 from rotator.logs import get_logger
 from rotator.metrics import HealthServer, JournalCollector, Metrics, health_app
-from rotator.model import NotifyStatus, RunRecord, RunState, Trigger
-from rotator.scheduler import next_due, place_in_window, spread_catch_up
+from rotator.model import NotifyStatus, RunState, Trigger
+from rotator.scheduler import FAILED, due_time, place_in_window, spread_catch_up
 from rotator.workspace import Workspace
 
 log = get_logger("rotator.daemon")
-RETRY_AFTER_FAILURE = timedelta(minutes=5)
-MAX_RETRY_DELAY = timedelta(hours=6)
 STUCK_RETRY = timedelta(minutes=10)
 SWEEP_JOB = "__sweep__"
 OPEN = (RunState.RUNNING, RunState.ROLLING_BACK)
-FAILED = (RunState.ROLLED_BACK, RunState.STUCK)
-
-
-def failure_backoff(failures: int) -> timedelta:
-    """How long after the n-th failed run in a row the plan is tried again: 5, 10, 20 ... minutes, at most 6 h."""
-    delay: timedelta = RETRY_AFTER_FAILURE * (2 ** max(failures - 1, 0))
-    return min(delay, MAX_RETRY_DELAY)
-
-
-def due_time(
-    plan: PlanConfig,
-    latest: RunRecord | None,
-    success: RunRecord | None,
-    now: datetime,
-    failures: Callable[[], int] = lambda: 1,
-) -> datetime | None:
-    """When `plan` is next due, from the journal alone: the schedule after the last promoted run; after a failed
-    run (rolled back or stuck, newer than the last success), not before the failure backoff. None: never."""
-    if not plan.enabled:
-        return None
-    base = next_due(plan.parsed_schedule, success.started_at if success else None, now)
-    if base is None:
-        return None
-    failed_since_success = (
-        latest is not None and latest.state in FAILED and (success is None or latest.started_at > success.started_at)
-    )
-    if failed_since_success and latest is not None:
-        ended = latest.ended_at or latest.started_at
-        return max(base, ended + failure_backoff(failures()))
-    return base
 
 
 class Daemon:

@@ -8,11 +8,21 @@ or by another daemon moves the next due time too, and a restart computes the sam
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from apscheduler.triggers.cron import CronTrigger
 
+from rotator.model import RunRecord, RunState
 from rotator.schedules import Schedule, Window
+
+if TYPE_CHECKING:
+    from rotator.config import PlanConfig
+
+RETRY_AFTER_FAILURE = timedelta(minutes=5)
+MAX_RETRY_DELAY = timedelta(hours=6)
+FAILED = (RunState.ROLLED_BACK, RunState.STUCK)
 
 
 def next_due(schedule: Schedule, last_rotation: datetime | None, now: datetime) -> datetime | None:
@@ -55,3 +65,32 @@ def spread_catch_up(
     span = min(cap, seconds_each * len(overdue))
     step = span / len(overdue)
     return {plan_id: now + timedelta(seconds=index * step) for index, plan_id in enumerate(overdue)}
+
+
+def failure_backoff(failures: int) -> timedelta:
+    """How long after the n-th failed run in a row the plan is tried again: 5, 10, 20 ... minutes, at most 6 h."""
+    delay: timedelta = RETRY_AFTER_FAILURE * (2 ** max(failures - 1, 0))
+    return min(delay, MAX_RETRY_DELAY)
+
+
+def due_time(
+    plan: PlanConfig,
+    latest: RunRecord | None,
+    success: RunRecord | None,
+    now: datetime,
+    failures: Callable[[], int] = lambda: 1,
+) -> datetime | None:
+    """When `plan` is next due, from the journal alone: the schedule after the last promoted run; after a failed
+    run (rolled back or stuck, newer than the last success), not before the failure backoff. None: never."""
+    if not plan.enabled:
+        return None
+    base = next_due(plan.parsed_schedule, success.started_at if success else None, now)
+    if base is None:
+        return None
+    failed_since_success = (
+        latest is not None and latest.state in FAILED and (success is None or latest.started_at > success.started_at)
+    )
+    if failed_since_success and latest is not None:
+        ended = latest.ended_at or latest.started_at
+        return max(base, ended + failure_backoff(failures()))
+    return base
