@@ -11,6 +11,8 @@
 - The value is the JSON object in SecretString (AWS's rotation-sample shape). Binary secrets are refused.
 - Every method's docstring names the AWS actions it calls; config/iam-policy-daemon.json is read off them.
 - Errors are mapped in one place, rotator_plugins.stores.aws_errors.
+- The rotation function (lambda/) uses four narrower calls, one API call each: describe_rotation, get_version,
+  put_version, move_current (see rotator.lambda_adapter).
 
 Options (the store's table in the config): region, endpoint_url, profile, role_arn (assumed through STS, refreshed
 before it expires), role_session_name, external_id, sts_endpoint_url, kms_key_id (used when `rotator store put`
@@ -348,3 +350,47 @@ class AwsSecretsManagerStore:
                 params["KmsKeyId"] = self.options.kms_key_id
             response = self._call("CreateSecret", secret_id, conflict=("ResourceExistsException",), **params)
         return Credential(str(response.get("VersionId") or token), dict(value), frozenset({Stage.CURRENT}))
+
+    # -- the rotation function's calls (lambda/, through rotator.lambda_adapter) ----------------------------------
+    # Secrets Manager drives those rotations and creates the AWSPENDING version itself (RotateSecret), so the
+    # function needs fewer and narrower calls than the engine: one API call per method, each named below.
+
+    def describe_rotation(self, secret_id: str) -> dict[str, Any]:
+        """DescribeSecret: the secret's Name, RotationEnabled (absent when rotation was never configured),
+        VersionIdsToStages and Tags. No secret value is read."""
+        described = self._call("DescribeSecret", secret_id, SecretId=secret_id)
+        keys = ("ARN", "Name", "RotationEnabled", "VersionIdsToStages", "Tags")
+        return {key: described[key] for key in keys if key in described}
+
+    def get_version(self, secret_id: str, version_id: str) -> Credential | None:
+        """GetSecretValue(VersionId=version_id): the version's value, or None when the version holds none (the
+        AWSPENDING version RotateSecret creates has no value until createSecret puts one) or does not exist."""
+        response = self._get_version(secret_id, version_id)
+        return None if response is None else self._credential(secret_id, response)
+
+    def put_version(
+        self, secret_id: str, version_id: str, value: Mapping[str, Any], *, rotation_token: str | None = None
+    ) -> None:
+        """PutSecretValue(ClientRequestToken=version_id, VersionStages=[AWSPENDING], RotationToken=...) without
+        reading first. The same value again is a no-op; another value for a version that already holds one AWS
+        refuses (ResourceExistsException -> VersionConflict): the caller keeps the stored value. RotationToken,
+        when Secrets Manager passed one in the event, lets it check the caller (a role assumed across accounts)."""
+        params: dict[str, Any] = {
+            "SecretId": secret_id,
+            "ClientRequestToken": version_id,
+            "SecretString": self._encode(value),
+            "VersionStages": [PENDING],
+        }
+        if rotation_token:
+            params["RotationToken"] = rotation_token
+        self._call("PutSecretValue", secret_id, conflict=("ResourceExistsException",), **params)
+
+    def move_current(self, secret_id: str, version_id: str, from_version_id: str | None) -> None:
+        """UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId=version_id, RemoveFromVersionId=from_version_id):
+        one call; AWS puts AWSPREVIOUS on the old version itself. AWSPENDING stays on version_id, beside AWSCURRENT,
+        a legal end state of a rotation for AWS (as its sample functions leave it). If AWSCURRENT moved away from
+        from_version_id meanwhile, AWS refuses (InvalidParameterException -> VersionConflict)."""
+        params: dict[str, Any] = {"SecretId": secret_id, "VersionStage": CURRENT, "MoveToVersionId": version_id}
+        if from_version_id:
+            params["RemoveFromVersionId"] = from_version_id
+        self._call("UpdateSecretVersionStage", secret_id, conflict=("InvalidParameterException",), **params)
