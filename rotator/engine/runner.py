@@ -638,9 +638,15 @@ class Runner:
                         continue
                     run = _Run(self, bp, run_record, lease)
                     with bound_contextvars(run=record.run_id):
-                        error = self.deliver(
-                            bp, record.notifier, notifiers[record.notifier], run.event(), record, lease
-                        )
+                        notifier = notifiers[record.notifier]
+                        error = self.deliver(bp, record.notifier, notifier, run.event(), record, lease)
+                    if error is None and record.required and run_record.state is RunState.AWAITING_REVOKE:
+                        # The revoke this notifier held back may go now (not before grace ends).
+                        promoted = [x.ended_at for x in run_record.steps if x.step is Step.PROMOTE and x.ended_at]
+                        grace_end = (promoted[-1] if promoted else run_record.started_at) + bp.grace
+                        revoke_at = max(now, grace_end)
+                        if run_record.revoke_due_at is None or run_record.revoke_due_at > revoke_at:
+                            self.journal.update_run(record.run_id, lease, revoke_due_at=revoke_at)
                     outcomes.append(
                         RunOutcome(
                             bp.plan_id,
