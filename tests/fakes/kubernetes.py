@@ -310,7 +310,10 @@ class FakeKubernetes:
             host, 0, self.wsgi, threaded=True, request_handler=_QuietHandler, ssl_context=self.tls.server_context()
         )
         self.url = f"https://{host}:{self._server.server_port}"
-        threading.Thread(target=self._server.serve_forever, name="fake-kubernetes", daemon=True).start()
+        server = self._server
+        threading.Thread(
+            target=lambda: server.serve_forever(poll_interval=0.05), name="fake-kubernetes", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
