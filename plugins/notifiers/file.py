@@ -66,7 +66,7 @@ class FileOptions(BaseModel):
     template: str | None = None
     keys: list[str] | None = Field(default=None, min_length=1)
     env_prefix: str = Field(default="", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$|^$")
-    mode: int | str = "0600"
+    mode: int | str = Field(default="0600", validate_default=True)  # an octal string, or an int (0o600)
     owner: str | int | None = None
     group: str | int | None = None
     reload: list[str] | CommandRun | None = None
