@@ -129,8 +129,8 @@ class MySQLOptions(BaseModel):
     statement_timeout: float = Field(30, gt=0, le=3600, description="seconds to wait for any one reply")
     ssl_mode: SslMode | None = Field(
         None,
-        description="as the mysql client's --ssl-mode; default from the secret's \"ssl\": true -> verify_identity, "
-        "else preferred",
+        description="as the mysql client's --ssl-mode; default from the secret's \"ssl\" as AWS's samples: true -> "
+        "verify_identity, false -> disabled, absent -> preferred",
     )
     ssl_ca: str | None = Field(
         None, description="CA bundle (PEM) for verify_ca/verify_identity, relative to the config"
@@ -796,7 +796,7 @@ class MySQLPlugin:
         }
         if use_db and login.dbname:
             args["database"] = login.dbname
-        mode = self.options.ssl_mode or ("verify_identity" if _flag(login.ssl) else "preferred")
+        mode = self.options.ssl_mode or SSL_MODE_FOR[ssl_choice(login.ssl)]
         if mode == "disabled":
             args["ssl_disabled"] = True
         elif mode != "preferred":  # "preferred" is PyMySQL's default: TLS when the server offers it, unverified
@@ -927,10 +927,19 @@ class MySQLPlugin:
             )
 
 
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
+def ssl_choice(value: Any) -> bool | None:
+    """The secret's "ssl" as AWS's sample functions read it: True (TLS required and verified) for true or "true",
+    False (no TLS) for false or "false", None (TLS if the server offers it, else plain) when absent or anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+# The mode for each "ssl" choice. The samples, without "ssl", try a verified TLS connection and fall back to a
+# plain one on any failure; "preferred" (PyMySQL's default) uses TLS when the server offers it, else plain.
+SSL_MODE_FOR = {True: "verify_identity", False: "disabled", None: "preferred"}
 
 
 def _text(exc: BaseException) -> str:

@@ -105,7 +105,9 @@ class PostgresOptions(BaseModel):
     connect_timeout: int = Field(5, ge=1, le=300, description="seconds for libpq to connect (libpq's minimum is 2)")
     statement_timeout: float = Field(30, gt=0, le=3600, description="seconds any one statement may take")
     sslmode: SslMode | None = Field(
-        None, description='libpq sslmode; default from the secret\'s "ssl": true -> verify-full, else prefer'
+        None,
+        description="libpq sslmode; default from the secret's \"ssl\" as AWS's samples: true -> verify-full, "
+        "false -> disable, absent -> prefer",
     )
     sslrootcert: str | None = Field(None, description="CA bundle for verify-ca/verify-full, relative to the config")
     clone_suffix: str = Field("_clone", min_length=1, max_length=32)
@@ -128,10 +130,19 @@ class _Login:
         return f"{self.host}:{self.port}"
 
 
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
+def ssl_choice(value: Any) -> bool | None:
+    """The secret's "ssl" as AWS's sample functions read it: True (TLS required and verified) for true or "true",
+    False (no TLS) for false or "false", None (TLS if the server offers it, else plain) when absent or anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+# libpq's sslmode for each "ssl" choice. The samples, without "ssl", try a verified TLS connection and fall back to
+# a plain one on any failure; libpq's prefer tries TLS and falls back to plain when the server refuses TLS.
+SSLMODE_FOR = {True: "verify-full", False: "disable", None: "prefer"}
 
 
 def _message(exc: BaseException) -> str:
@@ -508,7 +519,7 @@ class PostgresPlugin:
 
     def _connect_args(self, login: _Login) -> dict[str, Any]:
         # Keyword arguments, never a DSN string holding the password (it could end up in a log or a message).
-        sslmode = self.options.sslmode or ("verify-full" if _flag(login.ssl) else "prefer")
+        sslmode = self.options.sslmode or SSLMODE_FOR[ssl_choice(login.ssl)]
         args: dict[str, Any] = {
             "host": login.host,
             "port": login.port,

@@ -169,7 +169,7 @@ def test_four_steps_in_order_rotate_the_sample_secret(
 def test_every_step_invoked_twice(
     database: Database, service: SecretsManagerService, make_function: Callable[..., Function]
 ) -> None:
-    arn, user, password, value = seed(database, service)
+    arn, _user, _password, value = seed(database, service)
     first_version = service.holder(arn, "AWSCURRENT")
     assert first_version
     function = make_function(database.env)
