@@ -32,38 +32,56 @@ class Function:
 
     function: RotationFunction
     calls: Counter[str] = field(default_factory=Counter)
+    hooks: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
 
     def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         return self.function.handle(event, deadline_seconds=20)
 
-    def count(self) -> int:
-        return sum(self.calls.values())
+    def on(self, event_name: str, hook: Callable[..., Any]) -> None:
+        """A botocore event hook on the function's client, removed at the end of the test."""
+        self.function.store.client.meta.events.register(event_name, hook)  # type: ignore[attr-defined]
+        self.hooks.append((event_name, hook))
+
+
+@pytest.fixture(scope="session")
+def sm_client(moto_server: MotoServer) -> Any:
+    """The functions' Secrets Manager client, one for the session (building one costs ~0.2 s)."""
+    return moto_server.client("secretsmanager")
+
+
+@pytest.fixture(scope="session")
+def service_client(moto_server: MotoServer) -> Any:
+    """The tests' own client (seeding, reading back): its calls are not the function's."""
+    return moto_server.client("secretsmanager")
 
 
 @pytest.fixture
-def service(moto_server: MotoServer) -> Iterator[SecretsManagerService]:
+def service(service_client: Any) -> Iterator[SecretsManagerService]:
     with aws_put_semantics():
-        yield SecretsManagerService(moto_server.client("secretsmanager"))
+        yield SecretsManagerService(service_client)
 
 
 @pytest.fixture
-def make_function(moto_server: MotoServer) -> Callable[..., Function]:
+def make_function(sm_client: Any) -> Iterator[Callable[..., Function]]:
     """`make_function(env={...}, notifiers=[...])`: a fresh container (empty caches) with these variables. All of
-    one test's functions share one boto3 client (building one costs ~0.2 s) and so one call counter."""
-    client = moto_server.client("secretsmanager")
+    them share the session's client, and one test's functions share one call counter."""
     calls: Counter[str] = Counter()
+    hooks: list[tuple[str, Callable[..., Any]]] = []
 
     def count(model: Any, **_: Any) -> None:
         calls[model.name] += 1
 
-    client.meta.events.register("before-call.secrets-manager", count)
+    sm_client.meta.events.register("before-call.secrets-manager", count)
+    hooks.append(("before-call.secrets-manager", count))
 
     def make(env: dict[str, str] | None = None, notifiers: list[tuple[str, Notifier]] | None = None) -> Function:
-        store = AwsSecretsManagerStore(client=client)
+        store = AwsSecretsManagerStore(client=sm_client)
         settings = FunctionSettings.from_env(env or {}, file_exists=lambda _path: False)
-        return Function(RotationFunction(store, settings, notifiers=notifiers), calls)
+        return Function(RotationFunction(store, settings, notifiers=notifiers), calls, hooks)
 
-    return make
+    yield make
+    for event_name, hook in hooks:
+        sm_client.meta.events.unregister(event_name, hook)
 
 
 @pytest.fixture

@@ -131,10 +131,7 @@ def test_rotation_token_is_passed_to_put_secret_value_and_never_logged(
     token = service.start_rotation(arn)
     function = make_function(GENERATED)
     sent: list[dict[str, Any]] = []
-    store_client = function.function.store.client  # type: ignore[attr-defined]
-    store_client.meta.events.register(
-        "provide-client-params.secrets-manager.PutSecretValue", lambda params, **_: sent.append(dict(params))
-    )
+    function.on("provide-client-params.secrets-manager.PutSecretValue", lambda params, **_: sent.append(dict(params)))
     event = sample_event("createSecret", arn, token, variant="cross-account")
     function(event)
     assert [p.get("RotationToken") for p in sent] == [event["RotationToken"]]

@@ -26,7 +26,7 @@ from .conftest import Function, parsed_lines
 from .rotation_service import STEPS, SecretsManagerService, sample_event
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def iam(moto_server: MotoServer) -> Any:
     return moto_server.client("iam")
 
@@ -104,9 +104,7 @@ def test_a_key_minted_while_another_invocation_stored_first_is_deleted(
             service.client.put_secret_value(SecretId=arn, ClientRequestToken=token, SecretString=json.dumps(winner),
                                             VersionStages=["AWSPENDING"])  # fmt: skip
 
-    function.function.store.client.meta.events.register(  # type: ignore[attr-defined]
-        "before-call.secrets-manager.PutSecretValue", store_first
-    )
+    function.on("before-call.secrets-manager.PutSecretValue", store_first)
     result = function(sample_event("createSecret", arn, token))
     assert raced == [True] and result["result"] == "pending-kept"
     assert service.version_value(arn, token) == winner
