@@ -4,6 +4,8 @@ One contract suite per extension kind, each run over every built-in component in
 run over yours:
 
 - `rotator.testing.stores`: `StoreContract` / `run_store_contract` (what the engine relies on from a SecretStore).
+- `rotator.testing.plugins`: `PluginContract` / `run_plugin_contract` with a `PluginHarness` (a RotationPlugin
+  driven through the real engine, against your target, with the invariants checked after every scenario).
 - `rotator.testing.notifiers`: `NotifierContract` / `run_notifier_contract` with a `NotifierHarness` (an event is
   delivered with plan, version and kind; no secret in what is delivered or in an error; a failing receiver raises
   NotifyError or TransientError; the same event twice is harmless), `sample_event`, `secret_value`, and
@@ -14,7 +16,9 @@ Import the names from here (`from rotator.testing import StoreContract`) or from
 
 from rotator.testing.notifiers import *  # noqa: F403
 from rotator.testing.notifiers import __all__ as _notifier_names
+from rotator.testing.plugins import *  # noqa: F403
+from rotator.testing.plugins import __all__ as _plugin_names
 from rotator.testing.stores import *  # noqa: F403
 from rotator.testing.stores import __all__ as _store_names
 
-__all__ = [*_notifier_names, *_store_names]
+__all__ = [*_notifier_names, *_plugin_names, *_store_names]
