@@ -190,6 +190,7 @@ class SlackNotifier:
         raise_for_slack(response, what=self._what)
 
     def _post(self, url: str, body: dict[str, Any]) -> requests.Response:
+        """POST <webhook_url> with the JSON body; TLS verified (ca_bundle or the system's CAs), no redirects."""
         return send(
             self._session,
             "POST",
