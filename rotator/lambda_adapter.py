@@ -267,7 +267,7 @@ class FunctionSettings:
     | REQUIRE_EACH_INCLUDED_TYPE | at least one character of each class (true) |
     | ROTATOR_PLUGIN | the plugin for secrets without a known ``engine`` (aws-iam-key, http-api-key, ...) |
     | ROTATOR_STRATEGY | single-user (default) or alternating-users (AWS's multi-user samples) |
-    | ROTATOR_PLUGIN_OPTIONS | the plugin's options as a JSON object |
+    | ROTATOR_PLUGIN_OPTIONS | options by plugin type, a JSON object: ``{"postgres": {"connect_timeout": 3}}`` |
     | ROTATOR_NOTIFIERS | notifiers run after finishSecret: a JSON list of ``{"type": ..., ...options}`` |
     | ROTATOR_REVOKE_PREVIOUS | next-rotation (default): at the next createSecret; finish: right after finishSecret |
     | ROTATOR_CA_BUNDLE | CA bundle that verifies database certificates (default: /etc/pki/tls/cert.pem if present) |
@@ -279,7 +279,7 @@ class FunctionSettings:
     password_policy: PasswordPolicy = field(default_factory=PasswordPolicy)
     plugin: str | None = None
     strategy: str | None = None
-    plugin_options: Mapping[str, Any] = field(default_factory=dict)
+    plugin_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     notifiers: tuple[Mapping[str, Any], ...] = ()
     revoke_previous: str = "next-rotation"
     ca_bundle: str | None = None
@@ -336,6 +336,15 @@ class FunctionSettings:
                     key=f"ROTATOR_NOTIFIERS[{index}]",
                     fix='write it as {"type": "webhook", "url": "https://..."}',
                 )
+        plugin_options = _env_json(env, "ROTATOR_PLUGIN_OPTIONS", dict)
+        for type_name, options in plugin_options.items():
+            if not isinstance(options, dict):
+                raise ConfigError(
+                    "must map each plugin type to an object of its options",
+                    file=ENV_SOURCE,
+                    key=f"ROTATOR_PLUGIN_OPTIONS.{type_name}",
+                    fix='write it as {"postgres": {"connect_timeout": 3}}',
+                )
         ca_bundle = env.get("ROTATOR_CA_BUNDLE", "").strip() or None
         if ca_bundle is None and file_exists(LAMBDA_CA_BUNDLE):
             ca_bundle = LAMBDA_CA_BUNDLE
@@ -344,15 +353,15 @@ class FunctionSettings:
             password_policy=policy,
             plugin=env.get("ROTATOR_PLUGIN", "").strip() or None,
             strategy=strategy,
-            plugin_options=_env_json(env, "ROTATOR_PLUGIN_OPTIONS", dict),
+            plugin_options=plugin_options,
             notifiers=tuple(notifiers),
             revoke_previous=revoke,
             ca_bundle=ca_bundle,
         )
 
     def options_for(self, plugin_type: str) -> dict[str, Any]:
-        """The plugin's options: ROTATOR_PLUGIN_OPTIONS, plus the CA bundle under the plugin's own option name."""
-        options = dict(self.plugin_options)
+        """The plugin's options from ROTATOR_PLUGIN_OPTIONS, plus the CA bundle under the plugin's own option."""
+        options = dict(self.plugin_options.get(plugin_type, {}))
         ca_option = CA_OPTION.get(plugin_type)
         if self.ca_bundle and ca_option and ca_option not in options:
             options[ca_option] = self.ca_bundle
@@ -403,7 +412,7 @@ def registry_plugin_loader(setup: ComponentSetup | None = None) -> Callable[[str
     component_setup = setup or _environment_setup("plugin")
 
     def load(type_name: str, options: Mapping[str, Any]) -> RotationPlugin:
-        return load_plugin(type_name, options, component_setup, key="ROTATOR_PLUGIN_OPTIONS")
+        return load_plugin(type_name, options, component_setup, key=f"ROTATOR_PLUGIN_OPTIONS.{type_name}")
 
     return load
 

@@ -156,11 +156,11 @@ def test_the_handler_rotates_and_fails_with_a_scrubbed_error(
     assert handler._function is built, "one function per container"
 
     # A failure: the plugin's options are wrong. The error names the variable and carries no secret.
-    monkeypatch.setenv("ROTATOR_PLUGIN_OPTIONS", json.dumps({"encoding": after["value"]}))
+    monkeypatch.setenv("ROTATOR_PLUGIN_OPTIONS", json.dumps({"generated": {"encoding": after["value"]}}))
     handler._function = None
     token3 = service.start_rotation(arn)
     with pytest.raises(RotationFailed) as raised:
         handler.lambda_handler(sample_event("createSecret", arn, token3), LambdaContext())
-    assert "ROTATOR_PLUGIN_OPTIONS.encoding" in str(raised.value)
+    assert "ROTATOR_PLUGIN_OPTIONS.generated.encoding" in str(raised.value)
     assert after["value"] not in str(raised.value)
     assert raised.value.__cause__ is None and raised.value.__suppress_context__

@@ -34,7 +34,7 @@ def iam(moto_server: MotoServer) -> Any:
 @pytest.fixture
 def iam_env(moto_server: MotoServer) -> dict[str, str]:
     options = {"endpoint_url": moto_server.endpoint_url, "region": moto_server.region, "propagation_timeout": 5}
-    return {"ROTATOR_PLUGIN": "aws-iam-key", "ROTATOR_PLUGIN_OPTIONS": json.dumps(options)}
+    return {"ROTATOR_PLUGIN": "aws-iam-key", "ROTATOR_PLUGIN_OPTIONS": json.dumps({"aws-iam-key": options})}
 
 
 @pytest.fixture
