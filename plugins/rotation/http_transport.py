@@ -1,0 +1,286 @@
+"""HTTPS calls of the API-key plugins, and the one place where HTTP outcomes become rotator errors.
+
+Every call: TLS verified (``ca_bundle`` adds a private CA; verification is never turned off), connect and read
+timeouts, and a bounded retry of 429, 5xx and connection failures that honours ``Retry-After`` (seconds or an HTTP
+date; some vendors send a reset header instead) but never sleeps longer than ``retry_after_cap``: a vendor asking for a
+longer wait gets a TransientError at once, and the engine's own backoff decides what happens next.
+
+| the vendor answers | rotator raises |
+|---|---|
+| an expected status | nothing: the response is returned |
+| 404 where the caller allows it (deleting a key that is already gone) | nothing: None is returned |
+| 429, 5xx, connection refused or reset, timeout (after ``max_attempts`` tries) | TransientError (the engine retries) |
+| 401, 403 | AuthenticationFailed naming the call and the fix (never retried) |
+| TLS verification failure | StepError naming the host and ``ca_bundle`` |
+| anything else | StepError with the status and the vendor's error text |
+
+Messages name the call by its template (``DELETE /api/v2/api_keys/{key.key_id}``), never by the rendered URL, and
+never carry a header or a body: the vendor's error text is scrubbed of every registered secret and shortened.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal, NoReturn
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+
+from rotator import (
+    AuthenticationFailed,
+    ComponentSetup,
+    RotationContext,
+    StepError,
+    TransientError,
+    get_logger,
+    scrub,
+)
+
+log = get_logger("rotator.plugins.http")
+ResetKind = Literal["seconds", "epoch"]
+
+
+class HttpOptions(BaseModel):
+    """Transport options every API-key plugin accepts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca_bundle: str | None = Field(None, description="PEM file of the CA that signs the API's certificate")
+    connect_timeout: float = Field(5.0, gt=0, le=60)
+    read_timeout: float = Field(20.0, gt=0, le=300)
+    max_attempts: int = Field(4, ge=1, le=10, description="tries per call for 429, 5xx and connection failures")
+    retry_after_cap: float = Field(30.0, ge=0, le=600, description="the longest Retry-After the plugin sleeps")
+    allow_plain_http: bool = Field(False, description="http:// for a loopback test server only")
+
+
+class _Retry(Exception):
+    """A try that may pass on a later one (429, 5xx, connection failure); retried inside `request`."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        self.reason = reason
+        self.retry_after = retry_after
+        super().__init__(reason)
+
+
+class HttpTransport:
+    """One vendor's HTTPS endpoint: a requests Session with verification, timeouts and the retry policy."""
+
+    def __init__(
+        self,
+        vendor: str,
+        base_url: str,
+        options: HttpOptions,
+        setup: ComponentSetup | None = None,
+        *,
+        reset_header: tuple[str, ResetKind] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        error_text: Callable[[Any], str] | None = None,
+    ) -> None:
+        scheme = urlsplit(base_url).scheme
+        if scheme != "https" and not (scheme == "http" and options.allow_plain_http):
+            raise ValueError(
+                f"{vendor}: base URL {base_url!r} must use https:// (allow_plain_http = true only for a test server "
+                "on loopback)"
+            )
+        self.vendor = vendor
+        self.base_url = base_url.rstrip("/") + "/"
+        self.options = options
+        self.reset_header = reset_header
+        self._sleep = sleep
+        self._error_text = error_text or vendor_error_text
+        self._verify: bool | str = True
+        if options.ca_bundle:
+            path = setup.path(options.ca_bundle) if setup else options.ca_bundle
+            self._verify = str(path)
+        self.session = requests.Session()
+
+    def url(self, path_or_url: str) -> str:
+        """An absolute URL: a path is joined to the base URL (a leading / keeps the base's own path prefix)."""
+        if urlsplit(path_or_url).scheme:
+            return path_or_url
+        return urljoin(self.base_url, path_or_url.lstrip("/"))
+
+    def request(
+        self,
+        ctx: RotationContext,
+        step: str,
+        label: str,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        expect: Collection[int] = (200,),
+        missing_ok: bool = False,
+        fix_auth: str = "check the admin credentials and their permissions",
+    ) -> requests.Response | None:
+        """Send one request (retrying what may pass); the response if its status is expected, None for a 404 when
+        `missing_ok`; else the rotator error for it. `label` names the call in messages (method and path template).
+        """
+        target = self.url(url)
+        attempt = 0
+
+        def once() -> requests.Response | None:
+            nonlocal attempt
+            attempt += 1
+            try:
+                response = self.session.request(
+                    method,
+                    target,
+                    headers=dict(headers or {}),
+                    json=json,
+                    data=dict(data) if data is not None else None,
+                    auth=auth,
+                    timeout=(self.options.connect_timeout, self.options.read_timeout),
+                    verify=self._verify,
+                    allow_redirects=False,
+                )
+            except requests.exceptions.SSLError:
+                raise StepError(
+                    f"plan {ctx.plan_id}: {step}: {self.vendor}: {label}: TLS verification of "
+                    f"{urlsplit(target).hostname} failed\n  fix: set ca_bundle to the PEM file of the CA that signed "
+                    "its certificate (verification is never turned off)",
+                    plan_id=ctx.plan_id,
+                    step=step,
+                ) from None
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                raise _Retry(f"cannot reach {urlsplit(target).hostname} ({type(exc).__name__})") from None
+            log.debug("vendor call", vendor=self.vendor, call=label, status=response.status_code, attempt=attempt)
+            status = response.status_code
+            if status in expect:
+                return response
+            if status == 404 and missing_ok:
+                return None
+            if status == 429 or status >= 500:
+                raise _Retry(f"answered {status}{self._text(response)}", self._retry_after(response))
+            self._refuse(ctx, step, label, response, fix_auth)
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Retry),
+            stop=self._stop,
+            wait=self._wait,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(once)
+        except _Retry as exc:
+            cap = self.options.retry_after_cap
+            if exc.retry_after is not None and exc.retry_after > cap:
+                detail = f"it asks to wait {exc.retry_after:g} s, more than retry_after_cap ({cap:g} s)"
+            else:
+                detail = f"{attempt} tries"
+            raise TransientError(
+                f"plan {ctx.plan_id}: {step}: {self.vendor}: {label} failed for now: {exc.reason} ({detail}); "
+                "the engine retries the step"
+            ) from None
+
+    # -- the retry policy ------------------------------------------------------------------------------------
+
+    def _stop(self, state: RetryCallState) -> bool:
+        if state.attempt_number >= self.options.max_attempts:
+            return True
+        exc = state.outcome.exception() if state.outcome else None
+        return (
+            isinstance(exc, _Retry) and exc.retry_after is not None and exc.retry_after > self.options.retry_after_cap
+        )
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retry) and exc.retry_after is not None:
+            return exc.retry_after
+        return min(0.25 * 2 ** (state.attempt_number - 1), 4.0) + random.uniform(0, 0.1)  # jitter, not a secret
+
+    def _retry_after(self, response: requests.Response) -> float | None:
+        value = response.headers.get("Retry-After")
+        if value:
+            value = value.strip()
+            if value.isdigit():
+                return float(value)
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+        if self.reset_header:
+            name, kind = self.reset_header
+            raw = response.headers.get(name, "").strip()
+            try:
+                number = float(raw)
+            except ValueError:
+                return None
+            return max(0.0, number - time.time()) if kind == "epoch" else max(0.0, number)
+        return None
+
+    # -- refusals --------------------------------------------------------------------------------------------
+
+    def _text(self, response: requests.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            return ""
+        text = scrub(self._error_text(body))[:200]
+        return f": {text}" if text else ""
+
+    def _refuse(
+        self, ctx: RotationContext, step: str, label: str, response: requests.Response, fix_auth: str
+    ) -> NoReturn:
+        status = response.status_code
+        head = f"plan {ctx.plan_id}: {step}: {self.vendor} refused {label} with {status}{self._text(response)}"
+        if status in (401, 403):
+            raise AuthenticationFailed(f"{head}\n  fix: {fix_auth}", plan_id=ctx.plan_id, step=step)
+        raise StepError(head, plan_id=ctx.plan_id, step=step)
+
+
+def vendor_error_text(body: Any) -> str:
+    """The error text of the common JSON error shapes: {"errors": ["..."]} (Datadog), {"errors": [{"message",
+    "field"}]} (SendGrid), {"errors": [{"code", "message"}]} (Cloudflare), {"code", "message"} (Twilio)."""
+    if not isinstance(body, Mapping):
+        return ""
+    parts: list[str] = []
+    errors = body.get("errors")
+    if isinstance(errors, list):
+        for error in errors[:3]:
+            if isinstance(error, str):
+                parts.append(error)
+            elif isinstance(error, Mapping):
+                code = error.get("code")
+                message = str(error.get("message") or "")
+                field = error.get("field")
+                parts.append(" ".join(str(p) for p in (code, message, f"(field {field})" if field else None) if p))
+    elif body.get("message"):
+        parts.append(" ".join(str(p) for p in (body.get("code"), body.get("message")) if p))
+    return "; ".join(" ".join(p.split()) for p in parts if p)
+
+
+def json_of(ctx: RotationContext, step: str, vendor: str, label: str, response: requests.Response) -> Any:
+    """The response's JSON body, or a StepError naming the call."""
+    try:
+        return response.json()
+    except ValueError:
+        raise StepError(
+            f"plan {ctx.plan_id}: {step}: {vendor}: {label} answered {response.status_code} without a JSON body",
+            plan_id=ctx.plan_id,
+            step=step,
+        ) from None
+
+
+def dig(data: Any, path: str) -> Any:
+    """The value at a dotted path such as ``data.attributes.key`` (a numeric segment indexes a list); None if absent."""
+    current = data
+    for segment in path.split("."):
+        if isinstance(current, Mapping):
+            current = current.get(segment)
+        elif isinstance(current, list) and segment.isdigit() and int(segment) < len(current):
+            current = current[int(segment)]
+        else:
+            return None
+    return current
