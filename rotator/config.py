@@ -7,6 +7,7 @@ or `file:PATH` references (see rotator.components); an inline one is refused.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
@@ -240,10 +241,20 @@ class Config:
     def plans(self) -> tuple[PlanConfig, ...]:
         return self.model.plans
 
+    @functools.cached_property
+    def _plans_by_id(self) -> dict[str, tuple[int, PlanConfig]]:
+        # Looked up once per plan and per run: a dict, not a scan (10,000 plans would make scans quadratic).
+        return {plan.id: (index, plan) for index, plan in enumerate(self.model.plans)}
+
+    def plan_key(self, plan: PlanConfig) -> str:
+        """The plan's key path in the config, for error messages: plans[3] (id 'orders-db')."""
+        index, _ = self._plans_by_id[plan.id]
+        return f"plans[{index}] (id {plan.id!r})"
+
     def plan(self, plan_id: str) -> PlanConfig:
-        for plan in self.model.plans:
-            if plan.id == plan_id:
-                return plan
+        found = self._plans_by_id.get(plan_id)
+        if found is not None:
+            return found[1]
         known = ", ".join(p.id for p in self.model.plans) or "none"
         raise ConfigError(f"no plan named {plan_id!r} (plans: {known})", file=str(self.path), fix="check the name")
 

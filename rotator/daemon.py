@@ -43,6 +43,12 @@ from rotator.workspace import Workspace
 log = get_logger("rotator.daemon")
 STUCK_RETRY = timedelta(minutes=10)
 SWEEP_JOB = "__sweep__"
+ARM_JOB = "__arm__"
+# Only plans that start within this horizon hold an APScheduler job; a tick every ARM_TICK arms the next ones.
+# 10,000 plans of `rate(30 days)` keep a handful of jobs, instead of 10,000 (each costs ~0.2 ms to create and
+# a few KB), and a start-up arms only what is near.
+ARM_HORIZON = timedelta(minutes=5)
+ARM_TICK = timedelta(minutes=1)
 OPEN = (RunState.RUNNING, RunState.ROLLING_BACK)
 
 
@@ -53,7 +59,9 @@ class Daemon:
         self.reload_requested = threading.Event()
         self.workspace = Workspace(config)
         self.runner = self.workspace.runner(stop=self.stopping)
-        self.armed: dict[str, datetime] = {}  # plan id -> when its job fires (for /metrics)
+        self.planned: dict[str, datetime] = {}  # plan id -> its next start (armed or within the horizon later)
+        self._jobs: set[str] = set()  # plans that hold an APScheduler job now
+        self._plan_lock = threading.Lock()
         self._stuck_tried: dict[str, datetime] = {}
         self._last_sweep: float | None = None
         self._sweep_lock = threading.Lock()
@@ -66,7 +74,7 @@ class Daemon:
             JournalCollector(
                 journal=lambda: self.workspace.journal,
                 plan_ids=lambda: [p.id for p in self.config.plans],
-                next_due=lambda: dict(self.armed),
+                next_due=lambda: dict(self.planned),
             )
         )
         self.http: HealthServer | None = None
@@ -122,7 +130,19 @@ class Daemon:
         return due
 
     def _arm(self, plan_id: str, start: datetime) -> None:
-        self.armed[plan_id] = start
+        """Plan the next start; give it an APScheduler job now if it is within the horizon (else arm_due will)."""
+        with self._plan_lock:
+            self.planned[plan_id] = start
+            near = start <= datetime.now(UTC) + ARM_HORIZON
+            if near:
+                self._jobs.add(plan_id)
+            elif plan_id in self._jobs:
+                self._jobs.discard(plan_id)
+                self._remove_job(plan_id)
+        if near:
+            self._add_job(plan_id, start)
+
+    def _add_job(self, plan_id: str, start: datetime) -> None:
         self.scheduler.add_job(
             self._fire,
             DateTrigger(run_date=start, timezone=UTC),
@@ -132,20 +152,40 @@ class Daemon:
             replace_existing=True,
         )
 
+    def _remove_job(self, plan_id: str) -> None:
+        job = self.scheduler.get_job(plan_id)
+        if job is not None:
+            job.remove()
+
+    def _unplan(self, plan_id: str) -> None:
+        with self._plan_lock:
+            self.planned.pop(plan_id, None)
+            had_job = plan_id in self._jobs
+            self._jobs.discard(plan_id)
+        if had_job:
+            self._remove_job(plan_id)
+
+    def arm_due(self) -> None:
+        """The arming tick: give a job to every planned start that came within the horizon."""
+        horizon = datetime.now(UTC) + ARM_HORIZON
+        with self._plan_lock:
+            near = [(p, t) for p, t in self.planned.items() if p not in self._jobs and t <= horizon]
+            self._jobs.update(p for p, _ in near)
+        for plan_id, start in near:
+            self._add_job(plan_id, start)
+
     def schedule_all(self) -> None:
         started = time.monotonic()
         wanted = self._due_times()
-        for job in self.scheduler.get_jobs():
-            if job.id != SWEEP_JOB and job.id not in wanted:
-                job.remove()  # the plan was removed, disabled or made manual
-        for plan_id in list(self.armed):
+        for plan_id in list(self.planned):
             if plan_id not in wanted:
-                del self.armed[plan_id]
+                self._unplan(plan_id)  # the plan was removed, disabled or made manual
         for plan_id, start in wanted.items():
             self._arm(plan_id, start)
         log.info(
             "plans scheduled",
             scheduled=len(wanted),
+            armed_now=len(self._jobs),
             plans=len(self.config.plans),
             seconds=round(time.monotonic() - started, 3),
         )
@@ -155,7 +195,7 @@ class Daemon:
         try:
             plan = self.config.plan(plan_id)
         except RotatorError:
-            self.armed.pop(plan_id, None)
+            self._unplan(plan_id)
             return  # removed by a reload
         now = datetime.now(UTC)
         if soon:  # busy elsewhere: look again shortly; the due check decides then
@@ -163,13 +203,15 @@ class Daemon:
             return
         when = self._due_for(plan, now)
         if when is None:
-            self.armed.pop(plan_id, None)
+            self._unplan(plan_id)
             return
         self._arm(plan_id, place_in_window(max(when, now), plan.parsed_window))
 
     # -- jobs -----------------------------------------------------------------------------------------------
 
     def _fire(self, plan_id: str) -> None:
+        with self._plan_lock:
+            self._jobs.discard(plan_id)  # a date trigger fires once: its job is gone
         if self.stopping.is_set():
             return
         busy = False
@@ -290,7 +332,8 @@ class Daemon:
             "status": "ok" if not problems else "unhealthy",
             "problems": problems,
             "plans": len(self.config.plans),
-            "armed": len(self.armed),
+            "planned": len(self.planned),
+            "armed_jobs": len(self._jobs),
             "stuck_runs": stuck,
             "journal_ms": journal_ms,
             "last_sweep_seconds_ago": sweep_age,
@@ -333,6 +376,13 @@ class Daemon:
             name="sweep",
             replace_existing=True,
             next_run_time=datetime.now(UTC),
+        )
+        self.scheduler.add_job(
+            self.arm_due,
+            IntervalTrigger(seconds=ARM_TICK.total_seconds(), timezone=UTC),
+            id=ARM_JOB,
+            name="arm",
+            replace_existing=True,
         )
         self.scheduler.start()
         log.info("daemon running", startup_seconds=round(time.monotonic() - started, 3))

@@ -156,11 +156,12 @@ class Journal(Protocol):
         ...
 
     def latest_runs(self) -> dict[str, RunRecord]:
-        """The newest run of every plan, in one query (status, metrics, the daemon's start with 10,000 plans)."""
+        """The newest run of every plan, in one query (status, metrics, the daemon's start with 10,000 plans).
+        The records come without their steps (`steps` is empty): get_run has them."""
         ...
 
     def last_successes(self) -> dict[str, RunRecord]:
-        """The newest promoted run of every plan, in one query."""
+        """The newest promoted run of every plan, in one query; without steps, as latest_runs."""
         ...
 
     def live_leases(self) -> dict[str, Lease]:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 RETRY_AFTER_FAILURE = timedelta(minutes=5)
 MAX_RETRY_DELAY = timedelta(hours=6)
 FAILED = (RunState.ROLLED_BACK, RunState.STUCK)
+_JITTER = random.Random()  # start times inside a window; not a secret, so no need for `secrets`
 
 
 def next_due(schedule: Schedule, last_rotation: datetime | None, now: datetime) -> datetime | None:
@@ -43,7 +44,7 @@ def place_in_window(due: datetime, window: Window | None, rng: random.Random | N
     """A random moment in the first window at or after `due` (or `due` itself without a window)."""
     if window is None:
         return due
-    rng = rng or random.Random()
+    rng = rng or _JITTER
     day = due.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     for offset in (-1, 0, 1):
         start = day + timedelta(days=offset, hours=window.start.hour, minutes=window.start.minute)

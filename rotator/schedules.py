@@ -10,6 +10,7 @@ stay light. rotator.scheduler turns a parsed Schedule into an APScheduler trigge
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import time, timedelta
@@ -106,6 +107,7 @@ def _cron_kwargs(
     return kwargs
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_schedule(text: str) -> Schedule:
     """Parse a schedule; ValueError with the reason otherwise (the caller adds file, key and fix)."""
     spec = text.strip()
@@ -159,6 +161,7 @@ class Window:
         return (end - start) % 86400 or 86400
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_window(text: str) -> Window:
     match = re.fullmatch(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})", text.strip())
     if not match:

@@ -222,7 +222,7 @@ def test_unknown_usage_does_not_hold_back_revoke(env):
     assert revoked.revoked
 
 
-# -- roll-forward plugins -----------------------------------------------------------------------------------------------
+# -- roll-forward plugins ----------------------------------------------------------------------------------------
 
 
 class RollingPlugin(FakePlugin):
@@ -295,7 +295,7 @@ def test_stop_during_stage_goes_on_through_promote_first(env):
     assert resumed.outcome == "awaiting_revoke" and len(told.events) == 1
 
 
-# -- several daemons: the due check under the lease ------------------------------------------------------------------
+# -- several daemons: the due check under the lease -------------------------------------------------------------
 
 
 def test_a_plan_no_longer_due_is_not_rotated(env):
