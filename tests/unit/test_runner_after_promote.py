@@ -177,7 +177,9 @@ class SessionsPlugin(FakePlugin):
         self.sessions = sessions
         self.asked: list[tuple[str, datetime | None]] = []
 
-    def in_use(self, ctx: RotationContext, credential: Credential, *, since: datetime | None = None) -> list[str] | None:
+    def in_use(
+        self, ctx: RotationContext, credential: Credential, *, since: datetime | None = None
+    ) -> list[str] | None:
         self.asked.append((credential["username"], since))
         return self.sessions
 
