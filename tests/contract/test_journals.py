@@ -692,6 +692,26 @@ def test_a_write_cut_off_midway_raises_transient_error_and_saves_nothing(pg_back
     assert got is not None and len(got.steps) == 1
 
 
+def test_a_statement_waiting_too_long_is_a_transient_error(pg_backend: Backend) -> None:
+    """statement_timeout (30 s by default, here 300 ms from the URL's libpq `options`) bounds a lock wait."""
+    url = pg_backend.url + "&options=-c%20statement_timeout%3D300"
+    journal = open_journal(url, pg_backend.tmp)
+    pg_backend.opened.append(journal)
+    lease = leased(journal, "p")
+    journal.begin_run(make_run("r1"), lease)
+    with pg_backend.admin() as admin, admin.transaction():
+        admin.execute("LOCK TABLE rotator_steps IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(TransientError, match="statement timeout"):
+            journal.step_started("r1", Step.CREATE, "forward", lease)
+    with pg_backend.admin() as admin:
+        assert admin.execute("SELECT count(*) FROM rotator_steps").fetchone() == (0,)
+    default = pg_backend.open()
+    assert default.get_run("r1") is not None
+    with pg_backend.admin() as admin:
+        settings = admin.execute("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'").fetchone()
+    assert settings == ("0",)  # the server's default is untouched: the journal sets its own sessions only
+
+
 def test_a_server_restart_raises_transient_errors_then_the_journal_reconnects(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -710,6 +730,8 @@ def test_a_server_restart_raises_transient_errors_then_the_journal_reconnects(
             with pytest.raises(TransientError):
                 journal.get_run("r1")
             assert password not in str(down.value) and str(server.port) in str(down.value)
+            # The server's goodbye was seen before use: nothing was sent, so nothing is in doubt.
+            assert "may or may not" not in str(down.value)
             server._pg_ctl_start(())
             journal.begin_run(make_run("r1"), lease)
             assert journal.lease_of("p") == lease and journal.get_run("r1") is not None
