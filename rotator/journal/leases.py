@@ -18,7 +18,10 @@ def _start_time(pid: int) -> str | None:
 
 @cache
 def this_host() -> str:
-    return socket.gethostname()
+    """This host's name in lease holders: ROTATOR_HOST_ID if set, else the hostname. Set ROTATOR_HOST_ID where
+    several daemons share a hostname but not a process table (containers with a fixed hostname): a holder "on
+    this host" whose pid is gone is taken over at once, which is only right if the pid is in our process table."""
+    return os.environ.get("ROTATOR_HOST_ID") or socket.gethostname()
 
 
 def this_holder() -> tuple[str, str, int]:
