@@ -17,7 +17,12 @@ DESIGN.md's invariants after every scenario:
 
 Failures are injected at every failpoint with action `error` (the engine rolls back, or records a failed
 revoke and retries it later) and `abort` (SimulatedCrash: an in-process kill -9). The scenarios are derived from
-`rotator.failpoints.POINTS`, so a new failpoint gets its scenarios without an edit here.
+`rotator.failpoints.POINTS`, so a new failpoint gets its scenarios without an edit here. One more scenario loses
+the journal after a crash (a power cut): `resume` must roll back the PENDING no run claims.
+
+The checks: `check_full_rotation`, `check_methods_idempotent`, `check_one_run_per_plan`, `check_lost_journal`,
+`check_no_secret_leaks`, `check_errors_carry_no_secret` (each per strategy), and `check_failure_rolls_back` /
+`check_crash_then_resume` per strategy and `Fault` (`FAULTS`; `expected_end` says how each must end).
 
 How to run it over your plugin. Write a harness, a `PluginHarness` subclass that knows your target::
 
@@ -101,6 +106,8 @@ from rotator.testing.notifiers import RecordingNotifier
 __all__ = [
     "FAULTS",
     "PLUGIN_CHECKS",
+    "SECRET_ID",
+    "End",
     "Fault",
     "PluginContract",
     "PluginHarness",
@@ -109,6 +116,7 @@ __all__ = [
     "check_errors_carry_no_secret",
     "check_failure_rolls_back",
     "check_full_rotation",
+    "check_lost_journal",
     "check_methods_idempotent",
     "check_no_secret_leaks",
     "check_one_run_per_plan",
@@ -700,11 +708,16 @@ def check_full_rotation(harness: PluginHarness, strategy: str, workdir: Path | N
 
 def check_methods_idempotent(harness: PluginHarness, strategy: str, workdir: Path | None = None) -> None:
     """Every plugin method called twice in a row converges, as the engine repeats a step after a crash:
-    create (+ reconcile), stage, test, unstage, discard, revoke; unstage and discard also with nothing staged."""
+    create (+ reconcile), stage, test, unstage, discard, revoke; unstage and discard also with nothing staged.
+    (A rolls-forward plugin is never rolled back after create: create, stage, test and revoke only.)"""
     with _scratch(workdir) as scratch, _rig(harness, strategy, scratch) as rig, captured_logs() as logs:
         store, plugin = rig.store, rig.plugin
         check = rig.authenticates
         current = rig.must(Stage.CURRENT)
+        if rig.rolls_forward:
+            _forward_twice(rig, repeat_create=True)
+            rig.assert_no_secret_leaked(logs)
+            return
 
         # A create repeated after a crash that kept its first value from the store, then the rollback.
         run = uuid.uuid4().hex
@@ -737,20 +750,35 @@ def check_methods_idempotent(harness: PluginHarness, strategy: str, workdir: Pat
         store.discard_pending(SECRET_ID, run)
         rig.assert_invariants()
 
-        # Forward to revoke, each step twice.
-        run = uuid.uuid4().hex
-        ctx3 = rig.context(run)
-        forward = store.put_pending(SECRET_ID, plugin.create(ctx3, current), run)
-        _twice("stage", lambda: plugin.stage(ctx3, current, forward))
-        _twice("test", lambda: plugin.test(ctx3, forward))
-        store.promote(SECRET_ID, run)
-        new, old = rig.must(Stage.CURRENT), rig.must(Stage.PREVIOUS)
-        _twice("revoke", lambda: plugin.revoke(ctx3, old, new))
-        assert check(new.value), "CURRENT does not authenticate after revoke (twice)"
-        if harness.revoke_invalidates_previous(strategy):
-            assert not check(old.value), "PREVIOUS still authenticates after revoke (twice)"
-        rig.assert_invariants()
+        _forward_twice(rig, repeat_create=False)
         rig.assert_no_secret_leaked(logs)
+
+
+def _forward_twice(rig: _Rig, *, repeat_create: bool) -> None:
+    """create (twice, reconciled, when `repeat_create`), then stage, test, promote and revoke, each twice."""
+    store, plugin, check = rig.store, rig.plugin, rig.authenticates
+    current = rig.must(Stage.CURRENT)
+    run = uuid.uuid4().hex
+    ctx = rig.context(run)
+    value = plugin.create(ctx, current)
+    if repeat_create:
+        first, value = value, plugin.create(ctx, current)
+    forward = store.put_pending(SECRET_ID, value, run)
+    if repeat_create:
+        if isinstance(plugin, Reconciler):
+            _twice("reconcile", lambda: plugin.reconcile(ctx, [current]))
+        if rig.harness.has_target:
+            assert not check(first), "the value of a repeated create is valid but in no store (reconcile it)"
+    _twice("stage", lambda: plugin.stage(ctx, current, forward))
+    assert check(forward.value), "PENDING does not authenticate after stage (twice)"
+    _twice("test", lambda: plugin.test(ctx, forward))
+    store.promote(SECRET_ID, run)
+    new, old = rig.must(Stage.CURRENT), rig.must(Stage.PREVIOUS)
+    _twice("revoke", lambda: plugin.revoke(ctx, old, new))
+    assert check(new.value), "CURRENT does not authenticate after revoke (twice)"
+    if rig.harness.revoke_invalidates_previous(rig.strategy):
+        assert not check(old.value), "PREVIOUS still authenticates after revoke (twice)"
+    rig.assert_invariants()
 
 
 def check_failure_rolls_back(harness: PluginHarness, strategy: str, fault: Fault, workdir: Path | None = None) -> None:
@@ -907,6 +935,40 @@ def check_one_run_per_plan(harness: PluginHarness, strategy: str, workdir: Path 
         rig.assert_no_secret_leaked(logs)
 
 
+def check_lost_journal(harness: PluginHarness, strategy: str, workdir: Path | None = None) -> None:
+    """A crash after stage, then the journal is lost (a power cut before its last writes reached the disk; the
+    store fsyncs, the journal does not): `resume` finds a PENDING that no run claims and rolls it back through
+    the plugin's unstage and discard. CURRENT authenticates and the orphan's value is valid nowhere. (For a
+    rolls-forward plugin the orphan is the only valid credential: it must be kept or finished forward.)"""
+    with _scratch(workdir) as scratch, _rig(harness, strategy, scratch) as rig, captured_logs() as logs:
+        with rig.watching(arm="after-stage=abort"), contextlib.suppress(SimulatedCrash):
+            rig.rotate(rig.bound())
+        orphan = rig.must(Stage.PENDING)
+        rig.restart()
+        rig.closed.append(rig.journal)
+        for path in rig.workdir.glob("journal.db*"):
+            path.unlink()
+        rig.journal = SqliteJournal(rig.workdir / "journal.db")
+        with rig.watching():
+            outcomes = rig.runner().resume(rig.bound())
+        rig.record(*outcomes)
+        record = rig.run(orphan.version_id)
+        if rig.rolls_forward:
+            # The orphan holds the only valid credential: it must be finished forward or kept, never discarded.
+            _assert_rolled_forward(rig, record)
+            return
+        assert [o.outcome for o in outcomes] == [RunState.ROLLED_BACK.value], (
+            f"the orphan was not rolled back: {outcomes}"
+        )
+        assert record.state is RunState.ROLLED_BACK
+        assert rig.must(Stage.CURRENT).version_id == rig.start_version
+        rig.assert_invariants()
+        with rig.watching():
+            assert rig.rotate(rig.bound(), revoke_old_now=True).ok, "the plan does not rotate after the recovery"
+        rig.assert_invariants()
+        rig.assert_no_secret_leaked(logs)
+
+
 def check_no_secret_leaks(harness: PluginHarness, strategy: str, workdir: Path | None = None) -> None:
     """Invariant 6 over one scenario of each kind: a dry run, a rotation, a rolled-back failure, a crash and its
     resume, and a revoke, with logging at debug: no secret in the logs, the journal and other files, exception
@@ -916,7 +978,12 @@ def check_no_secret_leaks(harness: PluginHarness, strategy: str, workdir: Path |
         with rig.watching():
             assert rig.rotate(rig.bound(), revoke_old_now=True).ok
         with rig.watching(arm="after-stage=error"):
-            assert rig.rotate(rig.bound()).outcome == RunState.ROLLED_BACK.value
+            failed = rig.rotate(rig.bound())
+        # A rolls-forward run is held (stuck, PENDING kept) instead of rolled back: resume finishes it.
+        assert failed.outcome == (RunState.STUCK if rig.rolls_forward else RunState.ROLLED_BACK).value, failed
+        if rig.rolls_forward:
+            with rig.watching():
+                rig.record(*rig.runner().resume(rig.bound()))
         with rig.watching(arm="after-test=abort"), contextlib.suppress(SimulatedCrash):
             rig.rotate(rig.bound())
         rig.restart()
@@ -952,6 +1019,7 @@ PLUGIN_CHECKS: tuple[Callable[[PluginHarness, str, Path | None], None], ...] = (
     check_full_rotation,
     check_methods_idempotent,
     check_one_run_per_plan,
+    check_lost_journal,
     check_no_secret_leaks,
     check_errors_carry_no_secret,
 )
@@ -979,8 +1047,9 @@ class PluginContract:
     `plugin_harness` fixture that returns your PluginHarness.
 
     Tests are parametrized by strategy and, for the failure and crash tests, by fault (ids like
-    ``error:after-stage`` or ``abort:before-store-promote``). `known_failures` maps a fault id to a reason: those
-    tests are marked xfail(strict=True), for a known bug outside the plugin, until it is fixed.
+    ``error:after-stage`` or ``abort:before-store-promote``). `known_failures` maps a fault id, or a check's name
+    (``lost_journal``, the test's name without ``test_``), to a reason: those tests are marked
+    xfail(strict=True), for a known bug outside the plugin, until it is fixed.
     """
 
     strategies: tuple[str, ...] = ()
@@ -989,23 +1058,18 @@ class PluginContract:
     def pytest_generate_tests(self, metafunc: Any) -> None:
         import pytest  # only under pytest: the kit's functions do not need it
 
+        def marks(key: str) -> list[Any]:
+            reason = self.known_failures.get(key)
+            return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+
+        check = metafunc.function.__name__.removeprefix("test_")
         if "strategy" in metafunc.fixturenames:
             if not self.strategies:
                 raise TypeError(f"{type(self).__name__}: set `strategies` to the strategies to check")
-            metafunc.parametrize("strategy", self.strategies)
+            metafunc.parametrize("strategy", [pytest.param(s, id=s, marks=marks(check)) for s in self.strategies])
         if "fault" in metafunc.fixturenames:
-            action = "error" if metafunc.function.__name__ == "test_failure_rolls_back" else "abort"
-            params = [
-                pytest.param(
-                    fault,
-                    id=fault.id,
-                    marks=[pytest.mark.xfail(strict=True, reason=self.known_failures[fault.id])]
-                    if fault.id in self.known_failures
-                    else [],
-                )
-                for fault in FAULTS
-                if fault.action == action
-            ]
+            action = "error" if check == "failure_rolls_back" else "abort"
+            params = [pytest.param(f, id=f.id, marks=marks(f.id)) for f in FAULTS if f.action == action]
             metafunc.parametrize("fault", params)
 
     def test_full_rotation(self, plugin_harness: PluginHarness, strategy: str, tmp_path: Path) -> None:
@@ -1016,6 +1080,9 @@ class PluginContract:
 
     def test_one_run_per_plan(self, plugin_harness: PluginHarness, strategy: str, tmp_path: Path) -> None:
         check_one_run_per_plan(plugin_harness, strategy, tmp_path)
+
+    def test_lost_journal(self, plugin_harness: PluginHarness, strategy: str, tmp_path: Path) -> None:
+        check_lost_journal(plugin_harness, strategy, tmp_path)
 
     def test_no_secret_leaks(self, plugin_harness: PluginHarness, strategy: str, tmp_path: Path) -> None:
         check_no_secret_leaks(plugin_harness, strategy, tmp_path)
