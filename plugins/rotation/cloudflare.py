@@ -194,13 +194,13 @@ class CloudflareApiTokenPlugin(ApiKeyRotation):
             super().discard(ctx, pending)
             return
         raise StepError(
-            f"plan {ctx.plan_id}: discard: cloudflare: the roll at create already invalidated the old value of token "
-            f"{pending.get('key_id')}: there is nothing to roll back to, and the only valid value is PENDING version "
-            f"{pending.version_id} of {ctx.secret_id}: finish forward with `rotator resume`\n  fix: remove the cause of "
-            "the failure, then `rotator resume` (the engine finishes a rolls-forward run); by hand: `rotator store get "
-            f"{ctx.secret_id} --stage PENDING > new.json && rotator store put {ctx.secret_id} --file new.json`; if that "
-            "value does not work either, roll the token again in the Cloudflare dashboard and store it with "
-            "`rotator store put`",
+            f"plan {ctx.plan_id}: discard: cloudflare: the roll at create already invalidated the old value of "
+            f"token {pending.get('key_id')}: there is nothing to roll back to, and the only valid value is PENDING "
+            f"version {pending.version_id} of {ctx.secret_id}: finish forward with `rotator resume`\n  fix: remove "
+            "the cause of the failure, then `rotator resume` (the engine finishes a rolls-forward run); by hand: "
+            f"`rotator store get {ctx.secret_id} --stage PENDING > new.json && rotator store put {ctx.secret_id} "
+            "--file new.json`; if that value does not work either, roll the token again in the Cloudflare dashboard "
+            "and store it with `rotator store put`",
             plan_id=ctx.plan_id,
             step="discard",
         )

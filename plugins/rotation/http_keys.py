@@ -228,7 +228,7 @@ class ApiKeyRotation:
         try:
             retrying(lambda: self.api.probe(ctx, pending))
         except AuthenticationFailed as exc:
-            first = str(exc).splitlines()[0].split(": ", 2)[-1]
+            first = str(exc).splitlines()[0].split(": ", 2)[-1].split("; fix: ")[0]
             raise TestFailed(
                 f"plan {ctx.plan_id}: test: {self.api.vendor} refused the new key {key_id} "
                 f"for {self.options.propagation_timeout:g} s ({first})\n  fix: check that the key exists and is "

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-_FIELD = re.compile(r"^(?P<root>[a-z_]+)(?:\.(?P<field>[A-Za-z_][A-Za-z0-9_]*))?$")
+_FIELD = re.compile(r"^(?P<root>[a-z]+)(?:\.(?P<field>[A-Za-z][A-Za-z0-9_]*))?$")
 
 
 class TemplateError(ValueError):

@@ -235,8 +235,8 @@ class HttpTransport:
     ) -> NoReturn:
         status = response.status_code
         head = f"plan {ctx.plan_id}: {step}: {self.vendor} refused {label} with {status}{self._text(response)}"
-        if status in (401, 403):
-            raise AuthenticationFailed(f"{head}\n  fix: {fix_auth}", plan_id=ctx.plan_id, step=step)
+        if status in (401, 403):  # the fix on the same line: the engine keeps an error's first line only
+            raise AuthenticationFailed(f"{head}; fix: {fix_auth}", plan_id=ctx.plan_id, step=step)
         raise StepError(head, plan_id=ctx.plan_id, step=step)
 
 

@@ -42,6 +42,14 @@ class _FakeHarness(PluginHarness):
     def known_ids(known: Sequence[Mapping[str, Any]]) -> set[str]:
         return {str(v.get("key_id")) for v in known}
 
+    def extra_key(self, name: str) -> str:
+        """A key made at the vendor outside rotation (by hand, or by another plan); its id."""
+        raise NotImplementedError
+
+    def live(self) -> set[str]:
+        """Ids of every key the vendor holds now, the admin's own excepted."""
+        raise NotImplementedError
+
 
 class DatadogHarness(_FakeHarness):
     name = "datadog"
@@ -67,6 +75,12 @@ class DatadogHarness(_FakeHarness):
     def unknown_valid(self, seeded: Mapping[str, Any], known: Sequence[Mapping[str, Any]]) -> list[str]:
         return sorted(self.fake.live_ids() - self.known_ids(known) - self.admin_ids)
 
+    def extra_key(self, name: str) -> str:
+        return self.fake.add_key(name).id
+
+    def live(self) -> set[str]:
+        return self.fake.live_ids() - self.admin_ids
+
 
 class SendGridHarness(_FakeHarness):
     name = "sendgrid"
@@ -88,6 +102,12 @@ class SendGridHarness(_FakeHarness):
 
     def unknown_valid(self, seeded: Mapping[str, Any], known: Sequence[Mapping[str, Any]]) -> list[str]:
         return sorted(self.fake.live_ids() - self.known_ids(known) - self.admin_ids)
+
+    def extra_key(self, name: str) -> str:
+        return self.fake.add_key(name, {"mail.send"}).api_key_id
+
+    def live(self) -> set[str]:
+        return self.fake.live_ids() - self.admin_ids
 
 
 class HttpApiKeyHarness(SendGridHarness):
@@ -147,6 +167,12 @@ class TwilioHarness(_FakeHarness):
     def unknown_valid(self, seeded: Mapping[str, Any], known: Sequence[Mapping[str, Any]]) -> list[str]:
         return sorted(self.fake.live_ids(self.account) - self.known_ids(known))
 
+    def extra_key(self, name: str) -> str:
+        return self.fake.add_key(self.account, name).sid
+
+    def live(self) -> set[str]:
+        return self.fake.live_ids(self.account)
+
 
 class CloudflareHarness(_FakeHarness):
     name = "cloudflare"
@@ -175,3 +201,9 @@ class CloudflareHarness(_FakeHarness):
 
     def previous_still_valid_during_grace(self, strategy: str) -> bool:
         return strategy != "roll"  # a roll kills the old value at create
+
+    def extra_key(self, name: str) -> str:
+        return self.fake.add_token(name).id
+
+    def live(self) -> set[str]:
+        return self.fake.live_ids() - self.admin_ids
