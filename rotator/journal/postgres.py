@@ -115,7 +115,11 @@ def _casts(types: Sequence[str]) -> sql.Composed:
 _PIECES = {
     "run_columns": _columns(tuple(_RUN_COLUMNS)),
     "run_values": _casts(tuple(_RUN_COLUMNS.values())),
-    "run_selected": sql.SQL(", ").join(sql.Identifier("r", name) for name in _RUN_COLUMNS),
+    # Most runs have no details: NULL instead of '{}' spares a JSON parse per row (10,000 at the daemon's start).
+    "run_selected": sql.SQL(", ").join(
+        sql.SQL("NULLIF(r.details, '{}')") if name == "details" else sql.Identifier("r", name)
+        for name in _RUN_COLUMNS
+    ),
     "notify_columns": _columns(tuple(_NOTIFY_COLUMNS)),
     "notify_values": _casts(tuple(_NOTIFY_COLUMNS.values())),
     "notify_updates": sql.SQL(", ").join(
@@ -401,8 +405,10 @@ class PostgresJournal:
         `SET statement_timeout` unless the URL's `options` set one."""
         conn = psycopg.connect(**self._params, autocommit=True)
         try:
-            timeout = "" if "statement_timeout" in self._params.get("options", "") else STATEMENT_TIMEOUT_MS
-            conn.execute(f"SET TIME ZONE 'UTC'; SET statement_timeout = {timeout or 'DEFAULT'}")
+            settings = "SET TIME ZONE 'UTC'"
+            if "statement_timeout" not in self._params.get("options", ""):
+                settings += f"; SET statement_timeout = {STATEMENT_TIMEOUT_MS}"
+            conn.execute(settings)
         except BaseException:
             conn.close()
             raise
@@ -539,9 +545,8 @@ class PostgresJournal:
     # -- leases ---------------------------------------------------------------------------------------------
 
     def _lease(self, plan_id: str, holder: str, host: str, pid: int, row: tuple[Any, ...]) -> Lease:
-        expires = _utc(row[1])
-        assert expires is not None
-        return Lease(plan_id, holder, host, pid, int(row[0]), expires)
+        expires: datetime = row[1]
+        return Lease(plan_id, holder, host, pid, int(row[0]), _utc(expires) or expires)
 
     def acquire_lease(self, plan_id: str, ttl_seconds: float) -> Lease | None:
         """`INSERT INTO rotator_leases ... ON CONFLICT DO UPDATE ... WHERE free RETURNING` (one statement); when
