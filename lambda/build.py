@@ -6,7 +6,8 @@ Linux wheels of lambda/requirements.txt for the architecture (manylinux2014, CPy
 pydantic-core, cryptography). Python files are compiled to .pyc with unchecked hashes, because Lambda's code
 directory is read-only (it could not cache them) and a zip's 2-second timestamps would invalidate checked ones.
 
-    python lambda/build.py                      # both architectures
+    python lambda/build.py                      # both architectures; rotator-lambda.zip is the x86_64 one
+    python lambda/build.py --arch arm64         # rotator-lambda.zip is the arm64 one (deploy: Architecture=arm64)
     python lambda/build.py --arch x86_64 --with-boto3 --out /tmp/build
 
 Wheels are downloaded once into <out>/wheels/<arch> (pip download) and installed from there, so a second build
@@ -180,15 +181,25 @@ def build(arch: str, out: Path, *, with_boto3: bool = False, offline: bool = Fal
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", nargs="+", choices=sorted(PLATFORMS), default=sorted(PLATFORMS))
+    parser.add_argument(
+        "--arch",
+        nargs="+",
+        choices=sorted(PLATFORMS),
+        default=["x86_64", "arm64"],
+        help="the first one is also written as rotator-lambda.zip (what template.yaml deploys)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "build")
     parser.add_argument("--with-boto3", action="store_true", help="bundle boto3 instead of the runtime's")
     parser.add_argument("--offline", action="store_true", help="install from <out>/wheels only")
     args = parser.parse_args(argv)
-    for arch in args.arch:
-        built = build(arch, args.out.resolve(), with_boto3=args.with_boto3, offline=args.offline)
+    out = args.out.resolve()
+    for index, arch in enumerate(args.arch):
+        built = build(arch, out, with_boto3=args.with_boto3, offline=args.offline)
         print(f"{built.zip_path}: {built.zip_bytes / 1e6:.1f} MB zipped, {built.unzipped_bytes / 1e6:.1f} MB "
               f"unzipped, {built.files} files ({arch})")  # fmt: skip
+        if index == 0:  # what lambda/template.yaml deploys (its Architecture parameter must match)
+            shutil.copy2(built.zip_path, out / "rotator-lambda.zip")
+            print(f"{out / 'rotator-lambda.zip'}: the {arch} zip, for lambda/template.yaml")
     return 0
 
 

@@ -352,7 +352,7 @@ class AwsSecretsManagerStore:
         return Credential(str(response.get("VersionId") or token), dict(value), frozenset({Stage.CURRENT}))
 
     # -- the rotation function's calls (lambda/, through rotator.lambda_adapter) ----------------------------------
-    # Secrets Manager drives those rotations and creates the AWSPENDING version itself (RotateSecret), so the
+    # Secrets Manager drives those rotations and creates the AWSPENDING version itself when one starts, so the
     # function needs fewer and narrower calls than the engine: one API call per method, each named below.
 
     def describe_rotation(self, secret_id: str) -> dict[str, Any]:
@@ -364,7 +364,7 @@ class AwsSecretsManagerStore:
 
     def get_version(self, secret_id: str, version_id: str) -> Credential | None:
         """GetSecretValue(VersionId=version_id): the version's value, or None when the version holds none (the
-        AWSPENDING version RotateSecret creates has no value until createSecret puts one) or does not exist."""
+        AWSPENDING version that starts a rotation has no value until createSecret puts one) or does not exist."""
         response = self._get_version(secret_id, version_id)
         return None if response is None else self._credential(secret_id, response)
 
