@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from rotator_plugins.rotation.http_keys import (
     SECRET_FIELD,
     AdminCredentials,
@@ -174,6 +174,13 @@ class HttpApiKeyOptions(KeyOptions):
     key_field: str = Field("api_key", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("base_url")
+    @classmethod
+    def _https(cls, value: str, info: ValidationInfo) -> str:
+        if not value.startswith("https://") and not info.data.get("allow_plain_http"):
+            raise ValueError("base_url must use https:// (allow_plain_http = true only for a test server on loopback)")
+        return value
 
     @field_validator("key_field")
     @classmethod

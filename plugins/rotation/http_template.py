@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+# Roots that are mappings (a placeholder names one of their fields); every other root is a single value.
+MAPPING_ROOTS = frozenset({"admin", "current", "pending", "previous", "key", "extra"})
 _FIELD = re.compile(r"^(?P<root>[a-z]+)(?:\.(?P<field>[A-Za-z][A-Za-z0-9_]*))?$")
 
 
@@ -66,6 +68,11 @@ class Template:
                     f"{':' + spec if spec else ''}}} in {text!r}: only {{root}} or {{root.field}} is allowed"
                 )
             root, field = match["root"], match["field"]
+            if root in allowed and (field is None) == (root in MAPPING_ROOTS):
+                raise TemplateError(
+                    f"bad placeholder {{{field_name}}} in {text!r}: "
+                    + (f"name a field of {root}, e.g. {{{root}.name}}" if field is None else f"{root} has no fields")
+                )
             if root not in allowed:
                 raise TemplateError(
                     f"unknown placeholder {{{field_name}}} in {text!r}: use one of "

@@ -146,7 +146,7 @@ class HttpTransport:
             except requests.exceptions.SSLError:
                 raise StepError(
                     f"plan {ctx.plan_id}: {step}: {self.vendor}: {label}: TLS verification of "
-                    f"{urlsplit(target).hostname} failed\n  fix: set ca_bundle to the PEM file of the CA that signed "
+                    f"{urlsplit(target).hostname} failed; fix: set ca_bundle to the PEM file of the CA that signed "
                     "its certificate (verification is never turned off)",
                     plan_id=ctx.plan_id,
                     step=step,
