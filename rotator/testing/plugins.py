@@ -104,9 +104,9 @@ from rotator.registry import load_plugin
 from rotator.testing.notifiers import RecordingNotifier
 
 __all__ = [
+    "CONTRACT_SECRET_ID",
     "FAULTS",
     "PLUGIN_CHECKS",
-    "SECRET_ID",
     "End",
     "Fault",
     "PluginContract",
@@ -124,7 +124,7 @@ __all__ = [
     "run_plugin_contract",
 ]
 
-SECRET_ID = "contract/plugin"  # noqa: S105 (a secret id, not a secret)
+CONTRACT_SECRET_ID = "contract/plugin"  # noqa: S105 (a secret id, not a secret)
 NOTIFIER = "recorder"
 # Far enough ahead that every grace period and every revoke retry delay (at most an hour) has passed.
 LATER = timedelta(hours=3)
@@ -398,7 +398,7 @@ class _Rig:
     def bound(self, grace: timedelta = timedelta(hours=1)) -> BoundPlan:
         return BoundPlan(
             plan_id=self.plan_id,
-            secret_id=SECRET_ID,
+            secret_id=CONTRACT_SECRET_ID,
             store_name="local",
             store=self.store,
             plugin=self.plugin,
@@ -427,18 +427,18 @@ class _Rig:
         return RotationContext(
             plan_id=self.plan_id,
             run_id=run_id,
-            secret_id=SECRET_ID,
+            secret_id=CONTRACT_SECRET_ID,
             strategy=self.strategy,
             options=self.harness.plugin_options(self.strategy),
             password_policy=self.harness.password_policy,
             read_secret=read_secret,
-            read_stage=lambda stage: self.store.get(SECRET_ID, stage),
+            read_stage=lambda stage: self.store.get(CONTRACT_SECRET_ID, stage),
         )
 
     # -- reading ------------------------------------------------------------------------------------------------
 
     def stage(self, stage: Stage) -> Credential | None:
-        credential = self.store.get(SECRET_ID, stage)
+        credential = self.store.get(CONTRACT_SECRET_ID, stage)
         if credential is not None:
             self.seen_values.append(dict(credential.value))
         return credential
@@ -497,8 +497,8 @@ class _Rig:
                 os.environ["ROTATOR_FAILPOINTS"] = saved
 
     def observe(self, point: str) -> None:
-        current = self.consumer.get(SECRET_ID, Stage.CURRENT)
-        pending = self.consumer.get(SECRET_ID, Stage.PENDING)
+        current = self.consumer.get(CONTRACT_SECRET_ID, Stage.CURRENT)
+        pending = self.consumer.get(CONTRACT_SECRET_ID, Stage.PENDING)
         if point == "after-store-promote" and current is not None:
             self.promoted.add(current.version_id)
         self.observations.append(_Observation(point, current, pending.version_id if pending else None))
@@ -629,7 +629,7 @@ def _rig(harness: PluginHarness, strategy: str, workdir: Path) -> Iterator[_Rig]
         others = harness.other_secrets(strategy, seeded)
         for secret_id, value in others.items():
             store.put_current(secret_id, value)
-        start = store.put_current(SECRET_ID, seeded)
+        start = store.put_current(CONTRACT_SECRET_ID, seeded)
         plugin = _recording_plugin(harness, strategy, _plugin_setup(harness, workdir), created)
         rig = _Rig(
             harness, strategy, workdir, dict(seeded), others, store, journal, consumer, plugin, start.version_id,
@@ -724,7 +724,7 @@ def check_methods_idempotent(harness: PluginHarness, strategy: str, workdir: Pat
         ctx = rig.context(run)
         first = plugin.create(ctx, current)
         second = plugin.create(ctx, current)
-        pending = store.put_pending(SECRET_ID, second, run)
+        pending = store.put_pending(CONTRACT_SECRET_ID, second, run)
         if isinstance(plugin, Reconciler):
             _twice("reconcile", lambda: plugin.reconcile(ctx, [current]))
         if harness.has_target:
@@ -735,7 +735,7 @@ def check_methods_idempotent(harness: PluginHarness, strategy: str, workdir: Pat
         _twice("unstage", lambda: plugin.unstage(ctx, current, pending))
         assert check(current.value), "CURRENT does not authenticate after unstage (twice)"
         _twice("discard", lambda: plugin.discard(ctx, pending))
-        store.discard_pending(SECRET_ID, run)
+        store.discard_pending(CONTRACT_SECRET_ID, run)
         if harness.has_target:  # (a minted key stays valid through unstage: only discard deletes it)
             assert not check(pending.value), "PENDING still authenticates after unstage and discard (twice)"
         rig.assert_invariants()
@@ -743,11 +743,11 @@ def check_methods_idempotent(harness: PluginHarness, strategy: str, workdir: Pat
         # Rolled back before anything was staged (a failure at before-stage): unstage and discard must cope.
         run = uuid.uuid4().hex
         ctx2 = rig.context(run)
-        unstaged = store.put_pending(SECRET_ID, plugin.create(ctx2, current), run)
+        unstaged = store.put_pending(CONTRACT_SECRET_ID, plugin.create(ctx2, current), run)
         _twice("unstage (nothing staged)", lambda: plugin.unstage(ctx2, current, unstaged))
         assert check(current.value), "unstage with nothing staged broke CURRENT"
         _twice("discard (nothing staged)", lambda: plugin.discard(ctx2, unstaged))
-        store.discard_pending(SECRET_ID, run)
+        store.discard_pending(CONTRACT_SECRET_ID, run)
         rig.assert_invariants()
 
         _forward_twice(rig, repeat_create=False)
@@ -763,7 +763,7 @@ def _forward_twice(rig: _Rig, *, repeat_create: bool) -> None:
     value = plugin.create(ctx, current)
     if repeat_create:
         first, value = value, plugin.create(ctx, current)
-    forward = store.put_pending(SECRET_ID, value, run)
+    forward = store.put_pending(CONTRACT_SECRET_ID, value, run)
     if repeat_create:
         if isinstance(plugin, Reconciler):
             _twice("reconcile", lambda: plugin.reconcile(ctx, [current]))
@@ -772,7 +772,7 @@ def _forward_twice(rig: _Rig, *, repeat_create: bool) -> None:
     _twice("stage", lambda: plugin.stage(ctx, current, forward))
     assert check(forward.value), "PENDING does not authenticate after stage (twice)"
     _twice("test", lambda: plugin.test(ctx, forward))
-    store.promote(SECRET_ID, run)
+    store.promote(CONTRACT_SECRET_ID, run)
     new, old = rig.must(Stage.CURRENT), rig.must(Stage.PREVIOUS)
     _twice("revoke", lambda: plugin.revoke(ctx, old, new))
     assert check(new.value), "CURRENT does not authenticate after revoke (twice)"

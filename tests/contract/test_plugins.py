@@ -17,8 +17,8 @@ from rotator.errors import RotatorError
 from rotator.failpoints import POINTS
 from rotator.local_store import LocalStore
 from rotator.testing.plugins import (
+    CONTRACT_SECRET_ID,
     FAULTS,
-    SECRET_ID,
     Fault,
     PluginContract,
     check_crash_then_resume,
@@ -246,7 +246,7 @@ def test_the_kit_catches_a_store_that_shows_pending(tmp_path: Path, monkeypatch:
 
     def put_pending_and_show_it(self: LocalStore, secret_id: str, value: Any, version_id: str) -> Any:
         written = original(self, secret_id, value, version_id)
-        if secret_id == SECRET_ID:
+        if secret_id == CONTRACT_SECRET_ID:
             self.promote(secret_id, version_id)
             original(self, secret_id, value, version_id)  # PENDING again, on the version consumers now read
         return written
