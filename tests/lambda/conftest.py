@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import structlog
 from rotator_plugins.stores.aws_secretsmanager import AwsSecretsManagerStore
 
 from rotator import logs
@@ -84,13 +85,21 @@ def make_function(sm_client: Any) -> Iterator[Callable[..., Function]]:
         sm_client.meta.events.unregister(event_name, hook)
 
 
+@pytest.fixture(autouse=True)
+def _keep_the_logging_setup() -> Iterator[None]:
+    """Put structlog's set-up back after each test: importing lambda/handler.py points it at the sys.stdout of the
+    moment, which pytest's capsys closes after its test."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
 @pytest.fixture
 def log_lines() -> Iterator[io.StringIO]:
     """Everything logged (JSON lines, as on Lambda) while the test runs."""
     stream = io.StringIO()
     logs.configure(json=True, stream=stream, level="debug")
     yield stream
-    logs.configure(json=True, level="info")
 
 
 def parsed_lines(stream: io.StringIO) -> list[dict[str, Any]]:

@@ -164,3 +164,31 @@ def test_the_handler_rotates_and_fails_with_a_scrubbed_error(
     assert "ROTATOR_PLUGIN_OPTIONS.generated.encoding" in str(raised.value)
     assert after["value"] not in str(raised.value)
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_a_refused_login_fails_set_secret_with_no_secret_in_the_error(
+    service: SecretsManagerService, moto_server: MotoServer, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """The role's password was changed behind the secret's back: setSecret fails, the error (what Lambda logs)
+    and the function's log name the role and the fix, never a password; nothing is promoted."""
+    user = f"app_{uuid.uuid4().hex[:8]}"
+    stored, real = "Stored-" + uuid.uuid4().hex, "Real-" + uuid.uuid4().hex
+    pg_server.make_role(user, real)
+    try:
+        arn = service.create(pg_server.secret(user, stored))
+        monkeypatch.setenv("SECRETS_MANAGER_ENDPOINT", moto_server.endpoint_url)
+        handler = load_handler()
+        token = service.start_rotation(arn)
+        handler.lambda_handler(sample_event("createSecret", arn, token), LambdaContext())
+        pending = service.version_value(arn, token)["password"]
+        with pytest.raises(RotationFailed) as raised:
+            handler.lambda_handler(sample_event("setSecret", arn, token), LambdaContext())
+        text, logged = str(raised.value), capsys.readouterr().out
+        assert user in text and "fix:" in text
+        assert '"event": "rotation step failed"' in logged
+        for secret in (stored, real, pending):
+            assert secret not in text and secret not in logged
+        assert service.holder(arn, "AWSPENDING") == token and pg_server.can_login(user, real)
+    finally:
+        pg_server.drop_role(user)

@@ -21,6 +21,7 @@ from rotator.errors import ConfigError, NotifyError
 from rotator.testing import RecordingNotifier
 from tests.servers.aws import MotoServer
 from tests.servers.postgres import PgServer
+from tests.servers.redis import RedisServer
 
 from .conftest import Function, parsed_lines
 from .rotation_service import STEPS, SecretsManagerService, sample_event
@@ -246,3 +247,26 @@ def test_a_misconfigured_notifier_stops_the_rotation_before_it_starts(
     with pytest.raises(ConfigError, match=r"ROTATOR_NOTIFIERS\[0\]\.url"):
         function(sample_event("createSecret", arn, token))
     assert service.snapshot(arn) == before
+
+
+def test_redis_keeps_both_passwords_until_the_next_create_secret(
+    redis_server: RedisServer, service: SecretsManagerService, make_function: Callable[..., Function]
+) -> None:
+    """Redis ACL users hold several passwords: PREVIOUS keeps working until the next rotation revokes it."""
+    user, password = f"app_{uuid.uuid4().hex[:8]}", "Init-" + uuid.uuid4().hex
+    redis_server.make_user(user, password)
+    try:
+        arn = service.create(redis_server.secret(user, password, engine="redis"))
+        function = make_function()
+        service.rotate(function, arn)
+        first = service.value(arn)["password"]
+        assert redis_server.can_login(user, first) and redis_server.can_login(user, password)
+        token = service.start_rotation(arn)
+        assert function(sample_event("createSecret", arn, token))["revoke"].startswith("revoked ")
+        assert not redis_server.can_login(user, password), "AWSPREVIOUS's password removed at createSecret"
+        assert redis_server.can_login(user, first)
+        for step in STEPS[1:]:
+            function(sample_event(step, arn, token))
+        assert redis_server.can_login(user, service.value(arn)["password"]) and redis_server.can_login(user, first)
+    finally:
+        redis_server.drop_user(user)
