@@ -113,6 +113,7 @@ def cloudflare_spec(options: CloudflareOptions) -> HttpApiKeyOptions:
                 "id_path": "id",
                 "name_path": "name",
                 "page_start": 1,
+                "page_size": 50,
             },
         }
     )

@@ -88,6 +88,7 @@ def datadog_spec(options: DatadogOptions) -> HttpApiKeyOptions:
                 "id_path": "id",
                 "name_path": "attributes.name",
                 "page_start": 0,
+                "page_size": 100,
             },
         }
     )

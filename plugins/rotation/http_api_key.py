@@ -38,7 +38,8 @@ create: ``key_path`` and ``id_path`` (dotted paths such as ``data.attributes.key
 the response (``id_path`` omitted: the key keeps CURRENT's id). test: ``check_path`` and ``check_equals`` add a
 condition on the response body (e.g. ``valid`` is true). list (optional; without it there is no reconcile):
 ``items_path``, ``id_path``, ``name_path``, and either ``next_path`` (where the next page's URL is) or ``page_start``
-(the first ``{page}`` number; pages are fetched until an empty one, at most ``max_pages``).
+(the first ``{page}`` number; pages are fetched until an empty one, or one shorter than ``page_size``, at most
+``max_pages``).
 
 Remote calls are exactly the four requests the config declares: create (mint), test (probe), revoke (delete, also
 used by discard and reconcile), list (reconcile). Transport (TLS, ``ca_bundle``, timeouts, retries of 429/5xx with
@@ -159,6 +160,7 @@ class ListSpec(RequestSpec):
     name_path: str = "name"
     next_path: str | None = None
     page_start: int | None = Field(None, ge=0)
+    page_size: int | None = Field(None, ge=1, description="the page size the URL asks for: a shorter page is the last")
     max_pages: int = Field(50, ge=1, le=1000)
 
 
@@ -336,7 +338,7 @@ class TemplatedKeyApi:
                 next_url = dig(body, spec.next_path) or None
                 if not next_url:
                     return listed
-            elif page is None or not items:
+            elif page is None or not items or (spec.page_size is not None and len(items) < spec.page_size):
                 return listed
         log.warning("stopped listing keys at max_pages", vendor=self.vendor, pages=spec.max_pages)
         return listed
