@@ -8,7 +8,9 @@ variants, and the figure is the median difference over the runs:
 
 - baseline: ``import boto3, psycopg`` (what any Python rotation function for PostgreSQL imports, AWS's samples too);
 - handler: the baseline, then ``import handler`` (Lambda's init phase: the adapter, the AWS store, structlog);
-- first call: the handler, then the postgres plugin loaded through the registry as the first invocation loads it.
+- first call: the handler, then the postgres plugin loaded through the registry as the first invocation loads it;
+- pydantic alone: the baseline, then pydantic imported and one small model built (the store's and plugins' options
+  are pydantic models), to show which part of the handler's figure is pydantic's.
 
 Usage: python bench/lambda_import.py [--runs 21]
 """
@@ -34,6 +36,9 @@ VARIANTS = {
     "handler": "import boto3, psycopg\nt1 = time.perf_counter()\nimport handler",
     "first call": "import boto3, psycopg\nt1 = time.perf_counter()\nimport handler\n"
     "from rotator.lambda_adapter import registry_plugin_loader\nregistry_plugin_loader()('postgres', {})",
+    # For the record: what pydantic alone (imported and one small model built) costs in that layout.
+    "pydantic alone": "import boto3, psycopg\nt1 = time.perf_counter()\nfrom pydantic import BaseModel\n"
+    "class Options(BaseModel):\n    region: str | None = None\nOptions()",
 }
 
 
@@ -76,7 +81,7 @@ def main() -> None:
     baseline = statistics.median(total for total, _ in samples["baseline"])
     print(f"fresh interpreters, -I -S, {args.runs} runs each, median; python {sys.version.split()[0]}")
     print(f"  import boto3, psycopg:                {baseline:7.1f} ms")
-    for name in ("handler", "first call"):
+    for name in ("handler", "first call", "pydantic alone"):
         beyond = statistics.median(after for _, after in samples[name])
         totals = statistics.median(total for total, _ in samples[name])
         print(f"  {name + ':':37s} {totals:7.1f} ms, of which beyond boto3 and psycopg: {beyond:6.1f} ms")
