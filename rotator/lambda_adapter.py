@@ -345,11 +345,19 @@ class FunctionSettings:
                     key=f"ROTATOR_PLUGIN_OPTIONS.{type_name}",
                     fix='write it as {"postgres": {"connect_timeout": 3}}',
                 )
+        endpoint = env.get("SECRETS_MANAGER_ENDPOINT", "").strip() or None
+        if endpoint is not None and not endpoint.startswith(("https://", "http://")):
+            raise ConfigError(
+                f"{endpoint!r} is not a URL",
+                file=ENV_SOURCE,
+                key="SECRETS_MANAGER_ENDPOINT",
+                fix="set it to https://secretsmanager.<region>.amazonaws.com or a VPC endpoint's https:// URL",
+            )
         ca_bundle = env.get("ROTATOR_CA_BUNDLE", "").strip() or None
         if ca_bundle is None and file_exists(LAMBDA_CA_BUNDLE):
             ca_bundle = LAMBDA_CA_BUNDLE
         return cls(
-            endpoint_url=env.get("SECRETS_MANAGER_ENDPOINT", "").strip() or None,
+            endpoint_url=endpoint,
             password_policy=policy,
             plugin=env.get("ROTATOR_PLUGIN", "").strip() or None,
             strategy=strategy,

@@ -63,6 +63,7 @@ def test_the_samples_password_variables_are_honoured() -> None:
     ("env", "key"),
     [
         ({"PASSWORD_LENGTH": "eight"}, "PASSWORD_LENGTH"),
+        ({"SECRETS_MANAGER_ENDPOINT": "secretsmanager.eu-west-1.amazonaws.com"}, "SECRETS_MANAGER_ENDPOINT"),
         ({"PASSWORD_LENGTH": "8"}, "PASSWORD_LENGTH"),
         ({"EXCLUDE_NUMBERS": "sometimes"}, "EXCLUDE_NUMBERS"),
         ({"ROTATOR_REVOKE_PREVIOUS": "later"}, "ROTATOR_REVOKE_PREVIOUS"),
