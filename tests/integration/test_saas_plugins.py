@@ -57,20 +57,11 @@ ROLLS_FORWARD_PER_STRATEGY = (
     "engine: BoundPlan.rolls_forward ignores rolls_forward_strategies, so cloudflare's single-user strategy "
     "(a new token; the old one stays valid) is held STUCK instead of rolled back"
 )
-# The engine bug tests/contract/test_plugins.py names (a failure inside the notify step rolls back): the same here.
-NOTIFY_ROLLS_BACK = (
-    "engine: an exception other than RotatorError inside the notify step escapes Runner._Run.notify and makes "
-    "_drive roll back a promoted, announced credential"
-)
-ENGINE_BUGS = {"error:before-notify": NOTIFY_ROLLS_BACK, "error:after-notify": NOTIFY_ROLLS_BACK}
-
-
 # -- the plugin contract ---------------------------------------------------------------------------------------
 
 
 class TestDatadogContract(PluginContract):
     strategies = DatadogHarness.strategies
-    known_failures = ENGINE_BUGS
 
     @pytest.fixture
     def plugin_harness(self) -> DatadogHarness:
@@ -79,7 +70,6 @@ class TestDatadogContract(PluginContract):
 
 class TestSendGridContract(PluginContract):
     strategies = SendGridHarness.strategies
-    known_failures = ENGINE_BUGS
 
     @pytest.fixture
     def plugin_harness(self) -> SendGridHarness:
@@ -88,7 +78,6 @@ class TestSendGridContract(PluginContract):
 
 class TestTwilioContract(PluginContract):
     strategies = TwilioHarness.strategies
-    known_failures = ENGINE_BUGS
 
     @pytest.fixture
     def plugin_harness(self) -> TwilioHarness:
@@ -97,7 +86,6 @@ class TestTwilioContract(PluginContract):
 
 class TestHttpApiKeyContract(PluginContract):
     strategies = HttpApiKeyHarness.strategies
-    known_failures = ENGINE_BUGS
 
     @pytest.fixture
     def plugin_harness(self) -> HttpApiKeyHarness:
@@ -106,7 +94,7 @@ class TestHttpApiKeyContract(PluginContract):
 
 # Cloudflare declares rolls_forward (its roll strategy cannot roll back). Until the engine reads it per strategy
 # (ROLLS_FORWARD_PER_STRATEGY), the kit treats both strategies as rolling forward and accepts a held (stuck) run
-# where single-user should roll back; test_new_token_failure_rolls_back below checks that it does.
+# where single-user should roll back; test_a_failed_test_rolls_back_and_deletes_the_new_key checks that it does.
 class TestCloudflareNewTokenContract(PluginContract):
     strategies = ("single-user",)
 
@@ -115,38 +103,8 @@ class TestCloudflareNewTokenContract(PluginContract):
         return CloudflareHarness()
 
 
-# A roll kills the old value at create: the engine must never roll such a run back. What it does not do yet:
-ROLL_VALUE_NOT_STORED = (
-    "engine: a failure between a rolls-forward create and the store write rolls back (the new value is lost, CURRENT "
-    "is dead); it must repeat create (roll again) and go on"
-)
-ROLL_UNPROMOTE = (
-    "engine: a failure after promote unpromotes a rolls-forward run (CURRENT becomes the dead value) and then calls "
-    "discard, which refuses; it must finish forward"
-)
-ROLL_ORPHAN = "engine: resume rolls back an orphan PENDING of a rolls-forward plugin; it must finish it forward"
-ROLL_KNOWN = {
-    "error:before-notify": f"{NOTIFY_ROLLS_BACK}, which for a roll is: {ROLL_UNPROMOTE}",
-    "error:after-notify": f"{NOTIFY_ROLLS_BACK}, which for a roll is: {ROLL_UNPROMOTE}",
-    "error:before-store-put-pending": ROLL_VALUE_NOT_STORED,
-    "lost_journal": ROLL_ORPHAN,
-    **{
-        f"{action}:{point}": ROLL_UNPROMOTE
-        for action, points in (
-            ("error", ("after-store-promote", "after-promote")),
-            ("error", ("before-store-unpromote", "after-store-unpromote")),
-            ("error", ("before-rollback-unpromote", "after-rollback-unpromote")),
-            ("abort", ("before-store-unpromote", "after-store-unpromote")),
-            ("abort", ("before-rollback-unpromote", "after-rollback-unpromote")),
-        )
-        for point in points
-    },
-}
-
-
 class TestCloudflareRollContract(PluginContract):
     strategies = ("roll",)
-    known_failures = ROLL_KNOWN
 
     @pytest.fixture
     def plugin_harness(self) -> CloudflareHarness:
@@ -262,6 +220,15 @@ def test_registered_entry_points() -> None:
     found = {ep.name: ep.load() for ep in entry_points(group="rotator.plugins")}
     for name, (_, cls) in VENDORS.items():
         assert found[name] is cls
+
+
+def test_only_the_secret_field_is_treated_as_secret(rig: Rig) -> None:
+    """What the engine registers for scrubbing (Credential.secret_strings) is the key's secret, not its public id,
+    name or account: logs stay readable and the secret never shows."""
+    value = rig.plugin().create(rig.ctx(), rig.current())
+    secret_field = VENDORS[rig.vendor][1].secret_field
+    assert Credential("v", value).secret_strings() == [value[secret_field]]
+    assert Credential("v", rig.seeded).secret_strings() == [rig.seeded[secret_field]]
 
 
 def test_orphan_from_a_crash_is_deleted_and_keys_the_plan_did_not_mint_are_kept(rig: Rig, capsys) -> None:
