@@ -8,7 +8,6 @@ which step was in flight, so `resume` can repeat that step, or go on rolling bac
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 import time
@@ -84,8 +83,12 @@ class BoundPlan:
     @property
     def rolls_forward(self) -> bool:
         """The provider invalidates the old credential when it mints the new one (e.g. Cloudflare's token roll):
-        after create there is nothing to roll back to, so a failed run keeps PENDING and finishes forward."""
-        return bool(getattr(self.plugin, "rolls_forward", False))
+        after create there is nothing to roll back to, so a failed run keeps PENDING and finishes forward.
+        A plugin may roll forward in some strategies only (`rolls_forward_strategies`)."""
+        if not getattr(self.plugin, "rolls_forward", False):
+            return False
+        only = getattr(self.plugin, "rolls_forward_strategies", None)
+        return only is None or self.strategy in only
 
 
 @dataclass
@@ -294,6 +297,10 @@ class _Run:
         self._reads[(self.bp.secret_id, Stage.CURRENT)] = current
         self._reads[(self.bp.secret_id, Stage.PENDING)] = credential
 
+    def created(self) -> bool:
+        """Whether this run's create step started: a rolls-forward provider may have invalidated CURRENT."""
+        return any(s.step is Step.CREATE and s.action == "forward" for s in self.refreshed().steps)
+
     def _require_pending(self) -> Credential:
         pending = self.pending()
         if pending is None:
@@ -359,8 +366,13 @@ class _Run:
             if failed:
                 raise NotifyError(f"notifiers failed: {', '.join(failed)} (retried on later ticks)")
 
-        with contextlib.suppress(RotatorError):
+        try:
             self.timed_step(Step.NOTIFY, "forward", tell_all, Step.NOTIFY.value)
+        except LeaseLost:
+            raise
+        except Exception as exc:  # the credential is live and may be announced: a notify failure never rolls back
+            if not isinstance(exc, NotifyError):
+                log.error("notify step failed; the new credential stays live", error=describe(exc))
         required = [name for name in failed if name in self.bp.required_notifiers]
         if required and self.bp.rollback_on_failure:
             self.roll_back_if_previous_works(required)
@@ -743,7 +755,7 @@ class Runner:
             raise
         except Exception as exc:
             reason = describe(exc)
-            if run.bp.rolls_forward and run.pending() is not None and not isinstance(exc, RequiredNotifyFailed):
+            if run.bp.rolls_forward and not isinstance(exc, RequiredNotifyFailed) and run.created():
                 return self._hold_for_roll_forward(run, reason)
             log.error("rotation failed; rolling back", error=reason)
             try:
@@ -865,6 +877,11 @@ class Runner:
         if self.journal.get_run(pending.version_id) is None:
             self.journal.begin_run(record, lease)
         run = _Run(self, bp, self.journal.get_run(pending.version_id) or record, lease)
+        if bp.rolls_forward:
+            # The provider invalidated CURRENT when it minted this PENDING: finish it forward, never discard it.
+            outcome = self._drive(run, Step.STAGE, revoke_old_now=False)
+            notes.append(f"finished an orphan PENDING version {pending.version_id} forward: {outcome.outcome}")
+            return
         for step in (Step.CREATE, Step.STAGE):  # the lost run may have got this far: undo both
             self.journal.step_started(run.run_id, step, "forward", lease)
             self.journal.step_finished(run.run_id, step, "forward", lease, error="interrupted; run was lost")

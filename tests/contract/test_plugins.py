@@ -51,18 +51,7 @@ from tests.servers.mariadb import MariaDbServer
 from tests.servers.postgres import PgServer
 from tests.servers.redis import RedisServer
 
-# A failure raised inside the notify step (here injected at its failpoints) rolls the run back today, although the
-# notifiers were already told (after-notify) and DESIGN.md says a notify failure never rolls the credential back.
-NOTIFY_ROLLS_BACK = (
-    "engine: an exception other than RotatorError inside the notify step escapes Runner._Run.notify and makes "
-    "_drive roll back a promoted, announced credential"
-)
 SINGLE = "single-user"
-ENGINE_BUGS = {"error:before-notify": NOTIFY_ROLLS_BACK, "error:after-notify": NOTIFY_ROLLS_BACK}
-ORPHAN_ROLLS_BACK = (
-    "engine: Runner._recover_orphan_pending rolls back a PENDING that no run claims even when the plugin rolls "
-    "forward, discarding the only valid credential (invariant 1)"
-)
 
 
 # Harnesses live as long as the module: each makes its admin account once; every scenario seeds its own credential.
@@ -84,7 +73,6 @@ def mysql_harness(mariadb_server: MariaDbServer) -> Iterator[MySqlHarness]:
 
 class TestGeneratedPlugin(PluginContract):
     strategies = GeneratedHarness.strategies
-    known_failures = ENGINE_BUGS
 
     @pytest.fixture
     def plugin_harness(self) -> GeneratedHarness:
@@ -93,7 +81,6 @@ class TestGeneratedPlugin(PluginContract):
 
 class TestPostgresPlugin(PluginContract):
     strategies = PostgresHarness.strategies
-    known_failures = ENGINE_BUGS
 
     @pytest.fixture
     def plugin_harness(self, postgres_harness: PostgresHarness) -> PostgresHarness:
@@ -102,7 +89,6 @@ class TestPostgresPlugin(PluginContract):
 
 class TestMySqlPlugin(PluginContract):
     strategies = MySqlHarness.strategies
-    known_failures = ENGINE_BUGS
 
     @pytest.fixture
     def plugin_harness(self, mysql_harness: MySqlHarness) -> MySqlHarness:
@@ -111,7 +97,6 @@ class TestMySqlPlugin(PluginContract):
 
 class TestRedisPlugin(PluginContract):
     strategies = RedisHarness.strategies
-    known_failures = ENGINE_BUGS
 
     @pytest.fixture
     def plugin_harness(self, redis_server: RedisServer) -> RedisHarness:
@@ -120,7 +105,6 @@ class TestRedisPlugin(PluginContract):
 
 class TestAwsIamKeyPlugin(PluginContract):
     strategies = AwsIamKeyHarness.strategies
-    known_failures = ENGINE_BUGS
 
     @pytest.fixture
     def plugin_harness(self, moto_server: MotoServer) -> AwsIamKeyHarness:
@@ -134,7 +118,6 @@ class TestMemoryPlugin(PluginContract):
     """The whole contract over a correct in-memory plugin (no server): the kit raises no false alarm."""
 
     strategies = ("single-user",)
-    known_failures = ENGINE_BUGS
 
     @pytest.fixture
     def plugin_harness(self) -> MemoryHarness:
@@ -146,46 +129,11 @@ class RollsForwardHarness(MemoryHarness):
         return False  # the roll invalidated it at create
 
 
-# The engine holds a failed rolls-forward run (STUCK, PENDING kept) only while PENDING exists: a failure after the
-# store's promote (PENDING is CURRENT by then) or before the store write still rolls back to a CURRENT the provider
-# already killed. Each of these ends with no valid credential stored (invariant 1).
-HELD_ONLY_WITH_PENDING = (
-    "engine: Runner._drive holds a rolls-forward run only when run.pending() is not None, so a failure before "
-    "put-pending or after the store's promote rolls back to a CURRENT the provider already invalidated"
-)
-ROLLS_FORWARD_BUGS = {
-    **ENGINE_BUGS,
-    **{
-        f"error:{point}": HELD_ONLY_WITH_PENDING
-        for point in (
-            "before-store-put-pending",
-            "after-store-promote",
-            "after-promote",
-            "before-store-unpromote",
-            "after-store-unpromote",
-            "before-rollback-unpromote",
-            "after-rollback-unpromote",
-        )
-    },
-    **{
-        f"abort:{point}": HELD_ONLY_WITH_PENDING
-        for point in (
-            "before-store-unpromote",
-            "after-store-unpromote",
-            "before-rollback-unpromote",
-            "after-rollback-unpromote",
-        )
-    },
-    "lost_journal": ORPHAN_ROLLS_BACK,
-}
-
-
 class TestRollsForwardMemoryPlugin(PluginContract):
     """The whole contract over an in-memory provider that kills the old key when it mints the new one (Cloudflare's
-    roll). The known failures are the engine's (see the reasons), not the plugin's."""
+    roll)."""
 
     strategies = ("single-user",)
-    known_failures = ROLLS_FORWARD_BUGS
 
     @pytest.fixture
     def plugin_harness(self) -> RollsForwardHarness:

@@ -51,12 +51,6 @@ from tests.fakes.saas_harnesses import (
 )
 
 SECRET = "app/api-key"
-# Until the engine applies `rolls_forward` per strategy (CloudflareApiTokenPlugin.rolls_forward_strategies), a
-# failure in Cloudflare's default strategy, which can roll back, is held for a roll-forward instead of rolled back.
-ROLLS_FORWARD_PER_STRATEGY = (
-    "engine: BoundPlan.rolls_forward ignores rolls_forward_strategies, so cloudflare's single-user strategy "
-    "(a new token; the old one stays valid) is held STUCK instead of rolled back"
-)
 # -- the plugin contract ---------------------------------------------------------------------------------------
 
 
@@ -92,9 +86,8 @@ class TestHttpApiKeyContract(PluginContract):
         return HttpApiKeyHarness()
 
 
-# Cloudflare declares rolls_forward (its roll strategy cannot roll back). Until the engine reads it per strategy
-# (ROLLS_FORWARD_PER_STRATEGY), the kit treats both strategies as rolling forward and accepts a held (stuck) run
-# where single-user should roll back; test_a_failed_test_rolls_back_and_deletes_the_new_key checks that it does.
+# Cloudflare rolls forward only in its `roll` strategy (rolls_forward_strategies): single-user (a new token, the old
+# one valid until revoke) rolls back like any two-phase plugin.
 class TestCloudflareNewTokenContract(PluginContract):
     strategies = ("single-user",)
 
@@ -313,7 +306,7 @@ def test_a_new_key_that_has_not_propagated_yet_is_retried(rig: Rig) -> None:
         "datadog",
         "sendgrid",
         "twilio",
-        pytest.param("cloudflare", marks=pytest.mark.xfail(strict=True, reason=ROLLS_FORWARD_PER_STRATEGY)),
+        "cloudflare",
     ],
 )
 def test_a_failed_test_rolls_back_and_deletes_the_new_key(vendor: str, tmp_path: Path, monkeypatch) -> None:
