@@ -402,6 +402,7 @@ def history(
             facts = [
                 *(f"notify {n.notifier}: {n.status.value}" for n in notices.get(run.run_id, [])),
                 *(f"in use at revoke: {u}" for u in run.details.get("revoked_while_in_use", [])[:3]),
+                *(["PREVIOUS unused after promote"] if run.details.get("previous_in_use") == [] else []),
                 *(f"revoke waits: {w}" for w in run.details.get("revoke_waiting_for", [])),
                 *([str(run.details["rollback_refused"])] if run.details.get("rollback_refused") else []),
             ]
