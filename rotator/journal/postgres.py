@@ -117,8 +117,7 @@ _PIECES = {
     "run_values": _casts(tuple(_RUN_COLUMNS.values())),
     # Most runs have no details: NULL instead of '{}' spares a JSON parse per row (10,000 at the daemon's start).
     "run_selected": sql.SQL(", ").join(
-        sql.SQL("NULLIF(r.details, '{}')") if name == "details" else sql.Identifier("r", name)
-        for name in _RUN_COLUMNS
+        sql.SQL("NULLIF(r.details, '{}')") if name == "details" else sql.Identifier("r", name) for name in _RUN_COLUMNS
     ),
     "notify_columns": _columns(tuple(_NOTIFY_COLUMNS)),
     "notify_values": _casts(tuple(_NOTIFY_COLUMNS.values())),
