@@ -59,7 +59,7 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 SCHEMA_VERSION = 1
 # One advisory lock key for "the journal's schema is being created or migrated" (any schema, any database).
 _SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"rotator.journal.schema").digest()[:8], "big", signed=True)
-# As many connections as the daemon's default thread pool: 8 threads wrote 1.7-2.3x faster through 8
+# As many connections as the daemon's default thread pool: 8 threads wrote 1.5-2.3x faster through 8
 # connections than through one under a lock (bench/journal_ops.py); a ninth thread waits for a free one.
 DEFAULT_POOL_SIZE = 8
 # A statement that waits longer than this (a lock someone forgot) fails as TransientError, not a hung thread.

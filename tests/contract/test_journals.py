@@ -131,14 +131,20 @@ def leased(journal: Journal, plan_id: str, ttl: float = 60) -> Lease:
     return lease
 
 
-def in_subprocess(backend: Backend, code: str) -> str:
+def in_subprocess(backend: Backend, code: str, **env: str) -> str:
     """Run `code` in a fresh interpreter with `journal` opened on the backend; return what it prints."""
     script = (
         "import sys; from pathlib import Path; from rotator.journal import open_journal\n"
         f"journal = open_journal({backend.url!r}, Path({str(backend.tmp)!r}))\n{code}\njournal.close()\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+        env={**os.environ, **env},
     )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
@@ -359,9 +365,7 @@ def test_a_holder_on_another_host_is_taken_over_only_after_expiry(backend: Backe
     # The subprocess says it runs on another host; its pid is dead once it exits, but from here that cannot be
     # known (that pid would be on the other machine): only expiry frees the lease.
     printed = in_subprocess(
-        backend,
-        "import rotator.journal.leases as leases\nleases.this_host = lambda: 'other-host'\n"
-        "lease = journal.acquire_lease('p', 2.0); print(lease.token)",
+        backend, "lease = journal.acquire_lease('p', 2.0); print(lease.token)", ROTATOR_HOST_ID="other-host"
     )
     journal = backend.open()
     assert journal.acquire_lease("p", 60) is None
