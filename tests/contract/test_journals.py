@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from rotator.errors import ConfigError, LeaseLost, TransientError
 from rotator.interfaces import Journal
@@ -80,7 +81,7 @@ def pg_roles(pg_server: PgServer) -> PgRoles:
 def fresh_database(pg: PgServer, owner: str = OWNER) -> str:
     name = f"journal_{uuid.uuid4().hex[:12]}"
     with pg.admin_conn() as conn:
-        conn.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner)))
     return name
 
 
@@ -853,9 +854,11 @@ def test_the_documented_grants_are_enough_once_the_tables_exist(
     owner_journal = open_journal(pg_url(pg_server, OWNER, pg_backend.dbname or "", "&schema=rotator"), pg_backend.tmp)
     owner_journal.close()
     with pg_backend.admin() as admin:
-        admin.execute(f"SET ROLE {OWNER}")
-        admin.execute(f"GRANT USAGE ON SCHEMA rotator TO {APP}")
-        admin.execute(f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA rotator TO {APP}")
+        admin.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(OWNER)))  # the grants README documents:
+        admin.execute(sql.SQL("GRANT USAGE ON SCHEMA rotator TO {}").format(sql.Identifier(APP)))
+        admin.execute(
+            sql.SQL("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA rotator TO {}").format(sql.Identifier(APP))
+        )
         tables = admin.execute(
             "SELECT table_schema, count(*) FROM information_schema.tables WHERE table_name LIKE 'rotator%%' "
             "GROUP BY table_schema"
