@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from typing import Any
 
 from rotator.errors import LeaseLost
 from rotator.journal.leases import holder_is_dead, this_holder
+from rotator.logs import scrub
 from rotator.model import Lease, NotificationRecord, NotifyStatus, RunRecord, RunState, Step, StepRecord, Trigger
 
 _SCHEMA = """
@@ -117,14 +119,33 @@ def now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def _scrubbed(value: Any) -> Any:
+    """Free text as the journal keeps it: every secret this process has handled replaced (invariant 6)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, Mapping):
+        return {str(k): _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(v) for v in value]
+    return value
+
+
 def _text(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return json.dumps(dict(value), sort_keys=True, default=str) if value else None
+        return json.dumps(_scrubbed(dict(value)), sort_keys=True, default=str) if value else None
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat(timespec="microseconds")
     if hasattr(value, "value"):
         return value.value
     return value
+
+
+_FREE_TEXT = frozenset({"error", "reason", "operator"})
+
+
+def _field(name: str, value: Any) -> Any:
+    """A run field as stored: free text scrubbed (ids and times are never secret, and scrubbing costs)."""
+    return _scrubbed(value) if name in _FREE_TEXT else _text(value)
 
 
 def _time(value: str | None) -> datetime | None:
@@ -139,7 +160,15 @@ class SqliteJournal:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("pragma journal_mode=wal")
+        deadline = time.monotonic() + 30
+        while True:  # switching a new file to WAL needs it alone, and SQLite answers "locked" at once: retry
+            try:
+                self._db.execute("pragma journal_mode=wal")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
         self._db.execute("pragma synchronous=normal")
         self._db.execute("pragma busy_timeout=30000")
         with self._lock:
@@ -253,7 +282,7 @@ class SqliteJournal:
     def begin_run(self, run: RunRecord, lease: Lease) -> None:
         self._fenced(
             f"insert into runs ({', '.join(_RUN_FIELDS)}) select {', '.join('?' * len(_RUN_FIELDS))} where {{fence}}",
-            tuple(_text(getattr(run, name)) for name in _RUN_FIELDS),
+            tuple(_field(name, getattr(run, name)) for name in _RUN_FIELDS),
             lease,
         )
 
@@ -268,7 +297,7 @@ class SqliteJournal:
         self._fenced(
             "update steps set status = ?, ended_at = ?, error = ? where id = (select max(id) from steps "
             "where run_id = ? and step = ? and action = ? and status = 'started') and {fence}",
-            ("failed" if error else "succeeded", now_text(), error, run_id, step.value, action),
+            ("failed" if error else "succeeded", now_text(), _scrubbed(error), run_id, step.value, action),
             lease,
         )
 
@@ -281,7 +310,7 @@ class SqliteJournal:
         assignments = ", ".join(f"{name} = ?" for name in changes)
         self._fenced(
             f"update runs set {assignments} where run_id = ? and {{fence}}",
-            (*(_text(v) for v in changes.values()), run_id),
+            (*(_field(k, v) for k, v in changes.items()), run_id),
             lease,
         )
 
@@ -423,7 +452,7 @@ class SqliteJournal:
             int(record.required),
             record.attempts,
             _text(record.next_attempt_at),
-            record.last_error,
+            _scrubbed(record.last_error),
             _text(record.updated_at or datetime.now(UTC)),
         )
         self._fenced(

@@ -532,12 +532,9 @@ def test_processes_racing_for_one_plan_one_wins_each_round(backend: Backend) -> 
     assert tokens == sorted(set(tokens))
 
 
-def test_schema_creation_racing_from_several_processes(backend: Backend, request: pytest.FixtureRequest) -> None:
-    if backend.kind == "sqlite":
-        # A bug this suite found: SqliteJournal.__init__'s `pragma journal_mode=wal` on a new file answers
-        # "database is locked" at once (no busy wait) when another process opens it too: about 1 run in 40 here.
-        # The fix (a retry) is in the pgjournal report to the lead; drop this marker with it.
-        request.applymarker(pytest.mark.xfail(strict=False, reason="sqlite.py: concurrent first opens race on WAL"))
+def test_schema_creation_racing_from_several_processes(backend: Backend) -> None:
+    # SQLite: switching a new file to WAL answers "locked" at once when another process opens it too (about 1 run
+    # in 40 failed before SqliteJournal retried it).
     processes = 4
     results = _run_processes(_open_worker, (backend.url, str(backend.tmp)), processes)
     assert sorted(outcome for _pid, outcome in results) == ["ok"] * processes
@@ -551,11 +548,7 @@ def test_schema_creation_racing_from_several_processes(backend: Backend, request
 # -- secrets ----------------------------------------------------------------------------------------------------
 
 
-def test_free_text_is_scrubbed_of_known_secrets(backend: Backend, request: pytest.FixtureRequest) -> None:
-    if backend.kind == "sqlite":
-        # rotator/journal/sqlite.py writes error texts as given (the runner scrubs before); the fix for the journal
-        # boundary is in the pgjournal report to the lead. strict: this fails loudly once sqlite.py scrubs too.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="sqlite.py does not scrub free text yet"))
+def test_free_text_is_scrubbed_of_known_secrets(backend: Backend) -> None:
     secret = f"hunter2-{uuid.uuid4().hex}"
     register_secret(secret)
     journal = backend.open()
