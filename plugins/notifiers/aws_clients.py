@@ -66,8 +66,8 @@ class AwsClientOptions(BaseModel):
     region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
     endpoint_url: str | None = Field(None, pattern=r"^https?://")
     profile: str | None = None
-    role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
-    role_session_name: str = Field("credential-rotator", pattern=r"^[\w+=,.@-]{2,64}$")
+    role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$")
+    role_session_name: str = Field("credential-rotator", pattern=r"^[A-Za-z0-9_+=,.@-]{2,64}$")
     external_id: str | None = None
     sts_endpoint_url: str | None = Field(None, pattern=r"^https?://")
     max_attempts: int = Field(3, ge=1, le=10)

@@ -75,7 +75,7 @@ class AwsIamKeyOptions(BaseModel):
     endpoint_url: str | None = Field(None, pattern=r"^https?://", description="IAM endpoint (tests: moto)")
     sts_endpoint_url: str | None = Field(None, pattern=r"^https?://", description="default: endpoint_url")
     profile: str | None = None
-    role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
+    role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$")
     propagation_timeout: float = Field(30.0, gt=0, le=600, description="seconds test waits for a new key")
     delete_after: float = Field(0.0, ge=0, description="seconds between deactivation and deletion of PREVIOUS")
     max_attempts: int = Field(3, ge=1, le=10)
