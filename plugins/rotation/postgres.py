@@ -345,18 +345,21 @@ class PostgresPlugin:
         session_login = self._admin_login(ctx, "in_use", credential, login)
         with self._session(ctx, "in_use", session_login) as conn:
             rows = conn.execute(
-                """SELECT pid, client_addr, application_name, backend_start
+                """SELECT pid, client_addr, application_name, backend_start,
+                          query = '<insufficient privilege>' AS hidden
                      FROM pg_stat_activity
                     WHERE usename = %s AND pid <> pg_backend_pid()
                     ORDER BY backend_start""",
                 (login.user,),
             ).fetchall()
-        return [
-            f"pid {pid} from {addr or 'local socket'} application {app or '-'!r} since {started:%Y-%m-%dT%H:%M:%S%z}"
-            if started is not None
-            else f"pid {pid} from {addr or 'local socket'} application {app or '-'!r}"
-            for pid, addr, app, started in rows
-        ]
+        lines = []
+        for pid, addr, app, started, hidden in rows:
+            # Without pg_read_all_stats, another role's session shows its pid but hides its address and start.
+            where = "an address hidden from the admin (grant it pg_read_all_stats)" if hidden else None
+            where = where or (str(addr) if addr else "local socket")
+            since = f" since {started:%Y-%m-%dT%H:%M:%S%z}" if started is not None else ""
+            lines.append(f"pid {pid} from {where} application {app or '-'!r}{since}")
+        return lines
 
     # -- alternating-users -----------------------------------------------------------------------------------
 

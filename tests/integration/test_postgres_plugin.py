@@ -442,8 +442,13 @@ def test_in_use_lists_the_roles_sessions(
     alternating = make_ctx("alternating-users", {ADMIN_ARN: admin})
     assert plugin.in_use(alternating, cred(value)) == []
     with pg_server.tcp_conn(user, "Original-password-987"):
+        # A CREATEROLE admin sees that the session exists, not where from, and the line says what to grant.
+        [hidden] = plugin.in_use(alternating, cred(value)) or [""]
+        assert "hidden from the admin" in hidden and "pg_read_all_stats" in hidden
+        with pg_server.admin_conn() as conn:
+            conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(admin["username"])))
         sessions = plugin.in_use(alternating, cred(value))
-        assert sessions is not None and len(sessions) == 1 and "127.0.0.1" in sessions[0]
+        assert sessions is not None and len(sessions) == 1 and "from 127.0.0.1 " in sessions[0]
         assert "Original-password-987" not in sessions[0]
         # single-user: one role holds old and new password, so its sessions say nothing about the old one
         assert plugin.in_use(make_ctx("single-user"), cred(value)) is None
