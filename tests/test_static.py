@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(
     "tool",
-    [["ruff", "check", "."], ["ruff", "format", "--check", "rotator"], ["mypy"]],
+    [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]],
     ids=["ruff-check", "ruff-format", "mypy"],
 )
 def test_static_checks_pass(tool: list[str]) -> None:
