@@ -1,8 +1,8 @@
 """boto3 clients for the AWS notifiers (sns, eventbridge, ecs), and the one place their errors are mapped.
 
-Clients are built from the same options as the aws-secretsmanager store (region, endpoint_url, profile, role_arn
-assumed through STS and refreshed before it expires), with its session helper; tests and embedders inject a ready
-client instead (the notifier's keyword `client=`).
+Clients are built from the connection options every AWS component shares (rotator_plugins.aws_session:
+region, endpoint_url, profile, role_arn assumed through STS and refreshed before it expires); tests and embedders
+inject a ready client instead (the notifier's keyword `client=`).
 
 Errors are classified with the store's vocabulary (rotator_plugins.stores.aws_errors: throttling and server error
 codes, access denied, bad credentials) and raised as notifier errors: throttling, 5xx and connection failures are
@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -29,7 +27,7 @@ from botocore.exceptions import (
     SSLError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from pydantic import BaseModel, ConfigDict, Field
+from rotator_plugins.aws_session import AwsConnectionOptions, aws_client
 from rotator_plugins.stores.aws_errors import (
     ACCESS_DENIED_CODES,
     BAD_CREDENTIALS_CODES,
@@ -38,7 +36,6 @@ from rotator_plugins.stores.aws_errors import (
     error_code,
     http_status,
 )
-from rotator_plugins.stores.aws_secretsmanager import AwsStoreOptions, _assumed_role_session
 
 from rotator import ComponentSetup, ConfigError, NotifyError, RotatorError, TransientError, scrub
 
@@ -58,52 +55,16 @@ KMS_CODES = frozenset({"KMSAccessDenied", "KMSDisabled", "KMSInvalidState", "KMS
 TRANSIENT_CODES = THROTTLING_CODES | SERVER_ERROR_CODES | {"KMSThrottling", "ServerException", "InternalException"}
 
 
-class AwsClientOptions(BaseModel):
-    """Where and as whom the notifier calls AWS; a notifier's options model extends this."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
-    endpoint_url: str | None = Field(None, pattern=r"^https?://")
-    profile: str | None = None
-    role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$")
-    role_session_name: str = Field("credential-rotator", pattern=r"^[A-Za-z0-9_+=,.@-]{2,64}$")
-    external_id: str | None = None
-    sts_endpoint_url: str | None = Field(None, pattern=r"^https?://")
-    max_attempts: int = Field(3, ge=1, le=10)
-    connect_timeout: float = Field(5.0, gt=0)
-    read_timeout: float = Field(20.0, gt=0)
+class AwsClientOptions(AwsConnectionOptions):
+    """Where and as whom the notifier calls AWS (the connection options every AWS component shares); a notifier's
+    options model extends this."""
 
 
 def make_aws_client(service: str, opts: AwsClientOptions, setup: ComponentSetup) -> Any:
     """A boto3 client for `service` (profile, then the role to assume, region, endpoint). A problem of the
     config (no region, unknown profile) is a ConfigError naming the notifier's table."""
     try:
-        session = boto3.Session(profile_name=opts.profile, region_name=opts.region)
-        if opts.role_arn:
-            session = _assumed_role_session(
-                session,
-                AwsStoreOptions(
-                    region=opts.region,
-                    role_arn=opts.role_arn,
-                    role_session_name=opts.role_session_name,
-                    external_id=opts.external_id,
-                    sts_endpoint_url=opts.sts_endpoint_url,
-                    max_attempts=opts.max_attempts,
-                    connect_timeout=opts.connect_timeout,
-                    read_timeout=opts.read_timeout,
-                ),
-            )
-        return session.client(
-            service,
-            endpoint_url=opts.endpoint_url,
-            config=Config(
-                retries={"mode": "standard", "max_attempts": opts.max_attempts},
-                connect_timeout=opts.connect_timeout,
-                read_timeout=opts.read_timeout,
-                user_agent_extra="credential-rotator",
-            ),
-        )
+        return aws_client(service, opts)
     except BotoCoreError as exc:
         raise ConfigError(
             f"cannot make an AWS {service} client: {type(exc).__name__}",

@@ -25,7 +25,9 @@ The IAM user must belong to this plan alone: reconcile deletes every key of the 
 not hold, and create deletes a key beyond the store's when the user is at IAM's two-key limit.
 
 Options (the plan's plugin table): region, endpoint_url, sts_endpoint_url, profile, role_arn (assumed through STS
-for the IAM calls), propagation_timeout (seconds, default 30), delete_after (seconds, default 0).
+for the IAM calls, with role_session_name and external_id), max_attempts, connect_timeout, read_timeout (the AWS
+connection options of rotator_plugins.aws_session), propagation_timeout (seconds, default 30), delete_after
+(seconds, default 0).
 Errors: throttling, HTTP 5xx and connection failures are TransientError (the engine retries); AccessDenied is a
 StepError naming the IAM action and the user; LimitExceeded a StepError with the fix. No message carries a secret.
 """
@@ -37,10 +39,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+from rotator_plugins.aws_session import AwsConnectionOptions, aws_client, client_config
 from rotator_plugins.stores.aws_errors import (
     ACCESS_DENIED_CODES,
     SERVER_ERROR_CODES,
@@ -66,21 +68,15 @@ IAM_KEY_LIMIT = 2  # access keys per IAM user (a hard AWS limit)
 T = TypeVar("T")
 
 
-class AwsIamKeyOptions(BaseModel):
-    """The plugin's options (the plan's plugin table minus `type`)."""
+class AwsIamKeyOptions(AwsConnectionOptions):
+    """The plugin's options (the plan's plugin table minus `type`): the AWS connection options every AWS component
+    shares (endpoint_url is IAM's, tests: moto; sts_endpoint_url is STS's, for role_arn and for `test`'s probe, which
+    falls back to endpoint_url), and the plugin's own two below."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
-    endpoint_url: str | None = Field(None, pattern=r"^https?://", description="IAM endpoint (tests: moto)")
-    sts_endpoint_url: str | None = Field(None, pattern=r"^https?://", description="default: endpoint_url")
-    profile: str | None = None
-    role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$")
     propagation_timeout: float = Field(30.0, gt=0, le=600, description="seconds test waits for a new key")
     delete_after: float = Field(0.0, ge=0, description="seconds between deactivation and deletion of PREVIOUS")
-    max_attempts: int = Field(3, ge=1, le=10)
-    connect_timeout: float = Field(5.0, gt=0)
-    read_timeout: float = Field(20.0, gt=0)
 
 
 class _NotYet(Exception):
@@ -160,7 +156,7 @@ class AwsIamKeyPlugin:
         sts = self._probe_session().client(
             "sts",
             endpoint_url=self.options.sts_endpoint_url or self.options.endpoint_url,
-            config=self._config(),
+            config=client_config(self.options),
             aws_access_key_id=key_id,
             aws_secret_access_key=secret,
             aws_session_token=None,
@@ -361,14 +357,6 @@ class AwsIamKeyPlugin:
     def _region(self) -> str:
         return self.options.region or "us-east-1"  # IAM is global; its endpoint answers in us-east-1
 
-    def _config(self) -> Config:
-        return Config(
-            retries={"mode": "standard", "max_attempts": self.options.max_attempts},
-            connect_timeout=self.options.connect_timeout,
-            read_timeout=self.options.read_timeout,
-            user_agent_extra="credential-rotator",
-        )
-
     def _probe_session(self) -> Any:
         if self._sts_session is None:
             self._sts_session = boto3.Session(region_name=self._region())
@@ -377,19 +365,7 @@ class AwsIamKeyPlugin:
     def _iam(self) -> Any:
         """The IAM client: injected, or built from profile, role_arn, region and endpoint_url."""
         if self._iam_client is None:
-            session = boto3.Session(profile_name=self.options.profile, region_name=self._region())
-            if self.options.role_arn:
-                from rotator_plugins.stores.aws_secretsmanager import AwsStoreOptions, _assumed_role_session
-
-                session = _assumed_role_session(
-                    session,
-                    AwsStoreOptions(
-                        region=self._region(),
-                        role_arn=self.options.role_arn,
-                        sts_endpoint_url=self.options.sts_endpoint_url,
-                    ),
-                )
-            self._iam_client = session.client("iam", endpoint_url=self.options.endpoint_url, config=self._config())
+            self._iam_client = aws_client("iam", self.options, region=self._region())
         return self._iam_client
 
     def _check_strategy(self, ctx: RotationContext, step: str) -> None:

@@ -16,8 +16,9 @@
 
 Options (the store's table in the config): region, endpoint_url, profile, role_arn (assumed through STS, refreshed
 before it expires), role_session_name, external_id, sts_endpoint_url, kms_key_id (used when `rotator store put`
-creates a secret), max_attempts, connect_timeout, read_timeout. Tests and the Lambda inject a ready client with
-the keyword `client=`.
+creates a secret), max_attempts, connect_timeout, read_timeout; all but kms_key_id are the AWS connection options
+every AWS component shares (rotator_plugins.aws_session, which also builds the client). Tests and the Lambda inject
+a ready client with the keyword `client=`.
 """
 
 from __future__ import annotations
@@ -25,17 +26,12 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore.session
-from botocore.config import Config
-from botocore.credentials import DeferredRefreshableCredentials
-from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field
-from rotator_plugins.stores.aws_errors import aws_errors, map_aws_error
+from botocore.exceptions import BotoCoreError
+from rotator_plugins.aws_session import AwsConnectionOptions, aws_client
+from rotator_plugins.stores.aws_errors import aws_errors
 
 from rotator import (
     ComponentSetup,
@@ -44,7 +40,6 @@ from rotator import (
     SecretNotFound,
     Stage,
     StoreError,
-    TransientError,
     VersionConflict,
 )
 
@@ -62,80 +57,10 @@ _METHODS = {
 }
 
 
-class AwsStoreOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AwsStoreOptions(AwsConnectionOptions):
+    """The store's table: the AWS connection options, and the KMS key `rotator store put` creates secrets with."""
 
-    # ASCII classes, not \d or \w: IAM means ASCII, and a Unicode \w{2,64} alone costs pydantic-core ~60 ms to
-    # compile when this module is imported (measured in bench/lambda_import.py: the rotation function's cold start).
-    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
-    endpoint_url: str | None = Field(None, pattern=r"^https?://")
-    profile: str | None = None
-    role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$")
-    role_session_name: str = Field("credential-rotator", pattern=r"^[A-Za-z0-9_+=,.@-]{2,64}$")
-    external_id: str | None = None
-    sts_endpoint_url: str | None = Field(None, pattern=r"^https?://")
     kms_key_id: str | None = None
-    max_attempts: int = Field(3, ge=1, le=10)
-    connect_timeout: float = Field(5.0, gt=0)
-    read_timeout: float = Field(20.0, gt=0)
-
-
-def _client_config(opts: AwsStoreOptions) -> Config:
-    return Config(
-        retries={"mode": "standard", "max_attempts": opts.max_attempts},
-        connect_timeout=opts.connect_timeout,
-        read_timeout=opts.read_timeout,
-        user_agent_extra="credential-rotator",
-    )
-
-
-def _assumed_role_session(base: boto3.Session, opts: AwsStoreOptions) -> boto3.Session:
-    """A session whose credentials come from sts:AssumeRole and are refreshed by botocore before they expire."""
-    role_arn = opts.role_arn or ""
-
-    def refresh() -> dict[str, str]:
-        sts = base.client(
-            "sts", region_name=opts.region, endpoint_url=opts.sts_endpoint_url, config=_client_config(opts)
-        )
-        params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": opts.role_session_name}
-        if opts.external_id:
-            params["ExternalId"] = opts.external_id
-        try:
-            credentials = sts.assume_role(**params)["Credentials"]
-        except (ClientError, BotoCoreError) as exc:
-            mapped = map_aws_error(exc, action="sts:AssumeRole", secret_id=role_arn)
-            if isinstance(mapped, TransientError):
-                raise TransientError(
-                    f"{STORE}: sts:AssumeRole on {role_arn} failed for now; it will be retried"
-                ) from exc
-            code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
-            raise StoreError(
-                f"{STORE}: cannot assume role {role_arn} ({code or type(exc).__name__}); the base identity needs "
-                "sts:AssumeRole on it and the role's trust policy must allow that identity"
-            ) from None
-        expiry = credentials["Expiration"]
-        return {
-            "access_key": credentials["AccessKeyId"],
-            "secret_key": credentials["SecretAccessKey"],
-            "token": credentials["SessionToken"],
-            "expiry_time": expiry.isoformat() if isinstance(expiry, datetime) else str(expiry),
-        }
-
-    core = botocore.session.get_session()
-    # The documented way to give a session refreshable credentials that are not in a profile: botocore has no
-    # public setter for them.
-    core._credentials = DeferredRefreshableCredentials(refresh_using=refresh, method="sts-assume-role")
-    if opts.region or base.region_name:
-        core.set_config_variable("region", opts.region or base.region_name)
-    return boto3.Session(botocore_session=core)
-
-
-def make_client(opts: AwsStoreOptions) -> Any:
-    """The Secrets Manager client the options describe (profile, then role to assume, region, endpoint)."""
-    session = boto3.Session(profile_name=opts.profile, region_name=opts.region)
-    if opts.role_arn:
-        session = _assumed_role_session(session, opts)
-    return session.client("secretsmanager", endpoint_url=opts.endpoint_url, config=_client_config(opts))
 
 
 class AwsSecretsManagerStore:
@@ -153,7 +78,7 @@ class AwsSecretsManagerStore:
         self._client = client
         if client is None:
             try:
-                self._client = make_client(self.options)
+                self._client = aws_client("secretsmanager", self.options)
             except BotoCoreError as exc:  # NoRegionError, ProfileNotFound: problems of the config
                 raise ConfigError(
                     f"cannot make an AWS client: {type(exc).__name__}",

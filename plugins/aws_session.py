@@ -1,0 +1,105 @@
+"""Where and as whom a plugin calls AWS: the connection options every AWS component shares, and the one builder of
+boto3 sessions and clients from them (the aws-secretsmanager store, the sns/eventbridge/ecs notifiers and the
+aws-iam-key plugin all use it).
+
+A component's options model extends `AwsConnectionOptions` with its own fields. The client is built from a
+profile (or the default credential chain), then, with `role_arn`, from credentials that sts:AssumeRole returns and
+botocore refreshes before they expire.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import DeferredRefreshableCredentials
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict, Field
+from rotator_plugins.stores.aws_errors import map_aws_error
+
+from rotator import StoreError, TransientError
+
+
+class AwsConnectionOptions(BaseModel):
+    """region, endpoint_url, profile, role_arn (with role_session_name, external_id, sts_endpoint_url), and the
+    client's max_attempts, connect_timeout and read_timeout."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # ASCII classes, not \d or \w: IAM means ASCII, and a Unicode \w{2,64} alone costs pydantic-core ~60 ms to
+    # compile when this module is imported (measured in bench/lambda_import.py: the rotation function's cold start).
+    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
+    endpoint_url: str | None = Field(None, pattern=r"^https?://")
+    profile: str | None = None
+    role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$")
+    role_session_name: str = Field("credential-rotator", pattern=r"^[A-Za-z0-9_+=,.@-]{2,64}$")
+    external_id: str | None = None
+    sts_endpoint_url: str | None = Field(None, pattern=r"^https?://")
+    max_attempts: int = Field(3, ge=1, le=10)
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(20.0, gt=0)
+
+
+def client_config(opts: AwsConnectionOptions) -> Config:
+    """botocore's standard retries (max_attempts), the timeouts, and the rotator named in the User-Agent."""
+    return Config(
+        retries={"mode": "standard", "max_attempts": opts.max_attempts},
+        connect_timeout=opts.connect_timeout,
+        read_timeout=opts.read_timeout,
+        user_agent_extra="credential-rotator",
+    )
+
+
+def assumed_role_session(base: boto3.Session, opts: AwsConnectionOptions, region: str | None) -> boto3.Session:
+    """A session whose credentials come from sts:AssumeRole (signed by `base`) and are refreshed by botocore
+    before they expire. A refused AssumeRole is a StoreError naming the role (its texts name the store, as they
+    did before the notifiers and aws-iam-key shared this); an unreachable STS is a TransientError."""
+    role_arn = opts.role_arn or ""
+
+    def refresh() -> dict[str, str]:
+        sts = base.client("sts", region_name=region, endpoint_url=opts.sts_endpoint_url, config=client_config(opts))
+        params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": opts.role_session_name}
+        if opts.external_id:
+            params["ExternalId"] = opts.external_id
+        try:
+            credentials = sts.assume_role(**params)["Credentials"]
+        except (ClientError, BotoCoreError) as exc:
+            mapped = map_aws_error(exc, action="sts:AssumeRole", secret_id=role_arn)
+            if isinstance(mapped, TransientError):
+                raise TransientError(
+                    f"aws-secretsmanager: sts:AssumeRole on {role_arn} failed for now; it will be retried"
+                ) from exc
+            code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+            raise StoreError(
+                f"aws-secretsmanager: cannot assume role {role_arn} ({code or type(exc).__name__}); the base "
+                "identity needs sts:AssumeRole on it and the role's trust policy must allow that identity"
+            ) from None
+        expiry = credentials["Expiration"]
+        return {
+            "access_key": credentials["AccessKeyId"],
+            "secret_key": credentials["SecretAccessKey"],
+            "token": credentials["SessionToken"],
+            "expiry_time": expiry.isoformat() if isinstance(expiry, datetime) else str(expiry),
+        }
+
+    core = botocore.session.get_session()
+    # The documented way to give a session refreshable credentials that are not in a profile: botocore has no
+    # public setter for them.
+    core._credentials = DeferredRefreshableCredentials(refresh_using=refresh, method="sts-assume-role")
+    if region or base.region_name:
+        core.set_config_variable("region", region or base.region_name)
+    return boto3.Session(botocore_session=core)
+
+
+def aws_client(service: str, opts: AwsConnectionOptions, *, region: str | None = None) -> Any:
+    """The boto3 client for `service` the options describe: profile, then the role to assume, region (`region`
+    overrides opts.region: IAM's plugin defaults it), endpoint_url. botocore's BotoCoreError (no region, unknown
+    profile) is the caller's to turn into a ConfigError naming its table."""
+    region = region or opts.region
+    session = boto3.Session(profile_name=opts.profile, region_name=region)
+    if opts.role_arn:
+        session = assumed_role_session(session, opts, region)
+    return session.client(service, endpoint_url=opts.endpoint_url, config=client_config(opts))
