@@ -16,17 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    CredentialRetrievalError,
-    HTTPClientError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-    SSLError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 from rotator_plugins.aws_session import AwsConnectionOptions, aws_client
 from rotator_plugins.stores.aws_errors import (
     ACCESS_DENIED_CODES,
@@ -35,6 +25,7 @@ from rotator_plugins.stores.aws_errors import (
     THROTTLING_CODES,
     error_code,
     http_status,
+    map_unanswered_aws_call,
 )
 
 from rotator import ComponentSetup, ConfigError, NotifyError, RotatorError, TransientError, scrub
@@ -94,19 +85,14 @@ def aws_notify_error(exc: BaseException, *, what: str, action: str, resource: st
             return NotifyError(f"{where}: AWS rejected the credentials ({code}); check the profile, role or env")
         message = str(exc.response.get("Error", {}).get("Message", "")).strip()
         return NotifyError(scrub(f"{where} failed: {code or status}: {message}"))
-    if isinstance(exc, SSLError):
-        return NotifyError(f"{where}: TLS verification failed for the endpoint; check endpoint_url")
-    if isinstance(exc, BotoConnectionError | HTTPClientError):
-        return TransientError(f"{where}: cannot reach AWS ({type(exc).__name__}); retried")
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
-        return NotifyError(
-            f"{where}: no usable AWS credentials ({type(exc).__name__}); set `profile` or `role_arn`, or give the "
-            "service an instance/task role or AWS_* environment variables"
-        )
-    if isinstance(exc, NoRegionError):
-        return NotifyError(f'{where}: no AWS region; set region = "..." in the notifier\'s table, or AWS_REGION')
-    # e.g. ParamValidationError: its text may quote a parameter value, so it is never shown.
-    return NotifyError(f"{where} failed: {type(exc).__name__} (request rejected before it was sent)")
+    return map_unanswered_aws_call(
+        exc,
+        where=where,
+        error=NotifyError,
+        retried="retried",
+        tls_fix="check endpoint_url",
+        no_region=NotifyError(f'{where}: no AWS region; set region = "..." in the notifier\'s table, or AWS_REGION'),
+    )
 
 
 @contextmanager

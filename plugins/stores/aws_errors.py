@@ -10,6 +10,9 @@ Every AWS call a store makes goes through `aws_errors(...)`, so the mapping is t
 | a code the caller lists as a conflict (ResourceExists, a label that moved) | VersionConflict | as StoreError |
 | anything else | StoreError with AWS's code and message | as StoreError |
 
+What AWS never answered (TLS, connection, no credentials or region) is mapped by `map_unanswered_aws_call`, which
+the AWS notifiers share with their own error class and wording.
+
 Messages never carry a secret value: AWS's own error messages do not echo SecretString, and botocore's parameter
 validation errors (which can quote a parameter) are replaced by a message naming only the action.
 """
@@ -121,19 +124,42 @@ def map_aws_error(
         if code in BAD_CREDENTIALS_CODES:
             return StoreError(f"{where}: AWS rejected the credentials ({code}); check the profile, role or environment")
         return StoreError(f"{where} failed: {code or status}: {message}")
+    return map_unanswered_aws_call(
+        exc,
+        where=where,
+        error=StoreError,
+        retried="it will be retried",
+        tls_fix="check endpoint_url and the CA bundle",
+        no_region=ConfigError(f"{where}: no AWS region", fix='set region = "..." in the store\'s table, or AWS_REGION'),
+    )
+
+
+def map_unanswered_aws_call(
+    exc: BaseException,
+    *,
+    where: str,
+    error: type[RotatorError],
+    retried: str,
+    tls_fix: str,
+    no_region: RotatorError,
+) -> RotatorError:
+    """The rotator error for a botocore exception other than ClientError: AWS never answered the call (TLS,
+    connection, missing credentials or region, a request botocore refused to send). Shared by the store and the
+    AWS notifiers; each passes its error class for what will not fix itself, its wording of "retried", the fix for
+    a TLS failure and its error for a missing region. `where` names the component, the action and the resource."""
     if isinstance(exc, SSLError):
-        return StoreError(f"{where}: TLS verification failed for the endpoint; check endpoint_url and the CA bundle")
+        return error(f"{where}: TLS verification failed for the endpoint; {tls_fix}")
     if isinstance(exc, BotoConnectionError | HTTPClientError):
-        return TransientError(f"{where}: cannot reach AWS ({type(exc).__name__}); it will be retried")
+        return TransientError(f"{where}: cannot reach AWS ({type(exc).__name__}); {retried}")
     if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
-        return StoreError(
+        return error(
             f"{where}: no usable AWS credentials ({type(exc).__name__}); set `profile` or `role_arn`, "
             "or give the service an instance/task role or AWS_* environment variables"
         )
     if isinstance(exc, NoRegionError):
-        return ConfigError(f"{where}: no AWS region", fix='set region = "..." in the store\'s table, or AWS_REGION')
+        return no_region
     # e.g. ParamValidationError: its text may quote a parameter value, so it is never shown.
-    return StoreError(f"{where} failed: {type(exc).__name__} (request rejected before it was sent)")
+    return error(f"{where} failed: {type(exc).__name__} (request rejected before it was sent)")
 
 
 @contextmanager
