@@ -56,12 +56,13 @@ import hashlib
 import re
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 import pymysql
 from pydantic import BaseModel, ConfigDict, Field
+from rotator_plugins.rotation.database_secret import DatabaseLogin, SecretShape, ssl_choice
 
 from rotator import (
     AuthenticationFailed,
@@ -87,6 +88,15 @@ MAX_USER_LENGTH = {"mysql": 32, "aurora-mysql": 32, "aurora": 32, "mariadb": 128
 ENGINES = frozenset(MAX_USER_LENGTH)
 
 SslMode = Literal["disabled", "preferred", "required", "verify_ca", "verify_identity"]
+# How this plugin reads the secret's JSON (CURRENT, PENDING, PREVIOUS and the admin secret named by masterarn).
+SECRET = SecretShape(
+    engine_name="mysql or mariadb",
+    engines=ENGINES,
+    required=("host", "username", "password"),
+    missing_fix='store a value with "engine", "host", "port", "username" and "password" (as AWS\'s rotation samples)',
+    default_port=DEFAULT_PORT,
+    admin_rights="create and alter the two users",
+)
 
 # Error codes (MySQL's and MariaDB's errmsg lists; CR_* are the client's, which PyMySQL reuses).
 _AUTH_CODES = frozenset(
@@ -139,23 +149,6 @@ class MySQLOptions(BaseModel):
     host_pattern: str = Field(
         "%", min_length=1, max_length=255, description="host part of the alternating accounts ('app'@'<host_pattern>')"
     )
-
-
-@dataclass(frozen=True)
-class _Login:
-    """Where and as whom to connect. `what` names it in messages ("CURRENT", "the admin secret ...")."""
-
-    what: str
-    host: str
-    port: int
-    user: str
-    password: str = field(repr=False)
-    dbname: str | None = None
-    ssl: Any = None
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 @dataclass
@@ -373,10 +366,10 @@ class MySQLPlugin:
         a clone name longer than the engine's limit (32 characters on MySQL, 128 on MariaDB).
         """
         self._check_strategy(ctx, "create")
-        login = self._login(ctx, "create", current, "CURRENT")
+        login = SECRET.login(ctx, "create", current, "CURRENT")
         value = dict(current.value)
         if ctx.strategy == ALTERNATING_USERS:
-            self._masterarn(ctx, "create", current)
+            SECRET.masterarn(ctx, "create", current)
             value["username"] = self._other_user(ctx, "create", login.user, current.get("engine"))
         value["password"] = generate_password(ctx.password_policy)
         return value
@@ -406,8 +399,8 @@ class MySQLPlugin:
         if ctx.strategy == ALTERNATING_USERS:
             self._stage_alternating(ctx, current, pending)
             return
-        new = self._login(ctx, "stage", pending, "PENDING")
-        old = self._login(ctx, "stage", current, "CURRENT")
+        new = SECRET.login(ctx, "stage", pending, "PENDING")
+        old = SECRET.login(ctx, "stage", current, "CURRENT")
         self._same_user(ctx, "stage", old, new)
         fix = (
             f"the account's password is neither the store's CURRENT nor PENDING value: set user {old.user!r} at "
@@ -427,7 +420,7 @@ class MySQLPlugin:
             previous = ctx.read_stage(Stage.PREVIOUS)
             if previous is None:
                 raise
-            prev = self._login(ctx, "stage", previous, "PREVIOUS")
+            prev = SECRET.login(ctx, "stage", previous, "PREVIOUS")
             if prev.user != old.user or not self._logs_in(ctx, "stage", prev):
                 raise
             with self._session(ctx, "stage", prev, fix=fix, secrets=(new.password,)) as db:
@@ -439,7 +432,7 @@ class MySQLPlugin:
         A refused login raises TestFailed; a connection failure TransientError (the engine may retry).
         """
         self._check_strategy(ctx, "test")
-        login = self._login(ctx, "test", pending, "PENDING")
+        login = SECRET.login(ctx, "test", pending, "PENDING")
         with self._session(ctx, "test", login, auth_error=TestFailed, use_db=True) as db:
             rows = db.run("SELECT 1")
         if not rows or rows[0][0] != 1:
@@ -462,8 +455,8 @@ class MySQLPlugin:
         same account. Sessions that PREVIOUS already has open are not closed (MySQL checks passwords at login).
         """
         self._check_strategy(ctx, "revoke")
-        prev = self._login(ctx, "revoke", previous, "PREVIOUS")
-        cur = self._login(ctx, "revoke", current, "CURRENT")
+        prev = SECRET.login(ctx, "revoke", previous, "PREVIOUS")
+        cur = SECRET.login(ctx, "revoke", current, "CURRENT")
         if ctx.strategy == SINGLE_USER:
             if prev.user != cur.user:
                 raise StepError(
@@ -497,8 +490,8 @@ class MySQLPlugin:
         (MySQL: ``IDENTIFIED BY ?``) with a fresh random password that is never stored. The clone is kept.
         """
         self._check_strategy(ctx, "unstage")
-        old = self._login(ctx, "unstage", current, "CURRENT")
-        new = self._login(ctx, "unstage", pending, "PENDING")
+        old = SECRET.login(ctx, "unstage", current, "CURRENT")
+        new = SECRET.login(ctx, "unstage", pending, "PENDING")
         if ctx.strategy == ALTERNATING_USERS:
             admin = self._admin_login(ctx, "unstage", current, new)
             unknown = generate_password(ctx.password_policy)
@@ -541,7 +534,7 @@ class MySQLPlugin:
         self._check_strategy(ctx, "in_use")
         if ctx.strategy != ALTERNATING_USERS:
             return None
-        login = self._login(ctx, "in_use", credential, "the credential")
+        login = SECRET.login(ctx, "in_use", credential, "the credential")
         session_login = self._admin_login(ctx, "in_use", credential, login)
         with self._session(ctx, "in_use", session_login) as db:
             rows = db.run(
@@ -557,8 +550,8 @@ class MySQLPlugin:
     # -- alternating-users -----------------------------------------------------------------------------------
 
     def _stage_alternating(self, ctx: RotationContext, current: Credential, pending: Credential) -> None:
-        cur = self._login(ctx, "stage", current, "CURRENT")
-        new = self._login(ctx, "stage", pending, "PENDING")
+        cur = SECRET.login(ctx, "stage", current, "CURRENT")
+        new = SECRET.login(ctx, "stage", pending, "PENDING")
         if new.user == cur.user:
             raise StepError(
                 f"plan {ctx.plan_id}: stage: PENDING names CURRENT's own user {cur.user!r}; alternating-users "
@@ -648,45 +641,11 @@ class MySQLPlugin:
                     step="stage",
                 ) from None
 
-    def _admin_login(self, ctx: RotationContext, step: str, current: Credential, target: _Login) -> _Login:
+    def _admin_login(
+        self, ctx: RotationContext, step: str, current: Credential, target: DatabaseLogin
+    ) -> DatabaseLogin:
         """The admin secret named by CURRENT's masterarn. As AWS's samples: its host must be the target's host."""
-        arn = self._masterarn(ctx, step, current)
-        value = ctx.read_secret(arn).value
-        missing = [key for key in ("username", "password") if not value.get(key)]
-        if missing:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: the admin secret {arn} has no {', '.join(missing)}",
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-        host = str(value.get("host") or target.host)
-        if host.lower() != target.host.lower():
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: the admin secret {arn} is for host {host}, but the rotated user lives "
-                f"at {target.host}\n  fix: point masterarn at the admin secret of {target.host}",
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-        return _Login(
-            what=f"the admin secret {arn}",
-            host=host,
-            port=self._port(ctx, step, value.get("port", target.port), f"the admin secret {arn}"),
-            user=str(value["username"]),
-            password=str(value["password"]),
-            ssl=value.get("ssl", target.ssl),
-        )
-
-    def _masterarn(self, ctx: RotationContext, step: str, current: Credential) -> str:
-        arn = current.get("masterarn")
-        if not arn:
-            raise StepError(
-                f'plan {ctx.plan_id}: {step}: alternating-users needs "masterarn" in the secret {ctx.secret_id}, '
-                "naming the admin secret that can create and alter the two users\n  fix: add masterarn to the "
-                'secret, or use strategy = "single-user"',
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-        return str(arn)
+        return SECRET.admin_login(ctx, step, SECRET.masterarn(ctx, step, current), target)
 
     def _other_user(self, ctx: RotationContext, step: str, username: str, engine: Any) -> str:
         suffix = self.options.clone_suffix
@@ -748,7 +707,7 @@ class MySQLPlugin:
 
     # -- connections and the error boundary ------------------------------------------------------------------
 
-    def _logs_in(self, ctx: RotationContext, step: str, login: _Login) -> bool:
+    def _logs_in(self, ctx: RotationContext, step: str, login: DatabaseLogin) -> bool:
         """Whether `login` is accepted (``SELECT 1``). Only a refused credential is False; other errors raise."""
         try:
             with self._session(ctx, step, login) as db:
@@ -762,7 +721,7 @@ class MySQLPlugin:
         self,
         ctx: RotationContext,
         step: str,
-        login: _Login,
+        login: DatabaseLogin,
         *,
         auth_error: type[StepError] = AuthenticationFailed,
         fix: str | None = None,
@@ -780,7 +739,7 @@ class MySQLPlugin:
             leaks = any(secret in repr(exc.args) for secret in hidden)
             raise mapped from (None if leaks else exc)
 
-    def _connect_args(self, login: _Login, use_db: bool) -> dict[str, Any]:
+    def _connect_args(self, login: DatabaseLogin, use_db: bool) -> dict[str, Any]:
         # Keyword arguments only; the password goes as UTF-8 bytes, the encoding native_password_hash assumes.
         args: dict[str, Any] = {
             "host": login.host,
@@ -813,7 +772,7 @@ class MySQLPlugin:
         self,
         ctx: RotationContext,
         step: str,
-        login: _Login,
+        login: DatabaseLogin,
         exc: BaseException,
         *,
         auth_error: type[StepError],
@@ -867,7 +826,7 @@ class MySQLPlugin:
         text = f"{head}\n  fix: {fix}" if fix else head
         return StepError(text, plan_id=ctx.plan_id, step=step)
 
-    # -- the secret's JSON -----------------------------------------------------------------------------------
+    # -- checks (the secret's JSON is read by SECRET: rotator_plugins.rotation.database_secret) ---------------
 
     def _check_strategy(self, ctx: RotationContext, step: str) -> None:
         if ctx.strategy not in self.strategies:
@@ -878,46 +837,7 @@ class MySQLPlugin:
                 step=step,
             )
 
-    def _login(self, ctx: RotationContext, step: str, cred: Credential, what: str) -> _Login:
-        value = cred.value
-        engine = value.get("engine")
-        if engine is not None and str(engine).lower() not in ENGINES:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: {what} of {ctx.secret_id} is for engine {engine!r}, not mysql or mariadb",
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-        missing = [key for key in ("host", "username", "password") if not value.get(key)]
-        if missing:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: {what} of {ctx.secret_id} has no {', '.join(missing)}\n  fix: store "
-                'a value with "engine", "host", "port", "username" and "password" (as AWS\'s rotation samples)',
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-        return _Login(
-            what=what,
-            host=str(value["host"]),
-            port=self._port(ctx, step, value.get("port", DEFAULT_PORT), what),
-            user=str(value["username"]),
-            password=str(value["password"]),
-            dbname=str(value["dbname"]) if value.get("dbname") else None,
-            ssl=value.get("ssl"),
-        )
-
-    @staticmethod
-    def _port(ctx: RotationContext, step: str, raw: Any, what: str) -> int:
-        try:
-            port = int(raw)
-        except (TypeError, ValueError):
-            port = 0
-        if not 0 < port < 65536:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: {what} has port {raw!r}, not a TCP port", plan_id=ctx.plan_id, step=step
-            )
-        return port
-
-    def _same_user(self, ctx: RotationContext, step: str, old: _Login, new: _Login) -> None:
+    def _same_user(self, ctx: RotationContext, step: str, old: DatabaseLogin, new: DatabaseLogin) -> None:
         if old.user != new.user:
             raise StepError(
                 f"plan {ctx.plan_id}: {step}: single-user rotation, but CURRENT names user {old.user!r} and PENDING "
@@ -925,16 +845,6 @@ class MySQLPlugin:
                 plan_id=ctx.plan_id,
                 step=step,
             )
-
-
-def ssl_choice(value: Any) -> bool | None:
-    """The secret's "ssl" as AWS's sample functions read it: True (TLS required and verified) for true or "true",
-    False (no TLS) for false or "false", None (TLS if the server offers it, else plain) when absent or anything else."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    return None
 
 
 # The mode for each "ssl" choice. The samples, without "ssl", try a verified TLS connection and fall back to a

@@ -32,13 +32,13 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field
+from rotator_plugins.rotation.database_secret import DatabaseLogin, SecretShape, ssl_choice
 
 from rotator import (
     AuthenticationFailed,
@@ -60,6 +60,17 @@ NAMEDATALEN = 63  # longest role name PostgreSQL keeps, in bytes; longer names a
 APPLICATION_NAME = "rotator"
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+# How this plugin reads the secret's JSON (CURRENT, PENDING, PREVIOUS and the admin secret named by masterarn).
+SECRET = SecretShape(
+    engine_name="postgres",
+    engines=("postgres", "postgresql", "aurora-postgresql"),
+    required=("host", "username", "password"),
+    missing_fix='store a value with "host", "port", "username", "password" and "dbname" (as AWS\'s rotation samples)',
+    default_port=5432,
+    default_dbname="postgres",
+    account="role",
+    admin_rights="alter the two roles",
+)
 
 # Server (and libpq) messages that mean the credential was refused. Connection failures carry no SQLSTATE in
 # psycopg (libpq reports them as text), so the text is checked too.
@@ -113,33 +124,6 @@ class PostgresOptions(BaseModel):
     clone_suffix: str = Field("_clone", min_length=1, max_length=32)
 
 
-@dataclass(frozen=True)
-class _Login:
-    """Where and as whom to connect. `what` names it in messages ("CURRENT", "the admin secret ...")."""
-
-    what: str
-    host: str
-    port: int
-    user: str
-    password: str = field(repr=False)
-    dbname: str
-    ssl: Any = None
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-def ssl_choice(value: Any) -> bool | None:
-    """The secret's "ssl" as AWS's sample functions read it: True (TLS required and verified) for true or "true",
-    False (no TLS) for false or "false", None (TLS if the server offers it, else plain) when absent or anything else."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    return None
-
-
 # libpq's sslmode for each "ssl" choice. The samples, without "ssl", try a verified TLS connection and fall back to
 # a plain one on any failure; libpq's prefer tries TLS and falls back to plain when the server refuses TLS.
 SSLMODE_FOR = {True: "verify-full", False: "disable", None: "prefer"}
@@ -189,10 +173,10 @@ class PostgresPlugin:
         No SQL: the engine stores the value as PENDING before `stage` applies it.
         """
         self._check_strategy(ctx, "create")
-        login = self._login(ctx, "create", current, "CURRENT")
+        login = SECRET.login(ctx, "create", current, "CURRENT")
         value = dict(current.value)
         if ctx.strategy == ALTERNATING_USERS:
-            self._masterarn(ctx, "create", current)
+            SECRET.masterarn(ctx, "create", current)
             value["username"] = self._other_user(ctx, "create", login.user)
         value["password"] = generate_password(ctx.password_policy)
         return value
@@ -214,8 +198,8 @@ class PostgresPlugin:
         if ctx.strategy == ALTERNATING_USERS:
             self._stage_alternating(ctx, current, pending)
             return
-        new = self._login(ctx, "stage", pending, "PENDING")
-        old = self._login(ctx, "stage", current, "CURRENT")
+        new = SECRET.login(ctx, "stage", pending, "PENDING")
+        old = SECRET.login(ctx, "stage", current, "CURRENT")
         self._same_user(ctx, "stage", old, new)
         fix = (
             f"the role's password is neither the store's CURRENT nor PENDING value: set role {old.user!r} at "
@@ -234,7 +218,7 @@ class PostgresPlugin:
             previous = ctx.read_stage(Stage.PREVIOUS)
             if previous is None:
                 raise
-            prev = self._login(ctx, "stage", previous, "PREVIOUS")
+            prev = SECRET.login(ctx, "stage", previous, "PREVIOUS")
             if prev.user != old.user or not self._logs_in(ctx, "stage", prev):
                 raise
             with self._session(ctx, "stage", prev, fix=fix) as conn:
@@ -246,7 +230,7 @@ class PostgresPlugin:
         A refused login raises TestFailed; a connection failure TransientError (the engine may retry).
         """
         self._check_strategy(ctx, "test")
-        login = self._login(ctx, "test", pending, "PENDING")
+        login = SECRET.login(ctx, "test", pending, "PENDING")
         with self._session(ctx, "test", login, auth_error=TestFailed) as conn:
             row = conn.execute("SELECT 1").fetchone()
         if row is None or row[0] != 1:
@@ -268,8 +252,8 @@ class PostgresPlugin:
         password was already replaced when CURRENT was staged).
         """
         self._check_strategy(ctx, "revoke")
-        prev = self._login(ctx, "revoke", previous, "PREVIOUS")
-        cur = self._login(ctx, "revoke", current, "CURRENT")
+        prev = SECRET.login(ctx, "revoke", previous, "PREVIOUS")
+        cur = SECRET.login(ctx, "revoke", current, "CURRENT")
         if ctx.strategy == SINGLE_USER:
             if prev.user != cur.user:
                 raise StepError(
@@ -299,8 +283,8 @@ class PostgresPlugin:
         The clone role itself is kept for the next rotation.
         """
         self._check_strategy(ctx, "unstage")
-        old = self._login(ctx, "unstage", current, "CURRENT")
-        new = self._login(ctx, "unstage", pending, "PENDING")
+        old = SECRET.login(ctx, "unstage", current, "CURRENT")
+        new = SECRET.login(ctx, "unstage", pending, "PENDING")
         if ctx.strategy == ALTERNATING_USERS:
             admin = self._admin_login(ctx, "unstage", current, new)
             with self._session(ctx, "unstage", admin) as conn:
@@ -341,7 +325,7 @@ class PostgresPlugin:
         self._check_strategy(ctx, "in_use")
         if ctx.strategy != ALTERNATING_USERS:
             return None
-        login = self._login(ctx, "in_use", credential, "the credential")
+        login = SECRET.login(ctx, "in_use", credential, "the credential")
         session_login = self._admin_login(ctx, "in_use", credential, login)
         with self._session(ctx, "in_use", session_login) as conn:
             rows = conn.execute(
@@ -364,8 +348,8 @@ class PostgresPlugin:
     # -- alternating-users -----------------------------------------------------------------------------------
 
     def _stage_alternating(self, ctx: RotationContext, current: Credential, pending: Credential) -> None:
-        cur = self._login(ctx, "stage", current, "CURRENT")
-        new = self._login(ctx, "stage", pending, "PENDING")
+        cur = SECRET.login(ctx, "stage", current, "CURRENT")
+        new = SECRET.login(ctx, "stage", pending, "PENDING")
         if new.user == cur.user:
             raise StepError(
                 f"plan {ctx.plan_id}: stage: PENDING names CURRENT's own role {cur.user!r}; alternating-users "
@@ -402,50 +386,14 @@ class PostgresPlugin:
             except psycopg.errors.DuplicateObject:  # created since we looked: converge on the password
                 self._set_password(conn, new.user, new.password)
 
-    def _admin_login(self, ctx: RotationContext, step: str, current: Credential, target: _Login) -> _Login:
+    def _admin_login(
+        self, ctx: RotationContext, step: str, current: Credential, target: DatabaseLogin
+    ) -> DatabaseLogin:
         """The admin secret named by CURRENT's masterarn, connecting to the target's database.
 
         As AWS's multi-user sample: the admin's host must be the target's host; the database is the target's.
         """
-        arn = self._masterarn(ctx, step, current)
-        admin = ctx.read_secret(arn)
-        value = admin.value
-        missing = [key for key in ("username", "password") if not value.get(key)]
-        if missing:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: the admin secret {arn} has no {', '.join(missing)}",
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-        host = str(value.get("host") or target.host)
-        if host.lower() != target.host.lower():
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: the admin secret {arn} is for host {host}, but the rotated role lives "
-                f"at {target.host}\n  fix: point masterarn at the admin secret of {target.host}",
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-        return _Login(
-            what=f"the admin secret {arn}",
-            host=host,
-            port=self._port(ctx, step, value.get("port", target.port), f"the admin secret {arn}"),
-            user=str(value["username"]),
-            password=str(value["password"]),
-            dbname=target.dbname,
-            ssl=value.get("ssl", target.ssl),
-        )
-
-    def _masterarn(self, ctx: RotationContext, step: str, current: Credential) -> str:
-        arn = current.get("masterarn")
-        if not arn:
-            raise StepError(
-                f'plan {ctx.plan_id}: {step}: alternating-users needs "masterarn" in the secret {ctx.secret_id}, '
-                "naming the admin secret that can alter the two roles\n  fix: add masterarn to the secret, or use "
-                'strategy = "single-user"',
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-        return str(arn)
+        return SECRET.admin_login(ctx, step, SECRET.masterarn(ctx, step, current), target)
 
     def _other_user(self, ctx: RotationContext, step: str, username: str) -> str:
         suffix = self.options.clone_suffix
@@ -492,7 +440,7 @@ class PostgresPlugin:
 
     # -- connections and the error boundary ------------------------------------------------------------------
 
-    def _logs_in(self, ctx: RotationContext, step: str, login: _Login) -> bool:
+    def _logs_in(self, ctx: RotationContext, step: str, login: DatabaseLogin) -> bool:
         """Whether `login` is accepted (``SELECT 1``). Only a refused credential is False; other errors raise."""
         try:
             with self._session(ctx, step, login) as conn:
@@ -506,7 +454,7 @@ class PostgresPlugin:
         self,
         ctx: RotationContext,
         step: str,
-        login: _Login,
+        login: DatabaseLogin,
         *,
         auth_error: type[StepError] = AuthenticationFailed,
         fix: str | None = None,
@@ -520,7 +468,7 @@ class PostgresPlugin:
                 None if self._leaks(exc, login) else exc
             )
 
-    def _connect_args(self, login: _Login) -> dict[str, Any]:
+    def _connect_args(self, login: DatabaseLogin) -> dict[str, Any]:
         # Keyword arguments, never a DSN string holding the password (it could end up in a log or a message).
         sslmode = self.options.sslmode or SSLMODE_FOR[ssl_choice(login.ssl)]
         args: dict[str, Any] = {
@@ -543,7 +491,7 @@ class PostgresPlugin:
         return args
 
     @staticmethod
-    def _leaks(exc: BaseException, login: _Login) -> bool:
+    def _leaks(exc: BaseException, login: DatabaseLogin) -> bool:
         """Whether the original error's text holds the password (then it is not chained)."""
         return bool(login.password) and login.password in str(exc)
 
@@ -551,7 +499,7 @@ class PostgresPlugin:
         self,
         ctx: RotationContext,
         step: str,
-        login: _Login,
+        login: DatabaseLogin,
         exc: BaseException,
         *,
         auth_error: type[StepError],
@@ -585,7 +533,7 @@ class PostgresPlugin:
         text = f"{head}\n  fix: {fix}" if fix else head
         return StepError(text, plan_id=ctx.plan_id, step=step)
 
-    # -- the secret's JSON -----------------------------------------------------------------------------------
+    # -- checks (the secret's JSON is read by SECRET: rotator_plugins.rotation.database_secret) ---------------
 
     def _check_strategy(self, ctx: RotationContext, step: str) -> None:
         if ctx.strategy not in self.strategies:
@@ -596,46 +544,7 @@ class PostgresPlugin:
                 step=step,
             )
 
-    def _login(self, ctx: RotationContext, step: str, cred: Credential, what: str) -> _Login:
-        value = cred.value
-        engine = value.get("engine")
-        if engine is not None and str(engine).lower() not in ("postgres", "postgresql", "aurora-postgresql"):
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: {what} of {ctx.secret_id} is for engine {engine!r}, not postgres",
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-        missing = [key for key in ("host", "username", "password") if not value.get(key)]
-        if missing:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: {what} of {ctx.secret_id} has no {', '.join(missing)}\n  fix: store "
-                'a value with "host", "port", "username", "password" and "dbname" (as AWS\'s rotation samples)',
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-        return _Login(
-            what=what,
-            host=str(value["host"]),
-            port=self._port(ctx, step, value.get("port", 5432), what),
-            user=str(value["username"]),
-            password=str(value["password"]),
-            dbname=str(value.get("dbname") or "postgres"),
-            ssl=value.get("ssl"),
-        )
-
-    @staticmethod
-    def _port(ctx: RotationContext, step: str, raw: Any, what: str) -> int:
-        try:
-            port = int(raw)
-        except (TypeError, ValueError):
-            port = 0
-        if not 0 < port < 65536:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: {what} has port {raw!r}, not a TCP port", plan_id=ctx.plan_id, step=step
-            )
-        return port
-
-    def _same_user(self, ctx: RotationContext, step: str, old: _Login, new: _Login) -> None:
+    def _same_user(self, ctx: RotationContext, step: str, old: DatabaseLogin, new: DatabaseLogin) -> None:
         if old.user != new.user:
             raise StepError(
                 f"plan {ctx.plan_id}: {step}: single-user rotation, but CURRENT names role {old.user!r} and PENDING "

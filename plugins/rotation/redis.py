@@ -31,13 +31,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from rotator_plugins.rotation.database_secret import DatabaseLogin, SecretShape
 
 from rotator import (
     AuthenticationFailed,
@@ -58,6 +58,16 @@ DEFAULT_PORT = 6379
 DEFAULT_USER = "default"
 
 TlsMode = Literal["disabled", "required", "verify_ca", "verify_identity"]
+# How this plugin reads the secret's JSON (CURRENT, PENDING, PREVIOUS and the admin secret).
+SECRET = SecretShape(
+    engine_name="redis",
+    engines=None,  # not checked: AWS has no Redis sample, and a secret may name any engine or none
+    required=("host", "password"),
+    missing_fix='store a value with "host", "port", "username" and "password"',
+    default_port=DEFAULT_PORT,
+    default_user=DEFAULT_USER,
+    admin_option="admin_secret_id (or masterarn)",
+)
 # In a connection error's text: a TLS problem (not the network), which retrying will not fix.
 _TLS_MARKERS = ("certificate", "[ssl", "ssl:", "wrong version number", "tlsv1")
 
@@ -81,22 +91,6 @@ class RedisOptions(BaseModel):
     persist: Literal["none", "acl-save", "config-rewrite"] = Field(
         "none", description="make each ACL change survive a restart: ACL SAVE or CONFIG REWRITE"
     )
-
-
-@dataclass(frozen=True)
-class _Login:
-    """Where and as whom to connect. `what` names it in messages ("CURRENT", "the admin secret ...")."""
-
-    what: str
-    host: str
-    port: int
-    user: str
-    password: str = field(repr=False)
-    ssl: Any = None
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 def password_hash(password: str) -> str:
@@ -130,7 +124,7 @@ class RedisPlugin:
     def create(self, ctx: RotationContext, current: Credential) -> dict[str, Any]:
         """Return CURRENT's value with a new generated password. No command: the engine stores it first."""
         self._check_strategy(ctx, "create")
-        self._login(ctx, "create", current, "CURRENT")
+        SECRET.login(ctx, "create", current, "CURRENT")
         value = dict(current.value)
         value["password"] = generate_password(ctx.password_policy)
         return value
@@ -144,8 +138,8 @@ class RedisPlugin:
         ``ACL SETUSER <user> #<sha256(PENDING)>``; then ``ACL SAVE`` / ``CONFIG REWRITE`` if ``persist`` says so.
         """
         self._check_strategy(ctx, "stage")
-        old = self._login(ctx, "stage", current, "CURRENT")
-        new = self._login(ctx, "stage", pending, "PENDING")
+        old = SECRET.login(ctx, "stage", current, "CURRENT")
+        new = SECRET.login(ctx, "stage", pending, "PENDING")
         self._same_user(ctx, "stage", old, new)
         with self._acl_session(ctx, "stage", current, old, new) as client:
             hashes = self._password_hashes(ctx, "stage", client, old)
@@ -158,7 +152,7 @@ class RedisPlugin:
         A refused login (WRONGPASS) raises TestFailed; a connection failure TransientError.
         """
         self._check_strategy(ctx, "test")
-        login = self._login(ctx, "test", pending, "PENDING")
+        login = SECRET.login(ctx, "test", pending, "PENDING")
         with self._session(ctx, "test", login, auth_error=TestFailed) as client:
             answer = client.ping()
         if answer is not True:
@@ -177,8 +171,8 @@ class RedisPlugin:
         Connections already authenticated with PREVIOUS stay open (Redis checks passwords at AUTH only).
         """
         self._check_strategy(ctx, "revoke")
-        prev = self._login(ctx, "revoke", previous, "PREVIOUS")
-        cur = self._login(ctx, "revoke", current, "CURRENT")
+        prev = SECRET.login(ctx, "revoke", previous, "PREVIOUS")
+        cur = SECRET.login(ctx, "revoke", current, "CURRENT")
         if prev.user != cur.user:
             raise StepError(
                 f"plan {ctx.plan_id}: revoke: PREVIOUS names user {prev.user!r} but CURRENT names {cur.user!r}; "
@@ -210,8 +204,8 @@ class RedisPlugin:
         needed (nothing when neither is), then the ``persist`` command.
         """
         self._check_strategy(ctx, "unstage")
-        old = self._login(ctx, "unstage", current, "CURRENT")
-        new = self._login(ctx, "unstage", pending, "PENDING")
+        old = SECRET.login(ctx, "unstage", current, "CURRENT")
+        new = SECRET.login(ctx, "unstage", pending, "PENDING")
         self._same_user(ctx, "unstage", old, new)
         with self._acl_session(ctx, "unstage", current, old, new) as client:
             hashes = self._password_hashes(ctx, "unstage", client, old)
@@ -229,7 +223,7 @@ class RedisPlugin:
 
     # -- commands --------------------------------------------------------------------------------------------
 
-    def _password_hashes(self, ctx: RotationContext, step: str, client: redis.Redis, target: _Login) -> set[str]:
+    def _password_hashes(self, ctx: RotationContext, step: str, client: redis.Redis, target: DatabaseLogin) -> set[str]:
         info = client.acl_getuser(target.user)
         if info is None:
             raise StepError(
@@ -262,7 +256,7 @@ class RedisPlugin:
 
     @contextlib.contextmanager
     def _acl_session(
-        self, ctx: RotationContext, step: str, current: Credential, cur: _Login, new: _Login | None
+        self, ctx: RotationContext, step: str, current: Credential, cur: DatabaseLogin, new: DatabaseLogin | None
     ) -> Iterator[redis.Redis]:
         """A session allowed to run ACL SETUSER on the user: the admin's, else the user's own with CURRENT, else
         (when `new` is given and CURRENT is refused) with PENDING."""
@@ -283,35 +277,14 @@ class RedisPlugin:
         with self._session(ctx, step, login, secrets=hidden) as client:
             yield client
 
-    def _admin_login(self, ctx: RotationContext, step: str, current: Credential, target: _Login) -> _Login | None:
+    def _admin_login(
+        self, ctx: RotationContext, step: str, current: Credential, target: DatabaseLogin
+    ) -> DatabaseLogin | None:
         """The admin secret (option admin_secret_id, else CURRENT's masterarn), or None to act as the user itself."""
         secret_id = self.options.admin_secret_id or current.get("masterarn")
         if not secret_id:
             return None
-        value = ctx.read_secret(str(secret_id)).value
-        if not value.get("password"):
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: the admin secret {secret_id} has no password",
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-        host = str(value.get("host") or target.host)
-        if host.lower() != target.host.lower():
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: the admin secret {secret_id} is for host {host}, but the rotated user "
-                f"lives at {target.host}\n  fix: point admin_secret_id (or masterarn) at the admin secret of "
-                f"{target.host}",
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-        return _Login(
-            what=f"the admin secret {secret_id}",
-            host=host,
-            port=self._port(ctx, step, value.get("port", target.port), f"the admin secret {secret_id}"),
-            user=str(value.get("username") or DEFAULT_USER),
-            password=str(value["password"]),
-            ssl=value.get("ssl", target.ssl),
-        )
+        return SECRET.admin_login(ctx, step, str(secret_id), target)
 
     # -- connections and the error boundary ------------------------------------------------------------------
 
@@ -320,7 +293,7 @@ class RedisPlugin:
         self,
         ctx: RotationContext,
         step: str,
-        login: _Login,
+        login: DatabaseLogin,
         *,
         auth_error: type[StepError] = AuthenticationFailed,
         secrets: Sequence[str] = (),
@@ -340,7 +313,7 @@ class RedisPlugin:
             leaks = any(secret in str(exc) or password_hash(secret) in str(exc) for secret in hidden)
             raise mapped from (None if leaks else exc)
 
-    def _connect_args(self, login: _Login) -> dict[str, Any]:
+    def _connect_args(self, login: DatabaseLogin) -> dict[str, Any]:
         args: dict[str, Any] = {
             "host": login.host,
             "port": login.port,
@@ -368,7 +341,7 @@ class RedisPlugin:
         self,
         ctx: RotationContext,
         step: str,
-        login: _Login,
+        login: DatabaseLogin,
         exc: BaseException,
         *,
         auth_error: type[StepError],
@@ -419,7 +392,7 @@ class RedisPlugin:
             )
         return StepError(head, plan_id=ctx.plan_id, step=step)
 
-    # -- the secret's JSON -----------------------------------------------------------------------------------
+    # -- checks (the secret's JSON is read by SECRET: rotator_plugins.rotation.database_secret) ---------------
 
     def _check_strategy(self, ctx: RotationContext, step: str) -> None:
         if ctx.strategy not in self.strategies:
@@ -431,38 +404,7 @@ class RedisPlugin:
                 step=step,
             )
 
-    def _login(self, ctx: RotationContext, step: str, cred: Credential, what: str) -> _Login:
-        value = cred.value
-        missing = [key for key in ("host", "password") if not value.get(key)]
-        if missing:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: {what} of {ctx.secret_id} has no {', '.join(missing)}\n  fix: store "
-                'a value with "host", "port", "username" and "password"',
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-        return _Login(
-            what=what,
-            host=str(value["host"]),
-            port=self._port(ctx, step, value.get("port", DEFAULT_PORT), what),
-            user=str(value.get("username") or DEFAULT_USER),
-            password=str(value["password"]),
-            ssl=value.get("ssl"),
-        )
-
-    @staticmethod
-    def _port(ctx: RotationContext, step: str, raw: Any, what: str) -> int:
-        try:
-            port = int(raw)
-        except (TypeError, ValueError):
-            port = 0
-        if not 0 < port < 65536:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: {what} has port {raw!r}, not a TCP port", plan_id=ctx.plan_id, step=step
-            )
-        return port
-
-    def _same_user(self, ctx: RotationContext, step: str, old: _Login, new: _Login) -> None:
+    def _same_user(self, ctx: RotationContext, step: str, old: DatabaseLogin, new: DatabaseLogin) -> None:
         if old.user != new.user:
             raise StepError(
                 f"plan {ctx.plan_id}: {step}: CURRENT names user {old.user!r} and PENDING {new.user!r}; this plugin "

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from pydantic import ValidationError
-from rotator_plugins.rotation.postgres import PostgresPlugin
+from rotator_plugins.rotation.postgres import SECRET, PostgresPlugin
 
 from rotator.components import ComponentSetup
 from rotator.errors import AuthenticationFailed, ConfigError, SecretNotFound, StepError, TestFailed, TransientError
@@ -126,12 +126,12 @@ def test_ssl_settings(tmp_path: Path) -> None:
         PostgresPlugin({"sslrootcert": "missing.pem"}, setup)
     (tmp_path / "ca.pem").write_text("not really a certificate")
     plugin = PostgresPlugin({"sslrootcert": "ca.pem"}, setup)
-    login = plugin._login(make_ctx("single-user"), "test", cred({"host": "h", "username": "u", "password": "p",
-                                                                  "ssl": "true"}), "PENDING")  # fmt: skip
+    login = SECRET.login(make_ctx("single-user"), "test", cred({"host": "h", "username": "u", "password": "p",
+                                                                "ssl": "true"}), "PENDING")  # fmt: skip
     args = plugin._connect_args(login)
     assert args["sslmode"] == "verify-full" and args["sslrootcert"] == str(tmp_path / "ca.pem")
     plain = PostgresPlugin({}, None)
-    no_ssl = plain._login(make_ctx("single-user"), "test", cred({"host": "h", "username": "u", "password": "p"}), "x")
+    no_ssl = SECRET.login(make_ctx("single-user"), "test", cred({"host": "h", "username": "u", "password": "p"}), "x")
     assert plain._connect_args(no_ssl)["sslmode"] == "prefer"
     assert PostgresPlugin({"sslmode": "require"}, None)._connect_args(login)["sslmode"] == "require"
 

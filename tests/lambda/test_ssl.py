@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from rotator_plugins.rotation.mysql import MySQLPlugin
 from rotator_plugins.rotation.mysql import ssl_choice as mysql_ssl_choice
-from rotator_plugins.rotation.postgres import PostgresPlugin, ssl_choice
+from rotator_plugins.rotation.postgres import SECRET, PostgresPlugin, ssl_choice
 
 from rotator.errors import StepError, TestFailed, TransientError
 from rotator.model import Credential, PasswordPolicy, RotationContext, Stage
@@ -163,7 +163,7 @@ def test_postgres_ssl_true_is_verified(pg_tls: tuple[PgServer, Path], pg_tls_use
     pending = with_ssl(pg_tls_user, "true")
     PostgresPlugin({"sslrootcert": str(ca)}, None).test(ctx(), pending)
     plugin = PostgresPlugin({}, None)
-    assert plugin._connect_args(plugin._login(ctx(), "test", pending, "PENDING"))["sslmode"] == "verify-full"
+    assert plugin._connect_args(SECRET.login(ctx(), "test", pending, "PENDING"))["sslmode"] == "verify-full"
     with pytest.raises(StepError, match="certificate verify failed") as failed:  # the system store lacks the CA
         PostgresPlugin({}, None).test(ctx(), pending)
     assert "Tls-" not in str(failed.value)
