@@ -50,6 +50,7 @@ from psycopg.types.json import Jsonb
 
 from rotator.errors import ConfigError, LeaseLost, RotatorError, TransientError
 from rotator.journal.leases import holder_is_dead, this_holder
+from rotator.journal.records import notification_record
 from rotator.logs import scrub
 from rotator.model import Lease, NotificationRecord, NotifyStatus, RunRecord, RunState, Step, StepRecord, Trigger
 
@@ -90,7 +91,7 @@ _RUN_COLUMNS = {
     "revoke_due_at": "timestamptz",
     "details": "jsonb",
 }
-_NOTIFY_COLUMNS = {
+_NOTIFY_COLUMNS = {  # in records.NOTIFICATION_COLUMNS order: notification_record reads rows by position
     "run_id": "text",
     "plan_id": "text",
     "notifier": "text",
@@ -828,17 +829,4 @@ class PostgresJournal:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         statement = self._sql(f"SELECT {{notify_columns}} FROM {{notifications}} {where} ORDER BY updated_at, seq")
         rows = self._read("read notifications", lambda c: c.execute(statement, params).fetchall())
-        return [
-            NotificationRecord(
-                run_id=row[0],
-                plan_id=row[1],
-                notifier=row[2],
-                status=NotifyStatus(row[3]),
-                required=bool(row[4]),
-                attempts=row[5],
-                next_attempt_at=_utc(row[6]),
-                last_error=row[7],
-                updated_at=_utc(row[8]),
-            )
-            for row in rows
-        ]
+        return [notification_record(row, _utc) for row in rows]

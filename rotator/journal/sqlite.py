@@ -21,6 +21,7 @@ from typing import Any
 
 from rotator.errors import LeaseLost
 from rotator.journal.leases import holder_is_dead, this_holder
+from rotator.journal.records import NOTIFICATION_COLUMNS, notification_record
 from rotator.logs import scrub
 from rotator.model import Lease, NotificationRecord, NotifyStatus, RunRecord, RunState, Step, StepRecord, Trigger
 
@@ -98,17 +99,7 @@ _RUN_FIELDS = (
     "revoke_due_at",
     "details",
 )
-_NOTIFY_FIELDS = (
-    "run_id",
-    "plan_id",
-    "notifier",
-    "status",
-    "required",
-    "attempts",
-    "next_attempt_at",
-    "last_error",
-    "updated_at",
-)
+_NOTIFY_FIELDS = NOTIFICATION_COLUMNS
 _FENCE = "exists (select 1 from leases where plan_id = ? and token = ? and holder = ?)"
 _STATES = {state.value: state for state in RunState}
 _TRIGGERS = {trigger.value: trigger for trigger in Trigger}
@@ -485,17 +476,4 @@ class SqliteJournal:
                 f"select {', '.join(_NOTIFY_FIELDS)} from notifications {where} order by updated_at, rowid",
                 params,
             ).fetchall()
-        return [
-            NotificationRecord(
-                run_id=row[0],
-                plan_id=row[1],
-                notifier=row[2],
-                status=NotifyStatus(row[3]),
-                required=bool(row[4]),
-                attempts=row[5],
-                next_attempt_at=_time(row[6]),
-                last_error=row[7],
-                updated_at=_time(row[8]),
-            )
-            for row in rows
-        ]
+        return [notification_record(row, _time) for row in rows]

@@ -1,0 +1,42 @@
+"""Rows of the journal's tables as the model's records, read the same way by both backends (sqlite.py, postgres.py).
+
+Only what is the same in both lives here: how they store a time differs (SQLite: ISO text; PostgreSQL:
+timestamptz), so each passes its own parser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from rotator.model import NotificationRecord, NotifyStatus
+
+# The notifications table's columns, in the order `notification_record` reads a row.
+NOTIFICATION_COLUMNS = (
+    "run_id",
+    "plan_id",
+    "notifier",
+    "status",
+    "required",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "updated_at",
+)
+
+
+def notification_record(row: Sequence[Any], parse_time: Callable[[Any], datetime | None]) -> NotificationRecord:
+    """A notifications row (NOTIFICATION_COLUMNS order) as a record; `parse_time` reads the backend's stored time
+    (None stays None)."""
+    return NotificationRecord(
+        run_id=row[0],
+        plan_id=row[1],
+        notifier=row[2],
+        status=NotifyStatus(row[3]),
+        required=bool(row[4]),
+        attempts=row[5],
+        next_attempt_at=parse_time(row[6]),
+        last_error=row[7],
+        updated_at=parse_time(row[8]),
+    )
