@@ -31,8 +31,9 @@ from werkzeug.wrappers import Request, Response
 from rotator.components import ComponentSetup
 from rotator.registry import load_notifier
 from rotator.testing import NotifierContract, NotifierHarness
-from tests.fakes.kubernetes import FakeKubernetes, TlsFiles, make_throwaway_tls
+from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.slack import FakeSlack
+from tests.fakes.throwaway_ca import TlsFiles, make_throwaway_tls
 from tests.servers.aws import MotoServer
 
 NOTIFIERS = ["webhook", "slack", "sns", "eventbridge", "ecs", "kubernetes", "command", "file"]

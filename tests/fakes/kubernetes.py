@@ -29,30 +29,23 @@ Not modelled: strategic merge patch's list merge keys and `$patch` directives (l
 patch does), JSON patch and apply patches, watches, other resources, admission, RBAC objects (a token's grants
 are given directly to the fake).
 
-`make_throwaway_tls(dir)` generates a throwaway CA and a server certificate for 127.0.0.1 and localhost with
-`cryptography`; the fake (and the Slack fake) serve HTTPS with it, so clients verify TLS as they would in a
-cluster.
+It serves HTTPS with a throwaway CA's certificate (tests/fakes/throwaway_ca.py), so clients verify TLS as they
+would in a cluster.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime as dt
-import ipaddress
 import json
 import re
-import ssl
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+
+from tests.fakes.http_server import BackgroundServer
+from tests.fakes.throwaway_ca import TlsFiles
 
 PLURALS = {"deployments": "Deployment", "statefulsets": "StatefulSet", "daemonsets": "DaemonSet"}
 PATCH_TYPES = ("application/strategic-merge-patch+json", "application/merge-patch+json")
@@ -64,86 +57,6 @@ _ROUTE = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/(deployments|statefulset
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 ALL_VERBS = frozenset({"get", "list", "watch", "patch", "update"})
-
-
-# -- TLS ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    ca_cert: Path
-    server_cert: Path
-    server_key: Path
-
-    def server_context(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.server_cert, self.server_key)
-        return context
-
-
-def make_throwaway_tls(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
-    """A new CA (valid one day) and a server certificate signed by it for `hosts`, as PEM files in `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rotator test CA")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = TlsFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
-    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.server_key.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    files.server_key.chmod(0o600)
-    return files
 
 
 # -- the fake -----------------------------------------------------------------------------------------------------
@@ -203,11 +116,6 @@ class Recorded:
     user_agent: str = ""
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 @dataclass
 class FakeKubernetes:
     tls: TlsFiles
@@ -218,7 +126,7 @@ class FakeKubernetes:
     requests: list[Recorded] = field(default_factory=list)
     url: str = ""
     _lock: threading.RLock = field(default_factory=threading.RLock)
-    _server: Any = None
+    _server: BackgroundServer | None = None
     _resource_version: int = 1000
 
     # -- set-up for tests -----------------------------------------------------------------------------------------
@@ -306,20 +214,15 @@ class FakeKubernetes:
     # -- serving --------------------------------------------------------------------------------------------------
 
     def serve(self, host: str = "127.0.0.1") -> FakeKubernetes:
-        self._server = make_server(
-            host, 0, self.wsgi, threaded=True, request_handler=_QuietHandler, ssl_context=self.tls.server_context()
+        self._server = BackgroundServer(
+            self.wsgi, name="fake-kubernetes", host=host, ssl_context=self.tls.server_context()
         )
-        self.url = f"https://{host}:{self._server.server_port}"
-        server = self._server
-        threading.Thread(
-            target=lambda: server.serve_forever(poll_interval=0.05), name="fake-kubernetes", daemon=True
-        ).start()
+        self.url = self._server.url
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:

@@ -1,5 +1,5 @@
-"""What the SaaS key-API fakes share: a werkzeug server (HTTP, or HTTPS with a throwaway CA), a request log, fault
-injection, and a throwaway CA for the TLS tests.
+"""What the SaaS key-API fakes share: a werkzeug server (HTTP, or HTTPS with a throwaway CA's certificate from
+tests/fakes/throwaway_ca.py), a request log and fault injection.
 
 No vendor server can be had on this machine, so each vendor's fake (datadog.py, sendgrid.py, twilio.py,
 cloudflare.py) speaks the vendor's documented endpoints, auth headers, statuses and error bodies; each says which
@@ -13,22 +13,17 @@ Faults: ``fail(path_contains, status, times=1, method=None, retry_after=None, he
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+
+from tests.fakes.http_server import BackgroundServer
+from tests.fakes.throwaway_ca import TlsFiles
 
 
 @dataclass
@@ -59,11 +54,6 @@ class HttpError(Exception):
         super().__init__(status, message)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 class FakeSaas:
     """Base of the vendor fakes. Subclasses implement `handle(request)` and `error_body(status, message, extra)`."""
 
@@ -76,7 +66,7 @@ class FakeSaas:
         self.rejections_left: dict[str, int] = {}  # new key's secret -> refusals before it works
         self.reject_new = 0
         self.url = ""
-        self._server: Any = None
+        self._server: BackgroundServer | None = None
 
     # -- test controls -----------------------------------------------------------------------------------
 
@@ -116,27 +106,17 @@ class FakeSaas:
     # -- serving -----------------------------------------------------------------------------------------
 
     def serve(self, *, tls: TlsFiles | None = None, host: str = "127.0.0.1") -> FakeSaas:
-        context = None
-        if tls is not None:
-            import ssl
-
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(str(tls.cert), str(tls.key))
-        self._server = make_server(
-            host, 0, self.wsgi, threaded=True, request_handler=_QuietHandler, ssl_context=context
-        )
-        scheme = "https" if tls else "http"
-        self.url = f"{scheme}://{host}:{self._server.server_port}"
+        context = tls.server_context() if tls is not None else None
         # A short poll interval: stop() waits for the serving loop to notice, once per test scenario.
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name=f"fake-{self.vendor}", daemon=True
-        ).start()
+        self._server = BackgroundServer(
+            self.wsgi, name=f"fake-{self.vendor}", host=host, ssl_context=context, poll_interval=0.02
+        )
+        self.url = self._server.url
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
@@ -205,65 +185,3 @@ def _reason(status: int) -> str:
 
 def token(length: int, alphabet: str = "0123456789abcdef") -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
-
-
-# -- a throwaway CA for the TLS tests -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    ca: Path  # the CA certificate (what a client's ca_bundle names)
-    cert: Path  # the server certificate, for 127.0.0.1 and localhost, signed by the CA
-    key: Path
-
-
-def make_tls(folder: Path) -> TlsFiles:
-    """A new CA and a server certificate it signs (ECDSA P-256, valid one day), written to `folder`."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rotator test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    files = TlsFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")
-    files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return files

@@ -27,10 +27,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.kubernetes import TlsFiles
+from tests.fakes.http_server import BackgroundServer
+from tests.fakes.throwaway_ca import TlsFiles
 
 BLOCK_TYPES = {"section", "context", "header", "divider", "actions", "image", "input", "rich_text", "file", "video"}
 TEXT_TYPES = {"plain_text", "mrkdwn"}
@@ -50,11 +50,6 @@ class Fault:
     retry_after: int | None = None
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 class BlockError(ValueError):
     pass
 
@@ -68,7 +63,7 @@ class FakeSlack:
     requests: list[tuple[str, int]] = field(default_factory=list)
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: Any = None
+    _server: BackgroundServer | None = None
 
     # -- set-up for tests -----------------------------------------------------------------------------------------
 
@@ -111,20 +106,13 @@ class FakeSlack:
     # -- serving --------------------------------------------------------------------------------------------------
 
     def serve(self, host: str = "127.0.0.1") -> FakeSlack:
-        self._server = make_server(
-            host, 0, self.wsgi, threaded=True, request_handler=_QuietHandler, ssl_context=self.tls.server_context()
-        )
-        self.url = f"https://{host}:{self._server.server_port}"
-        server = self._server
-        threading.Thread(
-            target=lambda: server.serve_forever(poll_interval=0.05), name="fake-slack", daemon=True
-        ).start()
+        self._server = BackgroundServer(self.wsgi, name="fake-slack", host=host, ssl_context=self.tls.server_context())
+        self.url = self._server.url
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:

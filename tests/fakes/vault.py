@@ -50,8 +50,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+
+from tests.fakes.http_server import BackgroundServer
 
 CAS_MISMATCH = "check-and-set parameter did not match the current version"
 CAS_REQUIRED = "check-and-set parameter required for this call"
@@ -133,11 +134,6 @@ class VaultError(Exception):
         super().__init__(status)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 class FakeVault:
     """The fake's state and its WSGI app. Start it with `serve()`; `url` and `root_token` then address it."""
 
@@ -154,8 +150,7 @@ class FakeVault:
         self.requests: list[tuple[str, str, str]] = []
         self.logins: list[str] = []
         self.add_token(self.root_token, policy=ROOT_POLICY, ttl=0, renewable=False)
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._server: BackgroundServer | None = None
         self.url = ""
 
     # -- set-up helpers for tests -------------------------------------------------------------------------
@@ -218,16 +213,13 @@ class FakeVault:
     # -- serving ------------------------------------------------------------------------------------------
 
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> FakeVault:
-        self._server = make_server(host, port, self.wsgi, threaded=True, request_handler=_QuietHandler)
-        self.url = f"http://{host}:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-vault", daemon=True)
-        self._thread.start()
+        self._server = BackgroundServer(self.wsgi, name="fake-vault", host=host, port=port)
+        self.url = self._server.url
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:

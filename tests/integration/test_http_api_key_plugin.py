@@ -38,9 +38,10 @@ from rotator.journal.sqlite import SqliteJournal
 from rotator.local_store import LocalStore, create_key_file
 from rotator.registry import load_plugin
 from tests.cli_env import CliEnv
-from tests.fakes.saas_base import HttpError, TlsFiles, make_tls
+from tests.fakes.saas_base import HttpError
 from tests.fakes.saas_harnesses import http_api_key_options
 from tests.fakes.sendgrid import FakeSendGrid
+from tests.fakes.throwaway_ca import TlsFiles, make_throwaway_tls
 
 SECRET = "app/mailer"
 ADMIN_SCOPES = {"api_keys.create", "api_keys.read", "api_keys.delete"}
@@ -184,7 +185,7 @@ class Rig:
 
 @pytest.fixture
 def tls(tmp_path: Path) -> TlsFiles:
-    return make_tls(tmp_path / "tls")
+    return make_throwaway_tls(tmp_path / "tls")
 
 
 @pytest.fixture
@@ -207,7 +208,7 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
 def test_https_with_the_ca_bundle_rotates(https_rig: Rig, tls: TlsFiles) -> None:
     rig = https_rig
     assert rig.fake.url.startswith("https://")
-    plugin = rig.plugin(ca_bundle=str(tls.ca.relative_to(rig.tmp)))  # relative to the config file's folder
+    plugin = rig.plugin(ca_bundle=str(tls.ca_cert.relative_to(rig.tmp)))  # relative to the config file's folder
     outcome = Runner(rig.journal).rotate(rig.bound(plugin), revoke_old_now=True)
     assert outcome.outcome == "succeeded", outcome.error
     assert rig.fake.is_valid(rig.current()["api_key"]) and not rig.fake.is_valid(rig.seeded["api_key"])

@@ -22,7 +22,8 @@ from rotator_plugins.notifiers.kubernetes import RESTARTED_AT, RESTARTED_FOR, Ku
 from rotator import ComponentSetup, ConfigError, NotifyError, RotationEvent, TransientError
 from rotator.registry import load_notifier
 from rotator.testing import sample_event
-from tests.fakes.kubernetes import FakeKubernetes, TlsFiles, make_throwaway_tls
+from tests.fakes.kubernetes import FakeKubernetes
+from tests.fakes.throwaway_ca import TlsFiles, make_throwaway_tls
 from tests.servers.aws import unavailable
 
 NS = "web"

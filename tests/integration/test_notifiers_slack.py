@@ -19,8 +19,8 @@ from rotator import ComponentSetup, ConfigError, NotifyError, RotationEvent, Tra
 from rotator.registry import load_notifier
 from rotator.testing import sample_event
 from tests.cli_env import CliEnv
-from tests.fakes.kubernetes import TlsFiles, make_throwaway_tls
 from tests.fakes.slack import FakeSlack
+from tests.fakes.throwaway_ca import TlsFiles, make_throwaway_tls
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,9 @@ from rotator_plugins.rotation.postgres import SECRET, PostgresPlugin, ssl_choice
 
 from rotator.errors import StepError, TestFailed, TransientError
 from rotator.model import Credential, PasswordPolicy, RotationContext, Stage
+from tests.fakes.throwaway_ca import make_throwaway_tls
 from tests.servers.fixtures import _unavailable
-from tests.servers.mariadb import MariaDbServer, make_tls_files
+from tests.servers.mariadb import MariaDbServer
 from tests.servers.postgres import PgServer, ServerUnavailable
 
 from .conftest import Function
@@ -119,7 +120,8 @@ def test_a_lambda_rotation_of_a_tls_secret_verifies_with_the_ca_bundle(
 def pg_tls() -> Iterator[tuple[PgServer, Path]]:
     """A PostgreSQL that only accepts TLS over TCP (pg_hba.conf: hostssl lines only), with a throwaway CA."""
     tls_dir = Path(tempfile.mkdtemp(prefix="rotator-pgtls-"))
-    ca, cert, key = make_tls_files(tls_dir)
+    tls = make_throwaway_tls(tls_dir)
+    ca, cert, key = tls.ca_cert, tls.server_cert, tls.server_key
     if os.geteuid() == 0:
         entry = pwd.getpwnam("postgres")
         for path in (tls_dir, cert, key):

@@ -5,9 +5,9 @@ install's extra passwordless root accounts (root@127.0.0.1, root@::1, root@<host
 gets a password, so a TCP login with a wrong password really fails with error 1045. `--skip-name-resolve` keeps
 logins fast and makes every TCP client `'user'@'127.0.0.1'`, matched by accounts at host `%`.
 
-The server also speaks TLS with a throwaway CA made here (`ca_path`), so tests can check that `REQUIRE SSL` is
-really enforced, and it writes the general query log (`general_log_text()`), which shows every statement exactly as
-it arrived: tests use it to prove that the plugin never sends a plaintext password to MariaDB.
+The server also speaks TLS with a throwaway CA (tests/fakes/throwaway_ca.py, `ca_path`), so tests can check that
+`REQUIRE SSL` is really enforced, and it writes the general query log (`general_log_text()`), which shows every
+statement exactly as it arrived: tests use it to prove that the plugin never sends a plaintext password to MariaDB.
 
 The fixture connects as root over TCP, with the root password, never over a trusted socket.
 """
@@ -15,8 +15,6 @@ The fixture connects as root over TCP, with the root password, never over a trus
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import ipaddress
 import os
 import secrets
 import shutil
@@ -30,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.fakes.throwaway_ca import make_throwaway_tls
 
 try:
     import pymysql
@@ -75,64 +75,6 @@ def account(user: str, host: str = "%") -> str:
     return (quote(user) + "@" + quote(host)).replace("%", "%%")
 
 
-def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 and localhost: (ca, cert, key) PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rotator test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path, cert_path, key_path = directory / "ca.pem", directory / "server-cert.pem", directory / "server-key.pem"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-        )
-    )
-    key_path.chmod(0o600)
-    return ca_path, cert_path, key_path
-
-
 @dataclass
 class MariaDbServer:
     """A running throwaway server. Create it with `MariaDbServer.start()`, end it with `stop()`."""
@@ -169,8 +111,9 @@ class MariaDbServer:
         install, server_bin = find_binaries()
         root = Path(tempfile.mkdtemp(prefix="rotator-mariadb-"))
         (root / "tls").mkdir()
-        ca_path, cert_path, key_path = make_tls_files(root / "tls")
-        server = cls(root=root, port=0, root_password=secrets.token_urlsafe(18), ca_path=ca_path)
+        tls = make_throwaway_tls(root / "tls")
+        cert_path, key_path = tls.server_cert, tls.server_key
+        server = cls(root=root, port=0, root_password=secrets.token_urlsafe(18), ca_path=tls.ca_cert)
         try:
             server._install(install)
             last_error = ""

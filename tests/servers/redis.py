@@ -3,7 +3,8 @@
 Recipe from /work/shared/TEST-SERVERS.md, without `--daemonize` so that the fixture holds the process and stops
 exactly that one. Password auth: the `default` user has a password (`requirepass`), and tests add ACL users with
 `ACL SETUSER`; a wrong password really fails with WRONGPASS. The server listens on a plain TCP port and on a TLS
-port (a throwaway CA, `ca_path`), and can be started with an ACL file (`aclfile=True`) to test `ACL SAVE`.
+port (a throwaway CA from tests/fakes/throwaway_ca.py, `ca_path`), and can be started with an ACL file
+(`aclfile=True`) to test `ACL SAVE`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.servers.mariadb import free_port, make_tls_files
+from tests.fakes.throwaway_ca import make_throwaway_tls
+from tests.servers.mariadb import free_port
 
 try:
     import redis
@@ -72,9 +74,10 @@ class RedisServer:
             raise ServerUnavailable("redis-server is not on PATH (install the redis-server package)")
         root = Path(tempfile.mkdtemp(prefix="rotator-redis-"))
         (root / "tls").mkdir()
-        ca_path, cert_path, key_path = make_tls_files(root / "tls")
+        tls = make_throwaway_tls(root / "tls")
+        cert_path, key_path = tls.server_cert, tls.server_key
         server = cls(
-            root=root, port=0, tls_port=0, default_password=secrets.token_urlsafe(18), ca_path=ca_path,
+            root=root, port=0, tls_port=0, default_password=secrets.token_urlsafe(18), ca_path=tls.ca_cert,
             aclfile=root / "users.acl" if aclfile else None,
         )  # fmt: skip
         try:
