@@ -1,5 +1,8 @@
 """A werkzeug server for the HTTP fakes (vault, kubernetes, slack, the SaaS key APIs): a free port of 127.0.0.1,
-HTTP or HTTPS, served from a daemon thread until `stop()`, with werkzeug's request log silenced."""
+HTTP or HTTPS, served from a daemon thread until `stop()`, with werkzeug's request log silenced.
+
+A fake extends `ServedFake` and calls `self._serve_wsgi(name=..., ...)` from its own `serve(...)`; `url` and `stop()`
+come with it."""
 
 from __future__ import annotations
 
@@ -42,3 +45,23 @@ class BackgroundServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class ServedFake:
+    """What a fake served by a BackgroundServer shares: its `url` once served, and `stop()`. The fake implements
+    `wsgi(environ, start_response)` and its own `serve(...)`, which calls `_serve_wsgi`."""
+
+    url: str
+    _server: BackgroundServer | None
+
+    def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
+        raise NotImplementedError
+
+    def _serve_wsgi(self, *, name: str, **server_options: Any) -> None:
+        self._server = BackgroundServer(self.wsgi, name=name, **server_options)
+        self.url = self._server.url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None

@@ -44,7 +44,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.http_server import BackgroundServer
+from tests.fakes.http_server import BackgroundServer, ServedFake
 from tests.fakes.throwaway_ca import TlsFiles
 
 PLURALS = {"deployments": "Deployment", "statefulsets": "StatefulSet", "daemonsets": "DaemonSet"}
@@ -117,7 +117,7 @@ class Recorded:
 
 
 @dataclass
-class FakeKubernetes:
+class FakeKubernetes(ServedFake):
     tls: TlsFiles
     rollout_polls: int = 0
     tokens: dict[str, Grant] = field(default_factory=dict)
@@ -214,16 +214,8 @@ class FakeKubernetes:
     # -- serving --------------------------------------------------------------------------------------------------
 
     def serve(self, host: str = "127.0.0.1") -> FakeKubernetes:
-        self._server = BackgroundServer(
-            self.wsgi, name="fake-kubernetes", host=host, ssl_context=self.tls.server_context()
-        )
-        self.url = self._server.url
+        self._serve_wsgi(name="fake-kubernetes", host=host, ssl_context=self.tls.server_context())
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)

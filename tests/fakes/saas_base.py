@@ -22,7 +22,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.http_server import BackgroundServer
+from tests.fakes.http_server import BackgroundServer, ServedFake
 from tests.fakes.throwaway_ca import TlsFiles
 
 
@@ -54,7 +54,7 @@ class HttpError(Exception):
         super().__init__(status, message)
 
 
-class FakeSaas:
+class FakeSaas(ServedFake):
     """Base of the vendor fakes. Subclasses implement `handle(request)` and `error_body(status, message, extra)`."""
 
     vendor = "saas"
@@ -108,16 +108,8 @@ class FakeSaas:
     def serve(self, *, tls: TlsFiles | None = None, host: str = "127.0.0.1") -> FakeSaas:
         context = tls.server_context() if tls is not None else None
         # A short poll interval: stop() waits for the serving loop to notice, once per test scenario.
-        self._server = BackgroundServer(
-            self.wsgi, name=f"fake-{self.vendor}", host=host, ssl_context=context, poll_interval=0.02
-        )
-        self.url = self._server.url
+        self._serve_wsgi(name=f"fake-{self.vendor}", host=host, ssl_context=context, poll_interval=0.02)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)

@@ -29,7 +29,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.http_server import BackgroundServer
+from tests.fakes.http_server import BackgroundServer, ServedFake
 from tests.fakes.throwaway_ca import TlsFiles
 
 BLOCK_TYPES = {"section", "context", "header", "divider", "actions", "image", "input", "rich_text", "file", "video"}
@@ -55,7 +55,7 @@ class BlockError(ValueError):
 
 
 @dataclass
-class FakeSlack:
+class FakeSlack(ServedFake):
     tls: TlsFiles
     hooks: dict[str, Hook] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
@@ -106,14 +106,8 @@ class FakeSlack:
     # -- serving --------------------------------------------------------------------------------------------------
 
     def serve(self, host: str = "127.0.0.1") -> FakeSlack:
-        self._server = BackgroundServer(self.wsgi, name="fake-slack", host=host, ssl_context=self.tls.server_context())
-        self.url = self._server.url
+        self._serve_wsgi(name="fake-slack", host=host, ssl_context=self.tls.server_context())
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)

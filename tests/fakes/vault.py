@@ -52,7 +52,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.http_server import BackgroundServer
+from tests.fakes.http_server import BackgroundServer, ServedFake
 
 CAS_MISMATCH = "check-and-set parameter did not match the current version"
 CAS_REQUIRED = "check-and-set parameter required for this call"
@@ -134,7 +134,7 @@ class VaultError(Exception):
         super().__init__(status)
 
 
-class FakeVault:
+class FakeVault(ServedFake):
     """The fake's state and its WSGI app. Start it with `serve()`; `url` and `root_token` then address it."""
 
     def __init__(self, *, mounts: Iterable[str] = ("secret",), root_token: str | None = None):
@@ -213,14 +213,8 @@ class FakeVault:
     # -- serving ------------------------------------------------------------------------------------------
 
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> FakeVault:
-        self._server = BackgroundServer(self.wsgi, name="fake-vault", host=host, port=port)
-        self.url = self._server.url
+        self._serve_wsgi(name="fake-vault", host=host, port=port)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
