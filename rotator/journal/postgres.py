@@ -50,7 +50,7 @@ from psycopg.types.json import Jsonb
 
 from rotator.errors import ConfigError, LeaseLost, RotatorError, TransientError
 from rotator.journal.leases import holder_is_dead, this_holder
-from rotator.journal.records import notification_record
+from rotator.journal.records import check_run_changes, notification_record
 from rotator.logs import scrub
 from rotator.model import Lease, NotificationRecord, NotifyStatus, RunRecord, RunState, Step, StepRecord, Trigger
 
@@ -129,7 +129,6 @@ _PIECES = {
 _STEPS = {step.value: step for step in Step}
 _NEWEST_FIRST = "ORDER BY r.started_at DESC, r.seq DESC"
 _OLDEST_FIRST = "ORDER BY r.started_at, r.seq"
-_UPDATABLE = frozenset(_RUN_COLUMNS) - {"run_id", "plan_id", "trigger", "started_at", "store", "secret_id"}
 # Free text that an error message could have carried a secret into: scrubbed again here, the last stop before disk.
 _FREE_TEXT = frozenset({"error", "reason", "last_error"})
 
@@ -669,12 +668,10 @@ class PostgresJournal:
 
     def update_run(self, run_id: str, lease: Lease | None, **changes: Any) -> None:
         """`UPDATE rotator_runs SET ... WHERE run_id = %s` (fenced when a lease is given)."""
-        unknown = set(changes) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"cannot update run fields {sorted(unknown)}")
+        check_run_changes(changes, _RUN_COLUMNS)
         if not changes:
             return
-        # Names checked against _UPDATABLE above: each is a known column, rendered through sql.Identifier.
+        # Names checked by check_run_changes above: each is a known column, rendered through sql.Identifier.
         assignments = ", ".join(f"{sql.Identifier(name).as_string()} = %s::{_RUN_COLUMNS[name]}" for name in changes)
         write = f"UPDATE {{runs}} SET {assignments} WHERE run_id = %s AND EXISTS (SELECT 1 FROM fence)"
         params = [*(_param(name, value) for name, value in changes.items()), run_id]

@@ -6,11 +6,22 @@ timestamptz), so each passes its own parser.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from rotator.model import NotificationRecord, NotifyStatus
+
+# Run fields fixed when a run begins: update_run refuses to change them.
+FIXED_RUN_FIELDS = frozenset({"run_id", "plan_id", "trigger", "started_at", "store", "secret_id"})
+
+
+def check_run_changes(changes: Mapping[str, Any], columns: Iterable[str]) -> None:
+    """update_run's guard: only existing, changeable run columns (the names also become SQL identifiers)."""
+    unknown = set(changes) - (frozenset(columns) - FIXED_RUN_FIELDS)
+    if unknown:
+        raise ValueError(f"cannot update run fields {sorted(unknown)}")
+
 
 # The notifications table's columns, in the order `notification_record` reads a row.
 NOTIFICATION_COLUMNS = (

@@ -21,7 +21,7 @@ from typing import Any
 
 from rotator.errors import LeaseLost
 from rotator.journal.leases import holder_is_dead, this_holder
-from rotator.journal.records import NOTIFICATION_COLUMNS, notification_record
+from rotator.journal.records import NOTIFICATION_COLUMNS, check_run_changes, notification_record
 from rotator.logs import scrub
 from rotator.model import Lease, NotificationRecord, NotifyStatus, RunRecord, RunState, Step, StepRecord, Trigger
 
@@ -103,7 +103,6 @@ _NOTIFY_FIELDS = NOTIFICATION_COLUMNS
 _FENCE = "exists (select 1 from leases where plan_id = ? and token = ? and holder = ?)"
 _STATES = {state.value: state for state in RunState}
 _TRIGGERS = {trigger.value: trigger for trigger in Trigger}
-_UPDATABLE = frozenset(_RUN_FIELDS) - {"run_id", "plan_id", "trigger", "started_at", "store", "secret_id"}
 
 
 def now_text() -> str:
@@ -293,9 +292,7 @@ class SqliteJournal:
         )
 
     def update_run(self, run_id: str, lease: Lease | None, **changes: Any) -> None:
-        unknown = set(changes) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"cannot update run fields {sorted(unknown)}")
+        check_run_changes(changes, _RUN_FIELDS)
         if not changes:
             return
         assignments = ", ".join(f"{name} = ?" for name in changes)

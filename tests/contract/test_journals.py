@@ -222,6 +222,16 @@ def test_runs_lists_newest_first_per_plan_and_overall(journal: Journal) -> None:
     assert len(journal.runs()) == 6 and journal.runs("none") == []
 
 
+@pytest.mark.parametrize("field", ["plan_id", "started_at", "secret_id", "no_such_column"])
+def test_update_run_refuses_fixed_and_unknown_fields(journal: Journal, field: str) -> None:
+    lease = leased(journal, "p")
+    journal.begin_run(make_run("r1"), lease)
+    with pytest.raises(ValueError, match=f"cannot update run fields.*{field}"):
+        journal.update_run("r1", lease, **{field: "x"})
+    run = journal.get_run("r1")
+    assert run is not None and run.plan_id == "p" and run.secret_id == make_run("r1").secret_id
+
+
 def test_update_run_changes_only_the_named_fields(journal: Journal) -> None:
     lease = leased(journal, "p")
     run = make_run("r1", details={"old": True}, reason="scheduled")
