@@ -10,39 +10,34 @@ botocore refreshes before they expire.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import DeferredRefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta
 from rotator_plugins.stores.aws_errors import map_aws_error
 
-from rotator import StoreError, TransientError
+from rotator import Options, StoreError, TransientError
 
 
-class AwsConnectionOptions(BaseModel):
+class AwsConnectionOptions(Options):
     """region, endpoint_url, profile, role_arn (with role_session_name, external_id, sts_endpoint_url), and the
     client's max_attempts, connect_timeout and read_timeout."""
 
-    # defer_build: pydantic builds a validator for each component's subclass when it first validates, and none for
-    # this base, which is never validated on its own (one build fewer in the Lambda's cold start: ~1 ms).
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
-    # ASCII classes, not \d or \w: IAM means ASCII, and a Unicode \w{2,64} alone costs pydantic-core ~60 ms to
-    # compile when this module is imported (measured in bench/lambda_import.py: the rotation function's cold start).
-    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
-    endpoint_url: str | None = Field(None, pattern=r"^https?://")
+    # ASCII classes, not \d or \w: IAM means ASCII (and a Unicode class is slower to compile on the cold path).
+    region: Annotated[str, Meta(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")] | None = None
+    endpoint_url: Annotated[str, Meta(pattern=r"^https?://")] | None = None
     profile: str | None = None
-    role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$")
-    role_session_name: str = Field("credential-rotator", pattern=r"^[A-Za-z0-9_+=,.@-]{2,64}$")
+    role_arn: Annotated[str, Meta(pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$")] | None = None
+    role_session_name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_+=,.@-]{2,64}$")] = "credential-rotator"
     external_id: str | None = None
-    sts_endpoint_url: str | None = Field(None, pattern=r"^https?://")
-    max_attempts: int = Field(3, ge=1, le=10)
-    connect_timeout: float = Field(5.0, gt=0)
-    read_timeout: float = Field(20.0, gt=0)
+    sts_endpoint_url: Annotated[str, Meta(pattern=r"^https?://")] | None = None
+    max_attempts: Annotated[int, Meta(ge=1, le=10)] = 3
+    connect_timeout: Annotated[float, Meta(gt=0)] = 5.0
+    read_timeout: Annotated[float, Meta(gt=0)] = 20.0
 
 
 def client_config(opts: AwsConnectionOptions) -> Config:

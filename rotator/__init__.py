@@ -25,6 +25,7 @@ from rotator.model import (
     Stage,
     Step,
 )
+from rotator.options import Options, OptionsError, invalid, options_dict, parse_options, replace_options
 from rotator.passwords import generate_password, generate_token
 
 __version__ = "0.1.0"
@@ -36,6 +37,8 @@ __all__ = [
     "Credential",
     "Notifier",
     "NotifyError",
+    "Options",
+    "OptionsError",
     "PasswordPolicy",
     "PluginLoadError",
     "Reconciler",
@@ -57,8 +60,12 @@ __all__ = [
     "generate_password",
     "generate_token",
     "get_logger",
+    "invalid",
     "is_secret_ref",
+    "options_dict",
+    "parse_options",
     "register_secret",
+    "replace_options",
     "resolve_secret_ref",
     "scrub",
 ]

@@ -1,22 +1,23 @@
 """Finds plugins, stores and notifiers through entry-point groups, builds them, and checks them at load.
 
 Built-ins register in the same groups as third-party packages (see pyproject.toml), so there is one path.
-A factory is called as `factory(options, setup)`; a pydantic ValidationError it raises becomes a ConfigError
-naming the component's key in the config file.
+A factory is called as `factory(options, setup)`; an OptionsError it raises (rotator.options: how built-ins
+validate their options), or a pydantic ValidationError from a third-party component that validates with pydantic,
+becomes a ConfigError naming the config file and the option's full key.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from pydantic import ValidationError
-
 from rotator.components import ComponentSetup
 from rotator.errors import ConfigError, PluginLoadError
 from rotator.interfaces import RotationPlugin, SecretStore
+from rotator.options import OptionsError
 
 GROUPS = {"plugin": "rotator.plugins", "store": "rotator.stores", "notifier": "rotator.notifiers"}
 
@@ -53,8 +54,17 @@ def _build(kind: str, type_name: str, options: Mapping[str, Any], setup: Compone
     factory = _factory(kind, type_name, key, setup.config_file)
     try:
         return factory(dict(options), setup)
-    except ValidationError as exc:
-        error = exc.errors()[0]
+    except OptionsError as exc:
+        full_key = f"{key}.{exc.option}" if exc.option else key
+        raise ConfigError(exc.message, file=setup.config_file, key=full_key, fix=exc.fix) from None
+    except ConfigError as exc:
+        if exc.file is None and not str(exc).startswith(setup.config_file):
+            raise ConfigError(str(exc), file=setup.config_file) from None
+        raise
+    except Exception as exc:
+        if not _is_pydantic_error(exc):
+            raise
+        error = exc.errors()[0]  # type: ignore[attr-defined]
         option = ".".join(str(part) for part in error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
         fix = (
@@ -65,10 +75,13 @@ def _build(kind: str, type_name: str, options: Mapping[str, Any], setup: Compone
             else "see the component's documentation for the allowed values"
         )
         raise ConfigError(message, file=setup.config_file, key=f"{key}.{option}" if option else key, fix=fix) from None
-    except ConfigError as exc:
-        if exc.file is None and not str(exc).startswith(setup.config_file):
-            raise ConfigError(str(exc), file=setup.config_file) from None
-        raise
+
+
+def _is_pydantic_error(exc: Exception) -> bool:
+    """A pydantic ValidationError, checked without importing pydantic: if a component raised one, pydantic-core is
+    already imported (the Lambda's cold path never imports it)."""
+    core = sys.modules.get("pydantic_core")
+    return core is not None and isinstance(exc, core.ValidationError)
 
 
 def load_plugin(type_name: str, options: Mapping[str, Any], setup: ComponentSetup, key: str) -> RotationPlugin:

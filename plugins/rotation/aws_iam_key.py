@@ -36,12 +36,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from pydantic import ConfigDict, Field
+from msgspec import Meta
 from rotator_plugins.aws_session import AwsConnectionOptions, aws_client, client_config
 from rotator_plugins.stores.aws_errors import (
     ACCESS_DENIED_CODES,
@@ -61,6 +61,7 @@ from rotator import (
     StepError,
     TestFailed,
     TransientError,
+    parse_options,
 )
 
 SINGLE_USER = "single-user"
@@ -73,10 +74,10 @@ class AwsIamKeyOptions(AwsConnectionOptions):
     shares (endpoint_url is IAM's, tests: moto; sts_endpoint_url is STS's, for role_arn and for `test`'s probe, which
     falls back to endpoint_url), and the plugin's own two below."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    propagation_timeout: float = Field(30.0, gt=0, le=600, description="seconds test waits for a new key")
-    delete_after: float = Field(0.0, ge=0, description="seconds between deactivation and deletion of PREVIOUS")
+    propagation_timeout: Annotated[float, Meta(gt=0, le=600, description="seconds test waits for a new key")] = 30.0
+    delete_after: Annotated[float, Meta(ge=0, description="seconds between deactivation and deletion of PREVIOUS")] = (
+        0.0
+    )
 
 
 class _NotYet(Exception):
@@ -96,7 +97,7 @@ class AwsIamKeyPlugin:
         iam_client: Any = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.options = AwsIamKeyOptions.model_validate(dict(options or {}))
+        self.options = parse_options(AwsIamKeyOptions, options)
         self.setup = setup
         self._iam_client = iam_client
         self._sts_session: Any = None

@@ -41,6 +41,7 @@ from rotator import (
     Stage,
     StoreError,
     VersionConflict,
+    parse_options,
 )
 
 STORE = "aws-secretsmanager"
@@ -73,7 +74,7 @@ class AwsSecretsManagerStore:
         *,
         client: Any = None,
     ):
-        self.options = AwsStoreOptions.model_validate(dict(options or {}))
+        self.options = parse_options(AwsStoreOptions, options)
         self.setup = setup or ComponentSetup(name=STORE, config_dir=Path.cwd(), state_dir=Path.cwd() / "state")
         self._client = client
         if client is None:

@@ -15,7 +15,16 @@ from typing import Any
 import pytest
 from rotator_plugins.rotation.aws_iam_key import AwsIamKeyPlugin
 
-from rotator import Credential, PasswordPolicy, RotationContext, Stage, StepError, TestFailed, TransientError
+from rotator import (
+    Credential,
+    PasswordPolicy,
+    RotationContext,
+    Stage,
+    StepError,
+    TestFailed,
+    TransientError,
+    options_dict,
+)
 from rotator.components import ComponentSetup
 from rotator.engine.runner import BoundPlan, Runner
 from rotator.journal.sqlite import SqliteJournal
@@ -117,7 +126,7 @@ def test_revoke_with_delete_after_deactivates_then_reconcile_deletes(env, moto_s
     plugin.revoke(context(store), old, new)  # idempotent
     ctx, known = context(store), [new, store.get(SECRET, Stage.PREVIOUS)]
     assert plugin.reconcile(ctx, known) == []  # not yet delete_after old
-    aged = AwsIamKeyPlugin(plugin.options.model_dump(), clock=lambda: datetime.now(UTC) + timedelta(hours=2))
+    aged = AwsIamKeyPlugin(options_dict(plugin.options), clock=lambda: datetime.now(UTC) + timedelta(hours=2))
     assert aged.reconcile(ctx, known) == [old["AccessKeyId"]]
     assert keys_of(iam, user) == {new["AccessKeyId"]: "Active"}
     plugin.revoke(ctx, old, new)  # the key is gone: still done
@@ -184,7 +193,7 @@ def test_access_denied_names_action_and_user(moto_server, user) -> None:
     with pytest.raises(StepError, match=f"iam:ListAccessKeys for IAM user '{user}'") as caught:
         plugin.create(ctx, credential)
     assert "s" * 40 not in str(caught.value)
-    assert json.dumps(plugin.options.model_dump())  # options are plain data
+    assert json.dumps(options_dict(plugin.options))  # options are plain data
 
 
 def test_probe_fails_for_a_deleted_key_and_discard_is_idempotent(env, moto_server, iam, user):

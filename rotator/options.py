@@ -1,0 +1,95 @@
+"""Component options: how a plugin, store or notifier declares its table and turns the config's mapping into it.
+
+An options class extends `Options` (a msgspec Struct: typed, keyword-only, unknown keys refused) and declares
+constraints with `Annotated[int, Meta(ge=1)]`; checks across fields go in `__post_init__` (which may also set a
+normalized value), raising `invalid(option, message)` so the error names the option.
+`parse_options(OptionsClass, mapping)` validates and raises `OptionsError`, which the registry turns into a
+ConfigError naming the file and the full key (`plans[0].plugin.connect_timeout`), with the fix.
+
+Why msgspec and not pydantic (which reads the config file itself, in rotator/config.py): these classes are
+imported on the Lambda rotation function's cold path, where pydantic costs ~60 ms of import and validator builds
+and msgspec ~3 ms (bench/lambda_import.py). Coercion is lax, as pydantic's: "5" for an int and "true" for a bool
+are accepted (Lambda settings and tags are strings).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import msgspec
+from msgspec import Meta, field
+
+from rotator.errors import ConfigError
+
+__all__ = ["Meta", "Options", "OptionsError", "field", "invalid", "options_dict", "parse_options", "replace_options"]
+
+OptionsT = TypeVar("OptionsT", bound="Options")
+
+# msgspec's messages: "<what> - at `$.a.b[0]`", and for a key: "Object contains unknown field `x`".
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
+_INVALID = re.compile(r"^option `(?P<name>[^`]+)`: (?P<message>.*)$", re.DOTALL)
+
+
+class Options(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of every component's options."""
+
+
+class OptionsError(ConfigError):
+    """An option is wrong. `option` is its key inside the component's table ("" for the table itself); the
+    registry prefixes the component's own key and names the config file."""
+
+    def __init__(self, message: str, *, option: str, fix: str):
+        self.option = option
+        self.message = message
+        super().__init__(message, key=option or None, fix=fix)
+
+
+def invalid(option: str, message: str) -> ValueError:
+    """The error a `__post_init__` raises for one of its options: `raise invalid("url", "must start with https://")`."""
+    return ValueError(f"option `{option}`: {message}")
+
+
+def _join(path: str, name: str) -> str:
+    path = path.lstrip(".")
+    return f"{path}.{name}" if path and name else (path or name)
+
+
+def _error(text: str) -> OptionsError:
+    matched = _AT.match(text)
+    message, path = (matched["message"], matched["path"] or "") if matched else (text, "")
+    if unknown := _UNKNOWN.match(message):
+        option = _join(path, unknown["name"])
+        return OptionsError("unknown option", option=option, fix=f"remove {option!r} or check its spelling")
+    if missing := _MISSING.match(message):
+        option = _join(path, missing["name"])
+        return OptionsError("a value is required", option=option, fix=f"add {option} = ...")
+    if own := _INVALID.match(message):
+        return OptionsError(own["message"], option=_join(path, own["name"]), fix=_FIX)
+    # "Expected `int` >= 1": the constraint, without msgspec's markup.
+    return OptionsError(message.replace("`", ""), option=path.lstrip("."), fix=_FIX)
+
+
+_FIX = "see the component's documentation for the allowed values"
+
+
+def parse_options(cls: type[OptionsT], options: Mapping[str, Any] | None) -> OptionsT:
+    """The component's options from its config table (minus `type`), validated; OptionsError when wrong."""
+    try:
+        return msgspec.convert(dict(options or {}), cls, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _error(str(exc)) from None
+
+
+def options_dict(options: Options) -> dict[str, Any]:
+    """The options as plain data (what `parse_options` takes back), keyed by their config names."""
+    result: dict[str, Any] = msgspec.to_builtins(options)
+    return result
+
+
+def replace_options(options: OptionsT, **changes: Any) -> OptionsT:
+    """A copy with some fields changed."""
+    return msgspec.structs.replace(options, **changes)
