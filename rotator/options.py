@@ -2,7 +2,9 @@
 
 An options class extends `Options` (a msgspec Struct: typed, keyword-only, unknown keys refused) and declares
 constraints with `Annotated[int, Meta(ge=1)]`; checks across fields go in `__post_init__` (which may also set a
-normalized value), raising `invalid(option, message)` so the error names the option.
+normalized value), raising `invalid(option, message)` so the error names the option. msgspec applies `kw_only`
+to a class's own fields only: a subclass that declares a required option after an optional one says
+`class MyOptions(Options, kw_only=True)`.
 `parse_options(OptionsClass, mapping)` validates and raises `OptionsError`, which the registry turns into a
 ConfigError naming the file and the full key (`plans[0].plugin.connect_timeout`), with the fix.
 
@@ -58,7 +60,40 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path and name else (path or name)
 
 
-def _error(text: str) -> OptionsError:
+def _allowed_values(cls: type[Options], path: str) -> list[Any]:
+    """The values a Literal or Enum option at `path` (".a.b", ".items[0]") takes, from the options class; [] when
+    the path does not lead to one. Only runs on an error, so msgspec.inspect is imported here."""
+    import msgspec.inspect as mi
+
+    info: Any = mi.type_info(cls)
+    for name, index in re.findall(r"\.([^.\[]+)|(\[[^\]]*\])", path):
+        info = _unwrap(info, mi)
+        if name:
+            fields = {f.encode_name: f.type for f in getattr(info, "fields", ())}
+            if name not in fields:
+                return []
+            info = fields[name]
+        elif index:
+            info = getattr(info, "item_type", None) or getattr(info, "value_type", None)
+            if info is None:
+                return []
+    info = _unwrap(info, mi)
+    if isinstance(info, mi.LiteralType):
+        return list(info.values)
+    if isinstance(info, mi.EnumType):
+        return [member.value for member in info.cls]
+    return []
+
+
+def _unwrap(info: Any, mi: Any) -> Any:
+    """The type inside `X | None` and Annotated constraints."""
+    if isinstance(info, mi.UnionType):
+        rest = [t for t in info.types if not isinstance(t, mi.NoneType)]
+        return rest[0] if len(rest) == 1 else info
+    return info
+
+
+def _error(text: str, cls: type[Options]) -> OptionsError:
     matched = _AT.match(text)
     message, path = (matched["message"], matched["path"] or "") if matched else (text, "")
     if unknown := _UNKNOWN.match(message):
@@ -69,6 +104,10 @@ def _error(text: str) -> OptionsError:
         return OptionsError("a value is required", option=option, fix=f"add {option} = ...")
     if own := _INVALID.match(message):
         return OptionsError(own["message"], option=_join(path, own["name"]), fix=_FIX)
+    if message.startswith("Invalid enum value") and (allowed := _allowed_values(cls, path)):
+        choices = ", ".join(map(str, allowed))
+        value = message.removeprefix("Invalid enum value ")
+        return OptionsError(f"{value} is not one of: {choices}", option=path.lstrip("."), fix=f"use one of: {choices}")
     # "Expected `int` >= 1": the constraint, without msgspec's markup.
     return OptionsError(message.replace("`", ""), option=path.lstrip("."), fix=_FIX)
 
@@ -81,7 +120,7 @@ def parse_options(cls: type[OptionsT], options: Mapping[str, Any] | None) -> Opt
     try:
         return msgspec.convert(dict(options or {}), cls, strict=False)
     except msgspec.ValidationError as exc:
-        raise _error(str(exc)) from None
+        raise _error(str(exc), cls) from None
 
 
 def options_dict(options: Options) -> dict[str, Any]:
