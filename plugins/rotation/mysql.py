@@ -58,10 +58,10 @@ import ssl
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pymysql
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta
 from rotator_plugins.rotation.database_secret import DatabaseLogin, SecretShape, ssl_choice
 
 from rotator import (
@@ -69,6 +69,7 @@ from rotator import (
     ComponentSetup,
     ConfigError,
     Credential,
+    Options,
     RotationContext,
     RotatorError,
     Stage,
@@ -76,6 +77,7 @@ from rotator import (
     TestFailed,
     TransientError,
     generate_password,
+    parse_options,
     register_secret,
     scrub,
 )
@@ -130,25 +132,31 @@ _PRIVILEGE_CODES = frozenset({1142, 1143, 1227, 1410, 1044})  # command/column d
 _TLS_MARKERS = ("[ssl", "ssl:", "certificate", "tlsv1", "handshake", "wrong version number")
 
 
-class MySQLOptions(BaseModel):
+class MySQLOptions(Options):
     """The plugin's options (the plan's plugin table minus `type`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    connect_timeout: int = Field(5, ge=1, le=300, description="seconds to connect and log in")
-    statement_timeout: float = Field(30, gt=0, le=3600, description="seconds to wait for any one reply")
-    ssl_mode: SslMode | None = Field(
-        None,
-        description="as the mysql client's --ssl-mode; default from the secret's \"ssl\" as AWS's samples: true -> "
-        "verify_identity, false -> disabled, absent -> preferred",
-    )
-    ssl_ca: str | None = Field(
-        None, description="CA bundle (PEM) for verify_ca/verify_identity, relative to the config"
-    )
-    clone_suffix: str = Field("_clone", min_length=1, max_length=32)
-    host_pattern: str = Field(
-        "%", min_length=1, max_length=255, description="host part of the alternating accounts ('app'@'<host_pattern>')"
-    )
+    connect_timeout: Annotated[int, Meta(ge=1, le=300, description="seconds to connect and log in")] = 5
+    statement_timeout: Annotated[float, Meta(gt=0, le=3600, description="seconds to wait for any one reply")] = 30.0
+    ssl_mode: (
+        Annotated[
+            SslMode,
+            Meta(
+                description="as the mysql client's --ssl-mode; default from the secret's \"ssl\" as AWS's samples: "
+                "true -> verify_identity, false -> disabled, absent -> preferred"
+            ),
+        ]
+        | None
+    ) = None
+    ssl_ca: (
+        Annotated[str, Meta(description="CA bundle (PEM) for verify_ca/verify_identity, relative to the config")] | None
+    ) = None
+    clone_suffix: Annotated[str, Meta(min_length=1, max_length=32)] = "_clone"
+    host_pattern: Annotated[
+        str,
+        Meta(
+            min_length=1, max_length=255, description="host part of the alternating accounts ('app'@'<host_pattern>')"
+        ),
+    ] = "%"
 
 
 @dataclass
@@ -342,7 +350,7 @@ class MySQLPlugin:
     strategies = (SINGLE_USER, ALTERNATING_USERS)
 
     def __init__(self, options: Mapping[str, Any] | None = None, setup: ComponentSetup | None = None) -> None:
-        self.options = MySQLOptions.model_validate(dict(options or {}))
+        self.options = parse_options(MySQLOptions, options)
         self.setup = setup
         self._ssl_ca: str | None = None
         if self.options.ssl_ca:

@@ -33,11 +33,11 @@ import contextlib
 import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import psycopg
+from msgspec import Meta
 from psycopg import sql
-from pydantic import BaseModel, ConfigDict, Field
 from rotator_plugins.rotation.database_secret import DatabaseLogin, SecretShape, ssl_choice
 
 from rotator import (
@@ -45,6 +45,7 @@ from rotator import (
     ComponentSetup,
     ConfigError,
     Credential,
+    Options,
     RotationContext,
     RotatorError,
     Stage,
@@ -52,6 +53,7 @@ from rotator import (
     TestFailed,
     TransientError,
     generate_password,
+    parse_options,
 )
 
 SINGLE_USER = "single-user"
@@ -108,20 +110,27 @@ _LIBPQ_PREAMBLE = re.compile(r"^connection failed:\s*(connection to server (at|o
 _TRANSIENT_SQLSTATES = ("57P01", "57P02", "57P03", "40001", "40P01", "55P03", "53300")
 
 
-class PostgresOptions(BaseModel):
+class PostgresOptions(Options):
     """The plugin's options (the plan's plugin table minus `type`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    connect_timeout: int = Field(5, ge=1, le=300, description="seconds for libpq to connect (libpq's minimum is 2)")
-    statement_timeout: float = Field(30, gt=0, le=3600, description="seconds any one statement may take")
-    sslmode: SslMode | None = Field(
-        None,
-        description="libpq sslmode; default from the secret's \"ssl\" as AWS's samples: true -> verify-full, "
-        "false -> disable, absent -> prefer",
-    )
-    sslrootcert: str | None = Field(None, description="CA bundle for verify-ca/verify-full, relative to the config")
-    clone_suffix: str = Field("_clone", min_length=1, max_length=32)
+    connect_timeout: Annotated[
+        int, Meta(ge=1, le=300, description="seconds for libpq to connect (its minimum is 2)")
+    ] = 5
+    statement_timeout: Annotated[float, Meta(gt=0, le=3600, description="seconds any one statement may take")] = 30.0
+    sslmode: (
+        Annotated[
+            SslMode,
+            Meta(
+                description="libpq sslmode; default from the secret's \"ssl\" as AWS's samples: true -> verify-full, "
+                "false -> disable, absent -> prefer"
+            ),
+        ]
+        | None
+    ) = None
+    sslrootcert: (
+        Annotated[str, Meta(description="CA bundle for verify-ca/verify-full, relative to the config")] | None
+    ) = None
+    clone_suffix: Annotated[str, Meta(min_length=1, max_length=32)] = "_clone"
 
 
 # libpq's sslmode for each "ssl" choice. The samples, without "ssl", try a verified TLS connection and fall back to
@@ -150,7 +159,7 @@ class PostgresPlugin:
     strategies = (SINGLE_USER, ALTERNATING_USERS)
 
     def __init__(self, options: Mapping[str, Any] | None = None, setup: ComponentSetup | None = None) -> None:
-        self.options = PostgresOptions.model_validate(dict(options or {}))
+        self.options = parse_options(PostgresOptions, options)
         self.setup = setup
         self._sslrootcert: str | None = None
         if self.options.sslrootcert:

@@ -31,10 +31,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rotator_plugins.rotation.database_secret import DatabaseLogin, SecretShape
@@ -44,12 +44,14 @@ from rotator import (
     ComponentSetup,
     ConfigError,
     Credential,
+    Options,
     RotationContext,
     RotatorError,
     StepError,
     TestFailed,
     TransientError,
     generate_password,
+    parse_options,
     scrub,
 )
 
@@ -72,25 +74,28 @@ SECRET = SecretShape(
 _TLS_MARKERS = ("certificate", "[ssl", "ssl:", "wrong version number", "tlsv1")
 
 
-class RedisOptions(BaseModel):
+class RedisOptions(Options):
     """The plugin's options (the plan's plugin table minus `type`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    connect_timeout: float = Field(5, gt=0, le=300, description="seconds to connect")
-    socket_timeout: float = Field(10, gt=0, le=3600, description="seconds to wait for any one reply")
-    tls: TlsMode | None = Field(
-        None, description='default from the secret\'s "ssl": true -> verify_identity, else disabled'
-    )
-    ssl_ca: str | None = Field(
-        None, description="CA bundle (PEM) for verify_ca/verify_identity, relative to the config"
-    )
-    admin_secret_id: str | None = Field(
-        None, description="secret id of an admin user that runs ACL SETUSER (default: the secret's masterarn)"
-    )
-    persist: Literal["none", "acl-save", "config-rewrite"] = Field(
-        "none", description="make each ACL change survive a restart: ACL SAVE or CONFIG REWRITE"
-    )
+    connect_timeout: Annotated[float, Meta(gt=0, le=300, description="seconds to connect")] = 5.0
+    socket_timeout: Annotated[float, Meta(gt=0, le=3600, description="seconds to wait for any one reply")] = 10.0
+    tls: (
+        Annotated[TlsMode, Meta(description='default from the secret\'s "ssl": true -> verify_identity, else disabled')]
+        | None
+    ) = None
+    ssl_ca: (
+        Annotated[str, Meta(description="CA bundle (PEM) for verify_ca/verify_identity, relative to the config")] | None
+    ) = None
+    admin_secret_id: (
+        Annotated[
+            str, Meta(description="secret id of an admin user that runs ACL SETUSER (default: the secret's masterarn)")
+        ]
+        | None
+    ) = None
+    persist: Annotated[
+        Literal["none", "acl-save", "config-rewrite"],
+        Meta(description="make each ACL change survive a restart: ACL SAVE or CONFIG REWRITE"),
+    ] = "none"
 
 
 def password_hash(password: str) -> str:
@@ -104,7 +109,7 @@ class RedisPlugin:
     strategies = (SINGLE_USER,)
 
     def __init__(self, options: Mapping[str, Any] | None = None, setup: ComponentSetup | None = None) -> None:
-        self.options = RedisOptions.model_validate(dict(options or {}))
+        self.options = parse_options(RedisOptions, options)
         self.setup = setup
         self._ssl_ca: str | None = None
         if self.options.ssl_ca:

@@ -17,7 +17,6 @@ from typing import Any
 
 import pymysql
 import pytest
-from pydantic import ValidationError
 from rotator_plugins.rotation.mysql import (
     MySQLPlugin,
     account_sql,
@@ -32,6 +31,7 @@ from rotator.components import ComponentSetup
 from rotator.errors import AuthenticationFailed, ConfigError, SecretNotFound, StepError, TestFailed, TransientError
 from rotator.interfaces import RotationPlugin
 from rotator.model import Credential, PasswordPolicy, RotationContext, Stage
+from rotator.options import OptionsError
 from tests.cli_env import CliEnv
 from tests.servers.mariadb import MariaDbServer, account
 
@@ -233,10 +233,12 @@ def test_options_are_validated(tmp_path: Path) -> None:
     assert isinstance(plugin, RotationPlugin)
     assert plugin.strategies == ("single-user", "alternating-users")
     assert plugin.options.clone_suffix == "_clone" and plugin.options.host_pattern == "%"
-    with pytest.raises(ValidationError):
+    with pytest.raises(OptionsError) as wrong:
         MySQLPlugin({"sslmode": "required"}, None)
-    with pytest.raises(ValidationError):
+    assert wrong.value.option == "sslmode" and wrong.value.exit_code == 2
+    with pytest.raises(OptionsError) as wrong:
         MySQLPlugin({"ssl_mode": "sometimes"}, None)
+    assert wrong.value.option == "ssl_mode" and wrong.value.exit_code == 2
     setup = ComponentSetup(name=PLAN, config_dir=tmp_path, state_dir=tmp_path, config_file=str(tmp_path / "r.toml"))
     with pytest.raises(ConfigError, match="ssl_ca"):
         MySQLPlugin({"ssl_ca": "missing.pem"}, setup)

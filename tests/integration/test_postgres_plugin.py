@@ -16,13 +16,13 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from pydantic import ValidationError
 from rotator_plugins.rotation.postgres import SECRET, PostgresPlugin
 
 from rotator.components import ComponentSetup
 from rotator.errors import AuthenticationFailed, ConfigError, SecretNotFound, StepError, TestFailed, TransientError
 from rotator.interfaces import RotationPlugin
 from rotator.model import Credential, PasswordPolicy, RotationContext, Stage
+from rotator.options import OptionsError
 from tests.servers.postgres import PgServer, free_port, scram_matches
 
 PLAN = "orders-db"
@@ -113,10 +113,12 @@ def test_scram_matches_checks_a_real_verifier(pg_server: PgServer, roles: Callab
 def test_options_are_validated() -> None:
     assert isinstance(PostgresPlugin({}, None), RotationPlugin)
     assert PostgresPlugin({}, None).options.clone_suffix == "_clone"
-    with pytest.raises(ValidationError):
+    with pytest.raises(OptionsError) as wrong:
         PostgresPlugin({"sslmod": "require"}, None)
-    with pytest.raises(ValidationError):
+    assert wrong.value.option == "sslmod" and wrong.value.exit_code == 2
+    with pytest.raises(OptionsError) as wrong:
         PostgresPlugin({"sslmode": "sometimes"}, None)
+    assert wrong.value.option == "sslmode" and wrong.value.exit_code == 2
     assert PostgresPlugin({"sslmode": "verify-ca"}, None).options.sslmode == "verify-ca"
 
 

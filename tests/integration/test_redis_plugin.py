@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 import redis
-from pydantic import ValidationError
 from rotator_plugins.rotation.redis import RedisPlugin, password_hash
 
 from rotator.components import ComponentSetup
 from rotator.errors import AuthenticationFailed, ConfigError, SecretNotFound, StepError, TestFailed, TransientError
 from rotator.interfaces import RotationPlugin
 from rotator.model import Credential, PasswordPolicy, RotationContext, Stage
+from rotator.options import OptionsError
 from tests.cli_env import CliEnv
 from tests.servers.redis import RedisServer, sha256_hex
 
@@ -104,10 +104,12 @@ def test_options_are_validated(tmp_path: Path) -> None:
     plugin = RedisPlugin({}, None)
     assert isinstance(plugin, RotationPlugin)
     assert plugin.strategies == ("single-user",)
-    with pytest.raises(ValidationError):
+    with pytest.raises(OptionsError) as wrong:
         RedisPlugin({"admin": "x"}, None)
-    with pytest.raises(ValidationError):
+    assert wrong.value.option == "admin" and wrong.value.exit_code == 2
+    with pytest.raises(OptionsError) as wrong:
         RedisPlugin({"persist": "sometimes"}, None)
+    assert wrong.value.option == "persist" and wrong.value.exit_code == 2
     setup = ComponentSetup(name=PLAN, config_dir=tmp_path, state_dir=tmp_path, config_file=str(tmp_path / "r.toml"))
     with pytest.raises(ConfigError, match="ssl_ca"):
         RedisPlugin({"ssl_ca": "missing.pem"}, setup)
