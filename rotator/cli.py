@@ -115,6 +115,7 @@ def _age(value: datetime | None, now: datetime) -> str:
 def init(config: ConfigOption = None, json_output: JsonOption = False) -> None:
     """Create state_dir (0700), the local store's key (0600) and the journal."""
     from rotator.local_store import KEY_FILE_NAME, LocalStoreOptions, create_key_file
+    from rotator.options import OptionsError, parse_options
 
     with _errors():
         cfg = load_config(config)
@@ -126,7 +127,11 @@ def init(config: ConfigOption = None, json_output: JsonOption = False) -> None:
             component = cfg.store_config(name)
             if component.type != "local":
                 continue
-            options = LocalStoreOptions.model_validate(component.options)
+            try:
+                options = parse_options(LocalStoreOptions, component.options)
+            except OptionsError as exc:  # named as `validate` names it: the file, the option's full key, the fix
+                key = f"stores.{name}.{exc.option}" if exc.option else f"stores.{name}"
+                raise ConfigError(exc.message, file=str(cfg.path), key=key, fix=exc.fix) from None
             if options.key_env:
                 continue
             key_path = cfg.setup(name).path(options.key_file) if options.key_file else cfg.state_dir / KEY_FILE_NAME

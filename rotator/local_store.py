@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import BaseModel, ConfigDict
 
 from rotator.components import ComponentSetup
 from rotator.errors import ConfigError, SecretNotFound, StoreError, VersionConflict
 from rotator.model import Credential, Stage
+from rotator.options import Options, parse_options
 
 KEY_FILE_NAME = "store.key"
 DB_FILE_NAME = "store.db"
@@ -52,8 +52,7 @@ create table if not exists labels (
 """
 
 
-class LocalStoreOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LocalStoreOptions(Options):
     path: str | None = None  # default: <state_dir>/store.db
     key_file: str | None = None  # default: <state_dir>/store.key
     key_env: str | None = None  # name of an environment variable holding the base64 key instead of a file
@@ -91,7 +90,7 @@ class LocalStore:
     """Type `local`. Options: path, key_file, key_env (see LocalStoreOptions)."""
 
     def __init__(self, options: Mapping[str, Any] | None = None, setup: ComponentSetup | None = None):
-        opts = LocalStoreOptions.model_validate(dict(options or {}))
+        opts = parse_options(LocalStoreOptions, options)
         setup = setup or ComponentSetup(name="local", config_dir=Path.cwd(), state_dir=Path.cwd() / "state")
         self.path = setup.path(opts.path) if opts.path else setup.state_dir / DB_FILE_NAME
         self._aead = AESGCM(self._load_key(opts, setup))

@@ -19,30 +19,32 @@ import base64
 import binascii
 import string
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta
 
 from rotator import (
     ComponentSetup,
     Credential,
+    Options,
     PasswordPolicy,
     RotationContext,
     StepError,
     TestFailed,
     generate_password,
     generate_token,
+    parse_options,
 )
 
 _URLSAFE = frozenset(string.ascii_letters + string.digits + "-_")
 _HEX = frozenset("0123456789abcdef")
 
 
-class GeneratedOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    field: str = Field("value", min_length=1, description="the key of the secret's JSON that holds the secret")
-    bytes: int = Field(32, ge=16, le=4096, description="random bytes (urlsafe and hex encodings)")
+class GeneratedOptions(Options):
+    field: Annotated[str, Meta(min_length=1, description="the key of the secret's JSON that holds the secret")] = (
+        "value"
+    )
+    bytes: Annotated[int, Meta(ge=16, le=4096, description="random bytes (urlsafe and hex encodings)")] = 32
     encoding: Literal["urlsafe", "hex", "password"] = "urlsafe"
 
 
@@ -52,7 +54,7 @@ class GeneratedSecretPlugin:
     strategies = ("single-user",)
 
     def __init__(self, options: Mapping[str, Any] | None = None, setup: ComponentSetup | None = None) -> None:
-        self.options = GeneratedOptions.model_validate(dict(options or {}))
+        self.options = parse_options(GeneratedOptions, options)
         self.setup = setup
 
     def create(self, ctx: RotationContext, current: Credential) -> dict[str, Any]:

@@ -41,22 +41,26 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import hvac
 from hvac import exceptions as hvac_errors
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from msgspec import Meta, field
 from rotator_plugins.stores.vault_errors import STORE, vault_errors
 
 from rotator import (
     ComponentSetup,
     ConfigError,
     Credential,
+    Options,
+    OptionsError,
     SecretNotFound,
     Stage,
     StoreError,
     VersionConflict,
+    invalid,
     is_secret_ref,
+    parse_options,
     resolve_secret_ref,
 )
 
@@ -66,40 +70,38 @@ KEEP_MAPPINGS = 12  # version ids kept in custom_metadata (Vault allows 64 keys)
 K8S_JWT = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
-def _must_be_ref(value: str) -> str:
-    if not is_secret_ref(value):
-        raise ValueError('a secret must be a reference, not a value: write "env:VAR" or "file:PATH"')
-    return value
+_NOT_A_REF = 'a secret must be a reference, not a value: write "env:VAR" or "file:PATH"'
 
 
-SecretRef = Annotated[str, AfterValidator(_must_be_ref)]
+class _Auth(Options, tag_field="method"):
+    """The `auth` table; its `method` picks the class (msgspec's tagged union: `method` is the tag, not a field)."""
 
 
-class _Auth(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TokenAuth(_Auth, tag="token"):
+    token: str = "env:VAULT_TOKEN"  # noqa: S105 (a reference, not a value)
+
+    def __post_init__(self) -> None:
+        if not is_secret_ref(self.token):
+            raise invalid("token", _NOT_A_REF)
 
 
-class TokenAuth(_Auth):
-    method: Literal["token"] = "token"
-    token: SecretRef = "env:VAULT_TOKEN"  # noqa: S105 (a reference, not a value)
-
-
-class AppRoleAuth(_Auth):
-    method: Literal["approle"]
+class AppRoleAuth(_Auth, tag="approle"):
     role_id: str  # not secret on its own; may also be a reference
-    secret_id: SecretRef
+    secret_id: str  # a reference
     mount_point: str = "approle"
 
+    def __post_init__(self) -> None:
+        if not is_secret_ref(self.secret_id):
+            raise invalid("secret_id", _NOT_A_REF)
 
-class KubernetesAuth(_Auth):
-    method: Literal["kubernetes"]
+
+class KubernetesAuth(_Auth, tag="kubernetes"):
     role: str
     jwt_path: str = K8S_JWT  # the service account token, re-read at every login (the kubelet rotates it)
     mount_point: str = "kubernetes"
 
 
-class AwsIamAuth(_Auth):
-    method: Literal["aws"]
+class AwsIamAuth(_Auth, tag="aws"):
     role: str
     region: str = "us-east-1"
     header_value: str | None = None  # X-Vault-AWS-IAM-Server-ID, if the Vault role requires it
@@ -107,32 +109,44 @@ class AwsIamAuth(_Auth):
     mount_point: str = "aws"
 
 
-AuthOptions = Annotated[TokenAuth | AppRoleAuth | KubernetesAuth | AwsIamAuth, Field(discriminator="method")]
+AuthOptions = TokenAuth | AppRoleAuth | KubernetesAuth | AwsIamAuth
+AUTH_METHODS = "token, approle, kubernetes, aws"
 
 
-class VaultStoreOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: str | None = Field(None, pattern=r"^https?://")  # default: VAULT_ADDR
+class VaultStoreOptions(Options):
+    url: Annotated[str, Meta(pattern=r"^https?://")] | None = None  # default: VAULT_ADDR
     namespace: str | None = None
     mount_point: str = "secret"
     path_prefix: str = ""
-    pending_prefix: str = Field(".rotator-pending", min_length=1)
-    auth: AuthOptions = Field(default_factory=TokenAuth)
+    pending_prefix: Annotated[str, Meta(min_length=1)] = ".rotator-pending"
+    auth: AuthOptions = field(default_factory=TokenAuth)
     ca_bundle: str | None = None
     tls_verify: bool = True
     client_cert: str | None = None
     client_key: str | None = None
-    timeout: float = Field(10.0, gt=0)
+    timeout: Annotated[float, Meta(gt=0)] = 10.0
     renew: bool = True
 
-    @field_validator("mount_point", "path_prefix", "pending_prefix")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        value = value.strip("/")
-        if ".." in value.split("/"):
-            raise ValueError("must not contain '..'")
-        return value
+    def __post_init__(self) -> None:
+        # Stripped of leading and trailing slashes; ".." refused (a path outside the prefix).
+        for name in ("mount_point", "path_prefix", "pending_prefix"):
+            value = str(getattr(self, name)).strip("/")
+            if ".." in value.split("/"):
+                raise invalid(name, "must not contain '..'")
+            setattr(self, name, value)
+
+
+def _parse_options(options: Mapping[str, Any] | None) -> VaultStoreOptions:
+    """parse_options, with an unknown auth method's error listing the methods (msgspec names only the value)."""
+    try:
+        return parse_options(VaultStoreOptions, options)
+    except OptionsError as exc:
+        if exc.option != "auth.method" or not exc.message.startswith("Invalid value "):
+            raise
+        value = exc.message.removeprefix("Invalid value ")
+        raise OptionsError(
+            f"{value} is not one of: {AUTH_METHODS}", option=exc.option, fix=f"use one of: {AUTH_METHODS}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -174,7 +188,7 @@ class VaultKv2Store:
         *,
         client: hvac.Client | None = None,
     ):
-        self.options = VaultStoreOptions.model_validate(dict(options or {}))
+        self.options = _parse_options(options)
         self.setup = setup or ComponentSetup(name=STORE, config_dir=Path.cwd(), state_dir=Path.cwd() / "state")
         self._lock = threading.RLock()
         self._managed_auth = client is None  # an injected client comes logged in; we leave its token alone

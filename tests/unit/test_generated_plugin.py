@@ -8,12 +8,12 @@ import uuid
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 from rotator_plugins.rotation.generated import GeneratedSecretPlugin
 
 from rotator.errors import SecretNotFound, StepError, TestFailed
 from rotator.interfaces import RotationPlugin
 from rotator.model import Credential, PasswordPolicy, RotationContext, Stage
+from rotator.options import OptionsError
 
 
 def ctx(policy: PasswordPolicy | None = None, strategy: str = "single-user") -> RotationContext:
@@ -113,15 +113,26 @@ def test_the_other_steps_do_nothing_and_are_idempotent() -> None:
         plugin.revoke(ctx(), cred(CURRENT.value, Stage.PREVIOUS), pending)
 
 
-def test_options_are_validated() -> None:
-    with pytest.raises(ValidationError):
-        GeneratedSecretPlugin({"bytez": 32}, None)
-    with pytest.raises(ValidationError):
-        GeneratedSecretPlugin({"encoding": "base32"}, None)
-    with pytest.raises(ValidationError):
-        GeneratedSecretPlugin({"bytes": 4}, None)
-    with pytest.raises(ValidationError):
-        GeneratedSecretPlugin({"field": ""}, None)
+@pytest.mark.parametrize(
+    ("options", "option", "message"),
+    [
+        ({"bytez": 32}, "bytez", "unknown option"),
+        ({"encoding": "base32"}, "encoding", "'base32' is not one of: hex, password, urlsafe"),
+        ({"bytes": 4}, "bytes", "Expected int >= 16"),
+        ({"bytes": 5000}, "bytes", "Expected int <= 4096"),
+        ({"field": ""}, "field", "Expected str of length >= 1"),
+    ],
+)
+def test_options_are_validated(options: dict[str, Any], option: str, message: str) -> None:
+    with pytest.raises(OptionsError) as raised:
+        GeneratedSecretPlugin(options, None)
+    assert (raised.value.option, raised.value.message) == (option, message)
+
+
+def test_options_defaults_and_lax_values() -> None:
+    options = GeneratedSecretPlugin({}, None).options
+    assert (options.field, options.bytes, options.encoding) == ("value", 32, "urlsafe")
+    assert GeneratedSecretPlugin({"bytes": "64", "encoding": "hex"}, None).options.bytes == 64
 
 
 def test_alternating_is_refused() -> None:

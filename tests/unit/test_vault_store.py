@@ -400,9 +400,9 @@ def test_other_mount_and_prefix(make: Any, vault_server: VaultServer) -> None:
         ({"auth": {"method": "token", "token": "hvs.literal-token"}}, "stores.vault.auth.token"),
         (
             {"auth": {"method": "approle", "role_id": "r", "secret_id": "literal"}},
-            "stores.vault.auth.approle.secret_id",
+            "stores.vault.auth.secret_id",
         ),
-        ({"auth": {"method": "ldap"}}, "stores.vault.auth"),
+        ({"auth": {"method": "ldap"}}, "stores.vault.auth.method"),
         ({"url": "vault:8200"}, "stores.vault.url"),
         ({"mount_pont": "secret"}, "stores.vault.mount_pont"),
         ({"path_prefix": "../other"}, "stores.vault.path_prefix"),
@@ -414,6 +414,28 @@ def test_bad_options_are_config_errors_naming_the_key(setup: ComponentSetup, opt
         load_store("vault-kv2", options, setup, "stores.vault")
     assert key in str(raised.value)
     assert "literal" not in str(raised.value)
+
+
+def test_an_unknown_auth_method_lists_the_methods(setup: ComponentSetup) -> None:
+    options = {"url": "https://vault.example.internal:8200", "auth": {"method": "ldap"}}
+    with pytest.raises(ConfigError) as raised:
+        load_store("vault-kv2", options, setup, "stores.vault")
+    assert raised.value.key == "stores.vault.auth.method"
+    assert "'ldap' is not one of: token, approle, kubernetes, aws" in str(raised.value)
+    assert "fix: use one of: token, approle, kubernetes, aws" in str(raised.value)
+
+
+def test_paths_are_stripped_of_slashes(setup: ComponentSetup) -> None:
+    store = VaultKv2Store(
+        {
+            "url": "https://vault.example.internal:8200",
+            "mount_point": "/kv/",
+            "path_prefix": "/apps/",
+            "pending_prefix": "p/",
+        },
+        setup,
+    )
+    assert (store.options.mount_point, store.options.path_prefix, store.options.pending_prefix) == ("kv", "apps", "p")
 
 
 def test_no_address_is_a_config_error(setup: ComponentSetup, monkeypatch: pytest.MonkeyPatch) -> None:
