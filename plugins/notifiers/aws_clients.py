@@ -48,7 +48,7 @@ TRANSIENT_CODES = THROTTLING_CODES | SERVER_ERROR_CODES | {"KMSThrottling", "Ser
 
 class AwsClientOptions(AwsConnectionOptions):
     """Where and as whom the notifier calls AWS (the connection options every AWS component shares); a notifier's
-    options model extends this."""
+    options class extends this."""
 
 
 def make_aws_client(service: str, opts: AwsClientOptions, setup: ComponentSetup) -> Any:

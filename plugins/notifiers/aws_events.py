@@ -27,12 +27,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from msgspec import Meta
 from rotator_plugins.notifiers.aws_clients import TRANSIENT_CODES, AwsClientOptions, aws_call, make_aws_client
 
-from rotator import ComponentSetup, NotifyError, RotationEvent, TransientError, scrub
+from rotator import ComponentSetup, NotifyError, RotationEvent, TransientError, invalid, parse_options, scrub
 
 _SNS_TOPIC_ARN = r"^arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$"
 # SNS: MessageGroupId and MessageDeduplicationId take up to 128 alphanumeric or punctuation characters.
@@ -49,23 +49,20 @@ def _fifo_id(text: str) -> str:
     return _NOT_FIFO_ID_CHAR.sub("_", text)[:128]
 
 
-class SnsOptions(AwsClientOptions):
-    topic_arn: str = Field(pattern=_SNS_TOPIC_ARN)
-    title: str = Field(default="Credential rotated", min_length=1, max_length=60)
+class SnsOptions(AwsClientOptions, kw_only=True):
+    topic_arn: Annotated[str, Meta(pattern=_SNS_TOPIC_ARN)]
+    title: Annotated[str, Meta(min_length=1, max_length=60)] = "Credential rotated"
 
-    @field_validator("title")
-    @classmethod
-    def _ascii(cls, value: str) -> str:
-        if not value.isascii() or not value.isprintable():
-            raise ValueError("title must be printable ASCII (it becomes the SNS Subject)")
-        return value
+    def __post_init__(self) -> None:
+        if not self.title.isascii() or not self.title.isprintable():
+            raise invalid("title", "title must be printable ASCII (it becomes the SNS Subject)")
 
 
 class SnsNotifier:
     """Publishes each event to an SNS topic (see the module docstring)."""
 
     def __init__(self, options: Mapping[str, Any], setup: ComponentSetup, *, client: Any = None):
-        self.options = SnsOptions.model_validate(dict(options))
+        self.options = parse_options(SnsOptions, options)
         self.setup = setup
         self.client = client if client is not None else make_aws_client("sns", self.options, setup)
         self._what = f"sns notifier {setup.name}"
@@ -101,23 +98,20 @@ class SnsNotifier:
 
 
 class EventBridgeOptions(AwsClientOptions):
-    event_bus_name: str = Field(default="default", min_length=1, max_length=1600)
-    source: str = Field(default="rotator", min_length=1, max_length=256)
-    resources: list[str] = Field(default_factory=list, max_length=10)
+    event_bus_name: Annotated[str, Meta(min_length=1, max_length=1600)] = "default"
+    source: Annotated[str, Meta(min_length=1, max_length=256)] = "rotator"
+    resources: Annotated[list[str], Meta(max_length=10)] = []
 
-    @field_validator("source")
-    @classmethod
-    def _not_aws(cls, value: str) -> str:
-        if value.startswith("aws."):
-            raise ValueError('source must not start with "aws." (reserved for AWS services)')
-        return value
+    def __post_init__(self) -> None:
+        if self.source.startswith("aws."):
+            raise invalid("source", 'source must not start with "aws." (reserved for AWS services)')
 
 
 class EventBridgeNotifier:
     """Puts each event on an EventBridge bus (see the module docstring)."""
 
     def __init__(self, options: Mapping[str, Any], setup: ComponentSetup, *, client: Any = None):
-        self.options = EventBridgeOptions.model_validate(dict(options))
+        self.options = parse_options(EventBridgeOptions, options)
         self.setup = setup
         self.client = client if client is not None else make_aws_client("events", self.options, setup)
         self._what = f"eventbridge notifier {setup.name}"

@@ -31,12 +31,13 @@ import os
 import signal
 import subprocess
 import tempfile
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import msgspec
+from msgspec import Meta
 
-from rotator import ComponentSetup, NotifyError, RotationEvent, TransientError, scrub
+from rotator import ComponentSetup, NotifyError, Options, RotationEvent, TransientError, invalid, parse_options, scrub
 
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME")
 STDERR_TAIL_BYTES = 2000
@@ -44,34 +45,33 @@ STDERR_TAIL_LINES = 10
 _KILL_GRACE_SECONDS = 2.0
 
 
-class CommandRun(BaseModel):
+def argv_problem(argv: Sequence[str]) -> str | None:
+    """What is wrong with an argv list (None when nothing): also checks the `file` notifier's `reload = [...]`."""
+    if not argv:
+        return "argv must name the program to run (an empty list)"
+    if not argv[0].strip():
+        return "argv[0] (the program) must not be empty"
+    if any("\0" in part for part in argv):
+        return "argv must not contain NUL characters"
+    return None
+
+
+class CommandRun(Options):
     """How to run one argv; shared by `command` and the `file` notifier's reload command."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    argv: list[str] = Field(min_length=1)
-    timeout: float = Field(default=60.0, gt=0, le=3600)
+    argv: Annotated[list[str], Meta(min_length=1)]
+    timeout: Annotated[float, Meta(gt=0, le=3600)] = 60.0
     cwd: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    pass_env: list[str] = Field(default_factory=list)
-    transient_exit_codes: list[int] = Field(default_factory=lambda: [75])
+    env: dict[str, str] = {}
+    pass_env: list[str] = []
+    transient_exit_codes: list[int] = msgspec.field(default_factory=lambda: [75])
 
-    @field_validator("argv")
-    @classmethod
-    def _argv(cls, value: list[str]) -> list[str]:
-        if not value[0].strip():
-            raise ValueError("argv[0] (the program) must not be empty")
-        if any("\0" in part for part in value):
-            raise ValueError("argv must not contain NUL characters")
-        return value
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
+    def __post_init__(self) -> None:
+        if problem := argv_problem(self.argv):
+            raise invalid("argv", problem)
+        for name in self.env:
             if not name or "=" in name or "\0" in name:
-                raise ValueError(f"env: {name!r} is not a valid variable name")
-        return value
+                raise invalid("env", f"env: {name!r} is not a valid variable name")
 
 
 def event_environment(event: RotationEvent) -> dict[str, str]:
@@ -165,7 +165,7 @@ class CommandNotifier:
     """Runs a local program with the event in its environment (see the module docstring)."""
 
     def __init__(self, options: Mapping[str, Any], setup: ComponentSetup):
-        self.options = CommandRun.model_validate(dict(options))
+        self.options = parse_options(CommandRun, options)
         self.setup = setup
         self._what = f"command notifier {setup.name}"
 

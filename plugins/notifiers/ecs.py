@@ -22,34 +22,32 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from msgspec import Meta
 from rotator_plugins.notifiers.aws_clients import AwsClientOptions, aws_call, make_aws_client
 
-from rotator import ComponentSetup, NotifyError, RotationEvent, TransientError, scrub
+from rotator import ComponentSetup, NotifyError, RotationEvent, TransientError, invalid, parse_options, scrub
 
 _DESCRIBE_BATCH = 10  # DescribeServices takes at most 10 services per call
 _REMEMBERED = 1024  # redeploys remembered for repeated calls (a few per rotation)
 
 
 class EcsOptions(AwsClientOptions):
-    cluster: str = Field(default="default", min_length=1)
-    service: str | None = Field(default=None, min_length=1)
-    services: list[str] = Field(default_factory=list)
+    cluster: Annotated[str, Meta(min_length=1)] = "default"
+    service: Annotated[str, Meta(min_length=1)] | None = None
+    services: list[str] = []
     wait_for_steady_state: bool = False
-    wait_timeout: float = Field(default=600.0, gt=0, le=3600)
-    poll_interval: float = Field(default=15.0, gt=0, le=300)
+    wait_timeout: Annotated[float, Meta(gt=0, le=3600)] = 600.0
+    poll_interval: Annotated[float, Meta(gt=0, le=300)] = 15.0
 
-    @model_validator(mode="after")
-    def _some_service(self) -> EcsOptions:
+    def __post_init__(self) -> None:
         if not self.service and not self.services:
-            raise ValueError('name the service to redeploy: service = "NAME" (or services = ["A", "B"])')
+            raise invalid("service", 'name the service to redeploy: service = "NAME" (or services = ["A", "B"])')
         if self.service and self.services:
-            raise ValueError("give either service or services, not both")
+            raise invalid("service", "give either service or services, not both")
         if len(set(self.all_services())) != len(self.all_services()):
-            raise ValueError("services lists a service twice")
-        return self
+            raise invalid("services", "services lists a service twice")
 
     def all_services(self) -> list[str]:
         return [self.service] if self.service else list(self.services)
@@ -85,7 +83,7 @@ class EcsRedeployNotifier:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self.options = EcsOptions.model_validate(dict(options))
+        self.options = parse_options(EcsOptions, options)
         self.setup = setup
         self.client = client if client is not None else make_aws_client("ecs", self.options, setup)
         self._sleep, self._clock = sleep, clock

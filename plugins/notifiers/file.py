@@ -37,19 +37,22 @@ import string
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from rotator_plugins.notifiers.command import CommandRun, event_environment, run_command
+from msgspec import Meta
+from rotator_plugins.notifiers.command import CommandRun, argv_problem, event_environment, run_command
 
 from rotator import (
     ComponentSetup,
     ConfigError,
     Credential,
     NotifyError,
+    Options,
     RotationEvent,
     RotatorError,
     TransientError,
+    invalid,
+    parse_options,
     register_secret,
     scrub,
 )
@@ -58,46 +61,45 @@ _ENV_NAME_CHAR = re.compile(r"[^A-Z0-9_]")
 _SHELL_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]*$")
 
 
-class FileOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: str = Field(min_length=1)
+class FileOptions(Options):
+    path: Annotated[str, Meta(min_length=1)]
     format: Literal["json", "env", "template"] = "json"
     template: str | None = None
-    keys: list[str] | None = Field(default=None, min_length=1)
-    env_prefix: str = Field(default="", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$|^$")
-    mode: int | str = Field(default="0600", validate_default=True)  # an octal string, or an int (0o600)
+    keys: Annotated[list[str], Meta(min_length=1)] | None = None
+    env_prefix: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$|^$")] = ""
+    mode: int | str = "0600"  # an octal string, or an int (0o600); an int once validated
     owner: str | int | None = None
     group: str | int | None = None
     reload: list[str] | CommandRun | None = None
 
-    @field_validator("mode")
-    @classmethod
-    def _mode(cls, value: int | str) -> int:
-        try:
-            mode = int(value, 8) if isinstance(value, str) else value
-        except ValueError:
-            raise ValueError('mode must be an octal string such as "0600"') from None
-        if not 0 <= mode <= 0o777:
-            raise ValueError('mode must be a permission mode such as "0600" or "0640"')
-        if mode & 0o007:
-            raise ValueError(f"mode {mode:04o} gives others access to a secret; use 0600 (or 0640 with group)")
-        if not mode & 0o400:
-            raise ValueError(f"mode {mode:04o} does not let the owner read the file")
-        return mode
-
-    @model_validator(mode="after")
-    def _template(self) -> FileOptions:
+    def __post_init__(self) -> None:
+        self.mode = _mode(self.mode)
         if self.format == "template" and not self.template:
-            raise ValueError('format = "template" needs template = "PATH" (a file with {key} placeholders)')
+            raise invalid("template", 'format = "template" needs template = "PATH" (a file with {key} placeholders)')
         if self.format != "template" and self.template:
-            raise ValueError('template is only used with format = "template"')
-        return self
+            raise invalid("template", 'template is only used with format = "template"')
+        if isinstance(self.reload, list) and (problem := argv_problem(self.reload)):
+            raise invalid("reload", problem)
 
     def reload_run(self) -> CommandRun | None:
         if self.reload is None or isinstance(self.reload, CommandRun):
             return self.reload
         return CommandRun(argv=self.reload)
+
+
+def _mode(value: int | str) -> int:
+    """The file mode from an octal string or an int; only modes that keep the secret from others."""
+    try:
+        mode = int(value, 8) if isinstance(value, str) else value
+    except ValueError:
+        raise invalid("mode", 'mode must be an octal string such as "0600"') from None
+    if not 0 <= mode <= 0o777:
+        raise invalid("mode", 'mode must be a permission mode such as "0600" or "0640"')
+    if mode & 0o007:
+        raise invalid("mode", f"mode {mode:04o} gives others access to a secret; use 0600 (or 0640 with group)")
+    if not mode & 0o400:
+        raise invalid("mode", f"mode {mode:04o} does not let the owner read the file")
+    return mode
 
 
 def _text(value: Any) -> str:
@@ -140,7 +142,7 @@ class FileNotifier:
     """Renders the CURRENT secret into a file, atomically, then runs an optional reload (see the docstring)."""
 
     def __init__(self, options: Mapping[str, Any], setup: ComponentSetup):
-        self.options = FileOptions.model_validate(dict(options))
+        self.options = parse_options(FileOptions, options)
         self.setup = setup
         self.path = setup.path(self.options.path)
         self._what = f"file notifier {setup.name}"

@@ -37,20 +37,23 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from msgspec import Meta
 from rotator_plugins.notifiers.http_transport import require_https, retry_after_seconds, send, tls_verify
 
 from rotator import (
     ComponentSetup,
     ConfigError,
     NotifyError,
+    Options,
     RotationEvent,
     TransientError,
+    invalid,
     is_secret_ref,
+    parse_options,
     register_secret,
     resolve_secret_ref,
     scrub,
@@ -76,53 +79,42 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
-class Target(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Target(Options):
     kind: Literal[
         "deployment", "deployments", "deploy", "statefulset", "statefulsets", "sts", "daemonset", "daemonsets", "ds"
     ]
-    name: str = Field(pattern=_DNS_SUBDOMAIN.pattern)
-    namespace: str | None = Field(default=None, pattern=_DNS_LABEL.pattern)
+    name: Annotated[str, Meta(pattern=_DNS_SUBDOMAIN.pattern)]
+    namespace: Annotated[str, Meta(pattern=_DNS_LABEL.pattern)] | None = None
 
     @property
     def plural(self) -> str:
         return KINDS[self.kind]
 
 
-class KubernetesOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class KubernetesOptions(Options):
     # "deployment/NAME" (kubectl's KIND/NAME) or a table {kind, name, namespace}
-    targets: list[str | Target] = Field(min_length=1)
-    namespace: str | None = Field(default=None, pattern=_DNS_LABEL.pattern)
-    api_server: str | None = Field(default=None, pattern=r"^https://")
+    targets: Annotated[list[str | Target], Meta(min_length=1)]
+    namespace: Annotated[str, Meta(pattern=_DNS_LABEL.pattern)] | None = None
+    api_server: Annotated[str, Meta(pattern=r"^https://")] | None = None
     token: str | None = None  # "env:VAR" or "file:PATH"; default: the service account's token file
     ca_bundle: str | None = None
-    timeout: float = Field(default=10.0, gt=0, le=120)
+    timeout: Annotated[float, Meta(gt=0, le=120)] = 10.0
     wait_for_rollout: bool = False
-    wait_timeout: float = Field(default=600.0, gt=0, le=3600)
-    poll_interval: float = Field(default=5.0, gt=0, le=300)
+    wait_timeout: Annotated[float, Meta(gt=0, le=3600)] = 600.0
+    poll_interval: Annotated[float, Meta(gt=0, le=300)] = 5.0
 
-    @field_validator("targets")
-    @classmethod
-    def _targets(cls, values: list[str | Target]) -> list[str | Target]:
-        for value in values:
+    def __post_init__(self) -> None:
+        for value in self.targets:
             if isinstance(value, str):
                 kind, _, name = value.partition("/")
                 if kind.lower() not in KINDS or not _DNS_SUBDOMAIN.match(name):
-                    raise ValueError(
+                    raise invalid(
+                        "targets",
                         f"target {value!r} is not KIND/NAME with KIND deployment, statefulset or daemonset "
-                        '(e.g. "deployment/api")'
+                        '(e.g. "deployment/api")',
                     )
-        return values
-
-    @field_validator("token")
-    @classmethod
-    def _ref(cls, value: str | None) -> str | None:
-        if value is not None and not is_secret_ref(value):
-            raise ValueError('token must be a reference such as "env:KUBE_TOKEN" or "file:/path", not the token')
-        return value
+        if self.token is not None and not is_secret_ref(self.token):
+            raise invalid("token", 'token must be a reference such as "env:KUBE_TOKEN" or "file:/path", not the token')
 
 
 def restart_patch(event: RotationEvent) -> dict[str, Any]:
@@ -218,7 +210,7 @@ class KubernetesRolloutNotifier:
         clock: Callable[[], float] = time.monotonic,
         service_account_dir: Path = SERVICE_ACCOUNT_DIR,
     ):
-        self.options = KubernetesOptions.model_validate(dict(options))
+        self.options = parse_options(KubernetesOptions, options)
         self.setup = setup
         self._sleep, self._clock = sleep, clock
         self._what = f"kubernetes notifier {setup.name}"

@@ -28,19 +28,22 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from msgspec import Meta
 from rotator_plugins.notifiers.http_transport import require_https, retry_after_seconds, send, tls_verify
 
 from rotator import (
     ComponentSetup,
     ConfigError,
     NotifyError,
+    Options,
     RotationEvent,
     TransientError,
+    invalid,
     is_secret_ref,
+    parse_options,
     register_secret,
     resolve_secret_ref,
 )
@@ -57,25 +60,21 @@ _ADVICE = {
 }
 
 
-class SlackOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SlackOptions(Options):
     webhook_url: str  # "env:VAR" or "file:PATH": the URL is a secret
-    title: str = Field(default="Credential rotated", min_length=1, max_length=150)
-    timeout: float = Field(default=10.0, gt=0, le=120)
+    title: Annotated[str, Meta(min_length=1, max_length=150)] = "Credential rotated"
+    timeout: Annotated[float, Meta(gt=0, le=120)] = 10.0
     ca_bundle: str | None = None
     # A 429 whose Retry-After is at most this many seconds is waited out once, here; a longer one is retried by
     # the engine (TransientError).
-    max_retry_after: float = Field(default=10.0, ge=0, le=60)
+    max_retry_after: Annotated[float, Meta(ge=0, le=60)] = 10.0
 
-    @field_validator("webhook_url")
-    @classmethod
-    def _ref(cls, value: str) -> str:
-        if not is_secret_ref(value):
-            raise ValueError(
-                'webhook_url must be a reference such as "env:SLACK_WEBHOOK_URL", not the URL: the URL is a secret'
+    def __post_init__(self) -> None:
+        if not is_secret_ref(self.webhook_url):
+            raise invalid(
+                "webhook_url",
+                'webhook_url must be a reference such as "env:SLACK_WEBHOOK_URL", not the URL: the URL is a secret',
             )
-        return value
 
 
 def _escape(text: object) -> str:
@@ -160,7 +159,7 @@ class SlackNotifier:
         *,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        self.options = SlackOptions.model_validate(dict(options))
+        self.options = parse_options(SlackOptions, options)
         self.setup = setup
         self._sleep = sleep
         self._session = requests.Session()

@@ -16,43 +16,39 @@ import hmac
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from msgspec import Meta
 
 from rotator import (
     ComponentSetup,
     NotifyError,
+    Options,
     RotationEvent,
     TransientError,
+    invalid,
     is_secret_ref,
+    parse_options,
     resolve_secret_ref,
 )
 
 
-class WebhookOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class WebhookOptions(Options):
     url: str
     signing_key: str | None = None  # "env:VAR" or "file:PATH"
-    timeout: float = Field(default=10.0, gt=0, le=120)
+    timeout: Annotated[float, Meta(gt=0, le=120)] = 10.0
     headers: dict[str, str] = {}
     ca_bundle: str | None = None
     allow_plain_http: bool = False  # only for a receiver on loopback or in tests
 
-    @field_validator("signing_key")
-    @classmethod
-    def _ref(cls, value: str | None) -> str | None:
-        if value is not None and not is_secret_ref(value):
-            raise ValueError('signing_key must be a reference such as "env:ROTATOR_WEBHOOK_KEY", not the key')
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("url must start with https://")
-        return value
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("https://", "http://")):
+            raise invalid("url", "url must start with https://")
+        if self.signing_key is not None and not is_secret_ref(self.signing_key):
+            raise invalid(
+                "signing_key", 'signing_key must be a reference such as "env:ROTATOR_WEBHOOK_KEY", not the key'
+            )
 
 
 def sign(key: bytes, timestamp: str, body: bytes) -> str:
@@ -61,7 +57,7 @@ def sign(key: bytes, timestamp: str, body: bytes) -> str:
 
 class WebhookNotifier:
     def __init__(self, options: Mapping[str, Any], setup: ComponentSetup):
-        self.options = WebhookOptions.model_validate(dict(options))
+        self.options = parse_options(WebhookOptions, options)
         self.setup = setup
         if self.options.url.startswith("http://") and not self.options.allow_plain_http:
             raise ValueError("url must use https:// (set allow_plain_http = true only for a local receiver)")
