@@ -62,35 +62,31 @@ def _join(path: str, name: str) -> str:
 
 def _allowed_values(cls: type[Options], path: str) -> list[Any]:
     """The values a Literal or Enum option at `path` (".a.b", ".items[0]") takes, from the options class; [] when
-    the path does not lead to one. Only runs on an error, so msgspec.inspect is imported here."""
+    the path does not lead to one. Through unions (`str | Target`), every member that has the path counts. Only runs
+    on an error, so msgspec.inspect is imported here."""
     import msgspec.inspect as mi
 
-    info: Any = mi.type_info(cls)
+    types: list[Any] = [mi.type_info(cls)]
     for name, index in re.findall(r"\.([^.\[]+)|(\[[^\]]*\])", path):
-        info = _unwrap(info, mi)
-        if name:
-            fields = {f.encode_name: f.type for f in getattr(info, "fields", ())}
-            if name not in fields:
-                return []
-            info = fields[name]
-        elif index:
-            info = getattr(info, "item_type", None) or getattr(info, "value_type", None)
-            if info is None:
-                return []
-    info = _unwrap(info, mi)
-    if isinstance(info, mi.LiteralType):
-        return list(info.values)
-    if isinstance(info, mi.EnumType):
-        return [member.value for member in info.cls]
-    return []
+        found: list[Any] = []
+        for info in _members(types, mi):
+            if name:
+                found += [f.type for f in getattr(info, "fields", ()) if f.encode_name == name]
+            elif index:
+                found += [t for t in (getattr(info, "item_type", None), getattr(info, "value_type", None)) if t]
+        types = found
+    allowed: list[Any] = []
+    for info in _members(types, mi):
+        if isinstance(info, mi.LiteralType):
+            allowed += [value for value in info.values if value not in allowed]
+        elif isinstance(info, mi.EnumType):
+            allowed += [member.value for member in info.cls if member.value not in allowed]
+    return allowed
 
 
-def _unwrap(info: Any, mi: Any) -> Any:
-    """The type inside `X | None` and Annotated constraints."""
-    if isinstance(info, mi.UnionType):
-        rest = [t for t in info.types if not isinstance(t, mi.NoneType)]
-        return rest[0] if len(rest) == 1 else info
-    return info
+def _members(types: list[Any], mi: Any) -> list[Any]:
+    """The types, with each union replaced by its members."""
+    return [member for info in types for member in (info.types if isinstance(info, mi.UnionType) else (info,))]
 
 
 def _error(text: str, cls: type[Options]) -> OptionsError:

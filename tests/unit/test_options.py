@@ -26,6 +26,7 @@ class Request(Options):
 class Sample(Options):
     create: Request
     requests: list[Request] = []
+    targets: list[str | Request] = []
     mode: Literal["fast", "safe"] | None = None
     timeout: Annotated[float, Meta(gt=0, le=60)] = 5.0
     retries: Annotated[int, Meta(ge=0)] = 2
@@ -66,6 +67,12 @@ def test_valid_options_parse_with_defaults_and_lax_scalars() -> None:
             "requests[1].url",
             "must start with /",
             "documentation",
+        ),
+        (
+            {"create": {"url": "/"}, "targets": ["/a", {"url": "/", "method": "PUT"}]},
+            "targets[1].method",
+            "'PUT' is not one of: GET, POST",
+            "use one of: GET, POST",
         ),
         ({"create": {"url": "/"}, "timeout": 0}, "timeout", "Expected float > 0.0", "documentation"),
         ({"create": {"url": "/"}, "retries": "many"}, "retries", "Expected int, got str", "documentation"),
