@@ -55,14 +55,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field
+from msgspec import Meta
 from rotator_plugins.rotation.http_api_key import HttpApiKeyOptions, RequestSpec, TemplatedKeyApi
 from rotator_plugins.rotation.http_keys import SINGLE_USER, ApiKeyRotation, KeyOptions, MintedKey
 from rotator_plugins.rotation.http_transport import dig, json_of
 
-from rotator import ComponentSetup, Credential, RotationContext, StepError
+from rotator import ComponentSetup, Credential, RotationContext, StepError, parse_options
 
 ROLL = "roll"
 ADMIN_HEADERS = {"Authorization": "Bearer {admin.token}"}
@@ -76,8 +76,8 @@ FIX_AUTH = (
 class CloudflareOptions(KeyOptions):
     REQUIRED_ADMIN: ClassVar[tuple[str, ...]] = ("token",)
 
-    base_url: str = Field("https://api.cloudflare.com/client/v4", pattern=r"^https?://[^/?#]+")
-    account_id: str | None = Field(None, pattern=r"^[0-9a-f]{32}$", description="for account-owned tokens")
+    base_url: Annotated[str, Meta(pattern=r"^https?://[^/?#]+")] = "https://api.cloudflare.com/client/v4"
+    account_id: Annotated[str, Meta(pattern=r"^[0-9a-f]{32}$", description="for account-owned tokens")] | None = None
 
     def tokens(self) -> str:
         return f"/accounts/{self.account_id}/tokens" if self.account_id else "/user/tokens"
@@ -86,7 +86,8 @@ class CloudflareOptions(KeyOptions):
 def cloudflare_spec(options: CloudflareOptions) -> HttpApiKeyOptions:
     """The http-api-key requests for Cloudflare tokens (the create body comes in whole as ``{extra.body}``)."""
     tokens = options.tokens()
-    return HttpApiKeyOptions.model_validate(
+    return parse_options(
+        HttpApiKeyOptions,
         {
             **options.shared(),
             "base_url": options.base_url,
@@ -115,7 +116,7 @@ def cloudflare_spec(options: CloudflareOptions) -> HttpApiKeyOptions:
                 "page_start": 1,
                 "page_size": 50,
             },
-        }
+        },
     )
 
 
@@ -124,8 +125,9 @@ class _CloudflareTokens(TemplatedKeyApi):
         super().__init__("cloudflare", cloudflare_spec(options), setup, fix_auth=FIX_AUTH, **kwargs)
         tokens = options.tokens()
         self.get_token = RequestSpec(url=tokens + "/{current.key_id}", headers=ADMIN_HEADERS)
-        self.roll_token = RequestSpec(method="PUT", url=tokens + "/{current.key_id}/value", headers=ADMIN_HEADERS)
-        self.roll_token = self.roll_token.model_copy(update={"json_body": {}})
+        self.roll_token = RequestSpec(
+            method="PUT", url=tokens + "/{current.key_id}/value", headers=ADMIN_HEADERS, json_body={}
+        )
 
     def mint(
         self, ctx: RotationContext, current: Credential, name: str, extra: Mapping[str, Any] | None = None
@@ -182,7 +184,7 @@ class CloudflareApiTokenPlugin(ApiKeyRotation):
         *,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        parsed = CloudflareOptions.model_validate(dict(options or {}))
+        parsed = parse_options(CloudflareOptions, options)
         super().__init__(parsed, _CloudflareTokens(parsed, setup, sleep=sleep, name_limit=NAME_LIMIT), sleep=sleep)
 
     def mints_new_keys(self, ctx: RotationContext) -> bool:

@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field
+from msgspec import Meta
 from rotator_plugins.rotation.http_api_key import HttpApiKeyOptions, TemplatedKeyApi
 from rotator_plugins.rotation.http_keys import ApiKeyRotation, KeyOptions
 
-from rotator import ComponentSetup
+from rotator import ComponentSetup, parse_options
 
 ADMIN_HEADERS = {"DD-API-KEY": "{admin.api_key}", "DD-APPLICATION-KEY": "{admin.application_key}"}
 
@@ -52,8 +52,10 @@ ADMIN_HEADERS = {"DD-API-KEY": "{admin.api_key}", "DD-APPLICATION-KEY": "{admin.
 class DatadogOptions(KeyOptions):
     REQUIRED_ADMIN: ClassVar[tuple[str, ...]] = ("api_key", "application_key")
 
-    site: str = Field("datadoghq.com", pattern=r"^(app\.)?([a-z0-9-]+\.)?(datadoghq\.(com|eu)|ddog-gov\.com)$")
-    base_url: str | None = Field(None, pattern=r"^https?://[^/?#]+")
+    site: Annotated[str, Meta(pattern=r"^(app\.)?([a-z0-9-]+\.)?(datadoghq\.(com|eu)|ddog-gov\.com)$")] = (
+        "datadoghq.com"
+    )
+    base_url: Annotated[str, Meta(pattern=r"^https?://[^/?#]+")] | None = None
 
     def api_url(self) -> str:
         return self.base_url or f"https://api.{self.site.removeprefix('app.')}"
@@ -61,7 +63,8 @@ class DatadogOptions(KeyOptions):
 
 def datadog_spec(options: DatadogOptions) -> HttpApiKeyOptions:
     """The http-api-key requests that rotate a Datadog API key."""
-    return HttpApiKeyOptions.model_validate(
+    return parse_options(
+        HttpApiKeyOptions,
         {
             **options.shared(),
             "base_url": options.api_url(),
@@ -90,7 +93,7 @@ def datadog_spec(options: DatadogOptions) -> HttpApiKeyOptions:
                 "page_start": 0,
                 "page_size": 100,
             },
-        }
+        },
     )
 
 
@@ -107,7 +110,7 @@ class DatadogApiKeyPlugin(ApiKeyRotation):
         *,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        parsed = DatadogOptions.model_validate(dict(options or {}))
+        parsed = parse_options(DatadogOptions, options)
         api = TemplatedKeyApi(
             "datadog",
             datadog_spec(parsed),

@@ -51,9 +51,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+import msgspec
+from msgspec import Meta
 from rotator_plugins.rotation.http_keys import (
     SECRET_FIELD,
     AdminCredentials,
@@ -75,10 +76,13 @@ from rotator import (
     AuthenticationFailed,
     ComponentSetup,
     Credential,
+    Options,
     RotationContext,
     Stage,
     StepError,
     get_logger,
+    invalid,
+    parse_options,
     register_secret,
 )
 
@@ -86,41 +90,37 @@ log = get_logger("rotator.plugins.http_api_key")
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
-class RequestSpec(BaseModel):
+class RequestSpec(Options, kw_only=True):
     """One HTTP request of the plugin, as templates."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     ROOTS: ClassVar[frozenset[str]] = frozenset({"admin", "current", "plan"})
 
     method: Method = "GET"
-    url: str = Field(min_length=1)
-    headers: dict[str, str] = Field(default_factory=dict)
-    json_body: Any = Field(None, alias="json")
+    url: Annotated[str, Meta(min_length=1)]
+    headers: dict[str, str] = {}
+    json_body: Any = msgspec.field(default=None, name="json")
     form: dict[str, str] | None = None
     basic_auth: tuple[str, str] | None = None
     expect: tuple[int, ...] = (200,)
 
-    @field_validator("url", "headers", "json_body", "form", "basic_auth")
-    @classmethod
-    def _templates(cls, value: Any) -> Any:
-        try:
-            compile_tree(value, cls.ROOTS)
-        except TemplateError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-    @field_validator("expect")
-    @classmethod
-    def _statuses(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or any(not 100 <= s <= 599 for s in value):
-            raise ValueError("expect must list HTTP statuses (100-599), e.g. [200] or [201]")
-        return value
-
-    @model_validator(mode="after")
-    def _one_body(self) -> RequestSpec:
+    def __post_init__(self) -> None:
+        # Every template is compiled now, so a bad one is refused at load (attribute access, unknown roots, ...).
+        templated = (
+            ("url", self.url),
+            ("headers", self.headers),
+            ("json", self.json_body),
+            ("form", self.form),
+            ("basic_auth", self.basic_auth),
+        )
+        for name, value in templated:
+            try:
+                compile_tree(value, self.ROOTS)
+            except TemplateError as exc:
+                raise invalid(name, str(exc)) from None
+        if not self.expect or any(not 100 <= s <= 599 for s in self.expect):
+            raise invalid("expect", "expect must list HTTP statuses (100-599), e.g. [200] or [201]")
         if self.json_body is not None and self.form is not None:
-            raise ValueError("give either json or form as the body, not both")
-        return self
+            raise invalid("json", "give either json or form as the body, not both")
 
     def placeholders(self) -> list[Any]:
         return placeholders_in(
@@ -133,11 +133,13 @@ class RequestSpec(BaseModel):
         return f"{self.method} {self.url.split('?')[0]}"
 
 
-class CreateSpec(RequestSpec):
+class CreateSpec(RequestSpec, kw_only=True):
     ROOTS: ClassVar[frozenset[str]] = frozenset({"admin", "current", "plan", "run", "name", "extra"})
     method: Method = "POST"
-    key_path: str = Field(min_length=1, description="where the new key sits in the response, e.g. data.attributes.key")
-    id_path: str | None = Field(None, description="where its id sits; omitted: the key keeps CURRENT's id")
+    key_path: Annotated[
+        str, Meta(min_length=1, description="where the new key sits in the response, e.g. data.attributes.key")
+    ]
+    id_path: Annotated[str, Meta(description="where its id sits; omitted: the key keeps CURRENT's id")] | None = None
 
 
 class TestSpec(RequestSpec):
@@ -153,61 +155,54 @@ class DeleteSpec(RequestSpec):
     expect: tuple[int, ...] = (200, 202, 204)
 
 
-class ListSpec(RequestSpec):
+class ListSpec(RequestSpec, kw_only=True):
     ROOTS: ClassVar[frozenset[str]] = frozenset({"admin", "current", "plan", "prefix", "page"})
-    items_path: str = Field(min_length=1)
+    items_path: Annotated[str, Meta(min_length=1)]
     id_path: str = "id"
     name_path: str = "name"
     next_path: str | None = None
-    page_start: int | None = Field(None, ge=0)
-    page_size: int | None = Field(None, ge=1, description="the page size the URL asks for: a shorter page is the last")
-    max_pages: int = Field(50, ge=1, le=1000)
+    page_start: Annotated[int, Meta(ge=0)] | None = None
+    page_size: (
+        Annotated[int, Meta(ge=1, description="the page size the URL asks for: a shorter page is the last")] | None
+    ) = None
+    max_pages: Annotated[int, Meta(ge=1, le=1000)] = 50
 
 
-class HttpApiKeyOptions(KeyOptions):
+class HttpApiKeyOptions(KeyOptions, kw_only=True):
     """The http-api-key plugin's options (the plan's plugin table minus `type`)."""
 
-    base_url: str = Field(pattern=r"^https?://[^/?#]+")
+    base_url: Annotated[str, Meta(pattern=r"^https?://[^/?#]+")]
     create: CreateSpec
     test: TestSpec
     revoke: DeleteSpec
-    list_keys: ListSpec | None = Field(None, alias="list")
-    id_field: str = Field("key_id", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    key_field: str = Field("api_key", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    list_keys: ListSpec | None = msgspec.field(default=None, name="list")
+    id_field: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "key_id"
+    key_field: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "api_key"
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("base_url")
-    @classmethod
-    def _https(cls, value: str, info: ValidationInfo) -> str:
-        if not value.startswith("https://") and not info.data.get("allow_plain_http"):
-            raise ValueError("base_url must use https:// (allow_plain_http = true only for a test server on loopback)")
-        return value
-
-    @field_validator("key_field")
-    @classmethod
-    def _secret_looking(cls, value: str) -> str:
-        if not SECRET_FIELD.search(value) or value in ("key_id", "id", "name"):
-            raise ValueError(
-                f"key_field {value!r} would not be scrubbed from logs: its name must contain key, token, secret, "
-                "pass, value, credential, private or auth (e.g. api_key)"
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.base_url.startswith("https://") and not self.allow_plain_http:
+            raise invalid(
+                "base_url", "base_url must use https:// (allow_plain_http = true only for a test server on loopback)"
             )
-        return value
-
-    @model_validator(mode="after")
-    def _admin_fields_given(self) -> HttpApiKeyOptions:
+        if not SECRET_FIELD.search(self.key_field) or self.key_field in ("key_id", "id", "name"):
+            raise invalid(
+                "key_field",
+                f"key_field {self.key_field!r} would not be scrubbed from logs: its name must contain key, token, "
+                "secret, pass, value, credential, private or auth (e.g. api_key)",
+            )
         if self.admin_secret is None:
             for name, spec in self.requests().items():
                 for placeholder in spec.placeholders():
                     if placeholder.root == "admin" and placeholder.field not in self.admin:
-                        raise ValueError(
+                        raise invalid(
+                            "admin",
                             f"{name} uses {placeholder}, but admin has no {placeholder.field!r}: add admin = "
-                            f'{{{placeholder.field} = "env:VAR"}} or admin_secret = "<secret in the store>"'
+                            f'{{{placeholder.field} = "env:VAR"}} or admin_secret = "<secret in the store>"',
                         )
         pages = self.list_keys is not None and any(p.root == "page" for p in self.list_keys.placeholders())
         if pages and self.list_keys is not None and self.list_keys.page_start is None:
-            raise ValueError("list uses {page}: set page_start (the first page number)")
-        return self
+            raise invalid("list.page_start", "list uses {page}: set page_start (the first page number)")
 
     def requests(self) -> dict[str, RequestSpec]:
         found: dict[str, RequestSpec] = {"create": self.create, "test": self.test, "revoke": self.revoke}
@@ -423,7 +418,7 @@ class HttpApiKeyPlugin(ApiKeyRotation):
         *,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        parsed = HttpApiKeyOptions.model_validate(dict(options or {}))
+        parsed = parse_options(HttpApiKeyOptions, options)
         self.id_field = parsed.id_field
         self.secret_field = parsed.key_field
         host = parsed.base_url.split("/")[2]

@@ -27,10 +27,11 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
-from pydantic import Field, field_validator, model_validator
-from rotator_plugins.rotation.http_template import Template
+import msgspec
+from msgspec import Meta
+from rotator_plugins.rotation.http_template import Template, TemplateError
 from rotator_plugins.rotation.http_transport import HttpOptions
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -43,7 +44,9 @@ from rotator import (
     StepError,
     TestFailed,
     get_logger,
+    invalid,
     is_secret_ref,
+    options_dict,
     register_secret,
     resolve_secret_ref,
 )
@@ -58,41 +61,40 @@ log = get_logger("rotator.plugins.api_keys")
 class KeyOptions(HttpOptions):
     """Options every API-key plugin accepts (besides the transport's)."""
 
-    admin_secret: str | None = Field(None, description="id of a secret in the plan's store with the admin fields")
-    admin: dict[str, str] = Field(default_factory=dict, description='admin fields as references: {token = "env:X"}')
-    name_prefix: str = Field(DEFAULT_PREFIX, min_length=3, max_length=64)
-    propagation_timeout: float = Field(30.0, ge=0, le=600, description="seconds test waits for a new key to work")
+    admin_secret: (
+        Annotated[str, Meta(description="id of a secret in the plan's store with the admin fields")] | None
+    ) = None
+    admin: Annotated[dict[str, str], Meta(description='admin fields as references: {token = "env:X"}')] = {}
+    name_prefix: Annotated[str, Meta(min_length=3, max_length=64)] = DEFAULT_PREFIX
+    propagation_timeout: Annotated[
+        float, Meta(ge=0, le=600, description="seconds test waits for a new key to work")
+    ] = 30.0
 
     # Admin fields a vendor plugin needs; checked at load when no admin_secret is given (else when it is read).
     REQUIRED_ADMIN: ClassVar[tuple[str, ...]] = ()
 
-    @field_validator("admin")
-    @classmethod
-    def _refs_only(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, ref in value.items():
+    def __post_init__(self) -> None:
+        for name, ref in self.admin.items():
             if not is_secret_ref(ref):
-                raise ValueError(f'admin.{name} must be a reference such as "env:VAR" or "file:PATH", not a value')
-        return value
-
-    def shared(self) -> dict[str, Any]:
-        """The option values every API-key plugin shares (for a vendor plugin's declarative spec)."""
-        return self.model_dump(include=set(KeyOptions.model_fields))
-
-    @model_validator(mode="after")
-    def _required_admin(self) -> KeyOptions:
+                raise invalid(
+                    "admin", f'admin.{name} must be a reference such as "env:VAR" or "file:PATH", not a value'
+                )
+        try:
+            Template.compile(self.name_prefix, {"plan"})
+        except TemplateError as exc:
+            raise invalid("name_prefix", str(exc)) from None
         missing = [name for name in self.REQUIRED_ADMIN if name not in self.admin]
         if self.admin_secret is None and missing:
-            raise ValueError(
+            raise invalid(
+                "admin",
                 f'the admin credentials need {", ".join(self.REQUIRED_ADMIN)}: set admin_secret = "<a secret in the '
-                f'store with those fields>" or admin = {{{missing[0]} = "env:VAR", ...}}'
+                f'store with those fields>" or admin = {{{missing[0]} = "env:VAR", ...}}',
             )
-        return self
 
-    @field_validator("name_prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        Template.compile(value, {"plan"})
-        return value
+    def shared(self) -> dict[str, Any]:
+        """The option values every API-key plugin shares (for a vendor plugin's declarative spec), by config name."""
+        values = options_dict(self)
+        return {f.encode_name: values[f.encode_name] for f in msgspec.structs.fields(KeyOptions)}
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ class Template:
 
     @classmethod
     def compile(cls, text: str, roots: Iterable[str]) -> Template:
-        """Parse `text`; TemplateError (a ValueError, so pydantic reports it on the option) if it is not allowed."""
+        """Parse `text`; TemplateError (an options class's __post_init__ reports it on the option) if not allowed."""
         allowed = frozenset(roots)
         parts: list[str | Placeholder] = []
         try:

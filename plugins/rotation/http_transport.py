@@ -25,16 +25,17 @@ import random
 import time
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from rotator import (
     AuthenticationFailed,
     ComponentSetup,
+    Options,
     RotationContext,
     StepError,
     TransientError,
@@ -46,17 +47,19 @@ log = get_logger("rotator.plugins.http")
 ResetKind = Literal["seconds", "epoch"]
 
 
-class HttpOptions(BaseModel):
+class HttpOptions(Options):
     """Transport options every API-key plugin accepts."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    ca_bundle: str | None = Field(None, description="PEM file of the CA that signs the API's certificate")
-    connect_timeout: float = Field(5.0, gt=0, le=60)
-    read_timeout: float = Field(20.0, gt=0, le=300)
-    max_attempts: int = Field(4, ge=1, le=10, description="tries per call for 429, 5xx and connection failures")
-    retry_after_cap: float = Field(30.0, ge=0, le=600, description="the longest Retry-After the plugin sleeps")
-    allow_plain_http: bool = Field(False, description="http:// for a loopback test server only")
+    ca_bundle: Annotated[str, Meta(description="PEM file of the CA that signs the API's certificate")] | None = None
+    connect_timeout: Annotated[float, Meta(gt=0, le=60)] = 5.0
+    read_timeout: Annotated[float, Meta(gt=0, le=300)] = 20.0
+    max_attempts: Annotated[
+        int, Meta(ge=1, le=10, description="tries per call for 429, 5xx and connection failures")
+    ] = 4
+    retry_after_cap: Annotated[float, Meta(ge=0, le=600, description="the longest Retry-After the plugin sleeps")] = (
+        30.0
+    )
+    allow_plain_http: Annotated[bool, Meta(description="http:// for a loopback test server only")] = False
 
 
 class _Retry(Exception):

@@ -38,14 +38,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from msgspec import Meta
 from rotator_plugins.rotation.http_api_key import HttpApiKeyOptions, RequestSpec, TemplatedKeyApi
 from rotator_plugins.rotation.http_keys import ApiKeyRotation, KeyOptions, MintedKey
 from rotator_plugins.rotation.http_transport import json_of
 
-from rotator import ComponentSetup, Credential, RotationContext, StepError
+from rotator import ComponentSetup, Credential, RotationContext, StepError, parse_options
 
 BASE_URLS = {"global": "https://api.sendgrid.com", "eu": "https://api.eu.sendgrid.com"}
 FIX_AUTH = "check the admin API key, and that it has the scopes api_keys.create, api_keys.read and api_keys.delete"
@@ -55,9 +55,13 @@ class SendGridOptions(KeyOptions):
     REQUIRED_ADMIN: ClassVar[tuple[str, ...]] = ("api_key",)
 
     region: Literal["global", "eu"] = "global"
-    base_url: str | None = Field(None, pattern=r"^https?://[^/?#]+")
-    scopes: list[str] | None = Field(None, min_length=1, description="the new key's scopes; default: CURRENT's")
-    on_behalf_of: str | None = Field(None, min_length=1, description="a subuser's username, or account-id <id>")
+    base_url: Annotated[str, Meta(pattern=r"^https?://[^/?#]+")] | None = None
+    scopes: Annotated[list[str], Meta(min_length=1, description="the new key's scopes; default: CURRENT's")] | None = (
+        None
+    )
+    on_behalf_of: Annotated[str, Meta(min_length=1, description="a subuser's username, or account-id <id>")] | None = (
+        None
+    )
 
     def headers(self) -> dict[str, str]:
         headers = {"Authorization": "Bearer {admin.api_key}"}
@@ -69,7 +73,8 @@ class SendGridOptions(KeyOptions):
 def sendgrid_spec(options: SendGridOptions) -> HttpApiKeyOptions:
     """The http-api-key requests that rotate a SendGrid API key (the scopes come in as ``{extra.scopes}``)."""
     headers = options.headers()
-    return HttpApiKeyOptions.model_validate(
+    return parse_options(
+        HttpApiKeyOptions,
         {
             **options.shared(),
             "base_url": options.base_url or BASE_URLS[options.region],
@@ -90,7 +95,7 @@ def sendgrid_spec(options: SendGridOptions) -> HttpApiKeyOptions:
                 "id_path": "api_key_id",
                 "name_path": "name",
             },
-        }
+        },
     )
 
 
@@ -139,6 +144,6 @@ class SendGridApiKeyPlugin(ApiKeyRotation):
         *,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        parsed = SendGridOptions.model_validate(dict(options or {}))
+        parsed = parse_options(SendGridOptions, options)
         api = _SendGridKeys(parsed, setup, sleep=sleep, reset_header=("X-RateLimit-Reset", "epoch"))
         super().__init__(parsed, api, sleep=sleep)

@@ -41,14 +41,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, field_validator
+from msgspec import Meta
 from rotator_plugins.rotation.http_api_key import HttpApiKeyOptions, TemplatedKeyApi
 from rotator_plugins.rotation.http_keys import ApiKeyRotation, KeyOptions
-from rotator_plugins.rotation.http_template import Template
+from rotator_plugins.rotation.http_template import Template, TemplateError
 
-from rotator import ComponentSetup
+from rotator import ComponentSetup, invalid, parse_options
 
 ADMIN_AUTH = ["{admin.username}", "{admin.password}"]
 KEYS = "/2010-04-01/Accounts/{current.account}/Keys"
@@ -58,19 +58,21 @@ NAME_LIMIT = 64  # FriendlyName
 class TwilioOptions(KeyOptions):
     REQUIRED_ADMIN: ClassVar[tuple[str, ...]] = ("username", "password")
 
-    base_url: str = Field("https://api.twilio.com", pattern=r"^https?://[^/?#]+")
-    probe_path: str = Field("/2010-04-01/Accounts/{key.account}/Usage/Records.json?PageSize=1", pattern=r"^/")
+    base_url: Annotated[str, Meta(pattern=r"^https?://[^/?#]+")] = "https://api.twilio.com"
+    probe_path: Annotated[str, Meta(pattern=r"^/")] = "/2010-04-01/Accounts/{key.account}/Usage/Records.json?PageSize=1"
 
-    @field_validator("probe_path")
-    @classmethod
-    def _probe(cls, value: str) -> str:
-        Template.compile(value, {"key", "current", "plan"})
-        return value
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            Template.compile(self.probe_path, {"key", "current", "plan"})
+        except TemplateError as exc:
+            raise invalid("probe_path", str(exc)) from None
 
 
 def twilio_spec(options: TwilioOptions) -> HttpApiKeyOptions:
     """The http-api-key requests that rotate a Twilio API key."""
-    return HttpApiKeyOptions.model_validate(
+    return parse_options(
+        HttpApiKeyOptions,
         {
             **options.shared(),
             "base_url": options.base_url,
@@ -94,7 +96,7 @@ def twilio_spec(options: TwilioOptions) -> HttpApiKeyOptions:
                 "name_path": "friendly_name",
                 "next_path": "next_page_uri",
             },
-        }
+        },
     )
 
 
@@ -111,7 +113,7 @@ class TwilioApiKeyPlugin(ApiKeyRotation):
         *,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        parsed = TwilioOptions.model_validate(dict(options or {}))
+        parsed = parse_options(TwilioOptions, options)
         api = TemplatedKeyApi(
             "twilio",
             twilio_spec(parsed),

@@ -28,6 +28,7 @@ from rotator import (
     AuthenticationFailed,
     ConfigError,
     Credential,
+    OptionsError,
     PasswordPolicy,
     RotationContext,
     Stage,
@@ -334,8 +335,9 @@ def test_datadog_site_names_the_api_host() -> None:
         ("app.ddog-gov.com", "https://api.ddog-gov.com/"),
     ]:
         assert DatadogApiKeyPlugin({"site": site, "admin": admin}).api.transport.base_url == host
-    with pytest.raises(ValueError, match="site"):
+    with pytest.raises(OptionsError, match="Expected str matching regex") as caught:
         DatadogApiKeyPlugin({"site": "evil.example.com", "admin": admin})
+    assert caught.value.option == "site"
 
 
 def test_datadog_application_key_without_the_permission_is_refused_with_the_fix(tmp_path: Path) -> None:
@@ -513,7 +515,7 @@ def test_vendor_options_are_checked_at_load() -> None:
 
     setup = ComponentSetup(name="api", config_dir=Path("."), state_dir=Path("."), config_file="rotator.toml")
     cases = [
-        ("datadog", {}, "plans[0].plugin", "api_key, application_key"),
+        ("datadog", {}, "plans[0].plugin.admin", "api_key, application_key"),
         ("datadog", {"admin": {"api_key": "abc", "application_key": "env:X"}}, "plans[0].plugin.admin", "reference"),
         ("sendgrid", {"admin_secret": "x", "region": "mars"}, "plans[0].plugin.region", ""),
         ("twilio", {"admin_secret": "x", "probe_path": "/x/{key.__class__}"}, "plans[0].plugin.probe_path", "{root"),
