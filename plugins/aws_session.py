@@ -28,11 +28,11 @@ class AwsConnectionOptions(Options):
     client's max_attempts, connect_timeout and read_timeout."""
 
     # ASCII classes, not \d or \w: IAM means ASCII (and a Unicode class is slower to compile on the cold path).
-    region: Annotated[str, Meta(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")] | None = None
+    region: Annotated[str, Meta(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+\Z")] | None = None
     endpoint_url: Annotated[str, Meta(pattern=r"^https?://")] | None = None
     profile: str | None = None
-    role_arn: Annotated[str, Meta(pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$")] | None = None
-    role_session_name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_+=,.@-]{2,64}$")] = "credential-rotator"
+    role_arn: Annotated[str, Meta(pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+\Z")] | None = None
+    role_session_name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_+=,.@-]{2,64}\Z")] = "credential-rotator"
     external_id: str | None = None
     sts_endpoint_url: Annotated[str, Meta(pattern=r"^https?://")] | None = None
     max_attempts: Annotated[int, Meta(ge=1, le=10)] = 3

@@ -1,10 +1,11 @@
-"""Component options: how a plugin, store or notifier declares its table and turns the config's mapping into it.
+r"""Component options: how a plugin, store or notifier declares its table and turns the config's mapping into it.
 
 An options class extends `Options` (a msgspec Struct: typed, keyword-only, unknown keys refused) and declares
 constraints with `Annotated[int, Meta(ge=1)]`; checks across fields go in `__post_init__` (which may also set a
 normalized value), raising `invalid(option, message)` so the error names the option. msgspec applies `kw_only`
 to a class's own fields only: a subclass that declares a required option after an optional one says
-`class MyOptions(Options, kw_only=True)`.
+`class MyOptions(Options, kw_only=True)`. A `Meta(pattern=...)` is searched with Python's `re`: anchor it with
+`^...\Z`, as `$` also matches before a trailing newline.
 `parse_options(OptionsClass, mapping)` validates and raises `OptionsError`, which the registry turns into a
 ConfigError naming the file and the full key (`plans[0].plugin.connect_timeout`), with the fix.
 

@@ -34,7 +34,7 @@ from rotator_plugins.notifiers.aws_clients import TRANSIENT_CODES, AwsClientOpti
 
 from rotator import ComponentSetup, NotifyError, RotationEvent, TransientError, invalid, parse_options, scrub
 
-_SNS_TOPIC_ARN = r"^arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$"
+_SNS_TOPIC_ARN = r"^arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?\Z"
 # SNS: MessageGroupId and MessageDeduplicationId take up to 128 alphanumeric or punctuation characters.
 _NOT_FIFO_ID_CHAR = re.compile(r"[^\x21-\x7e]")
 DETAIL_TYPES = {"credential.rotated": "Credential Rotated", "credential.rolled_back": "Credential Rolled Back"}

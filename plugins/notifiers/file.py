@@ -58,7 +58,7 @@ from rotator import (
 )
 
 _ENV_NAME_CHAR = re.compile(r"[^A-Z0-9_]")
-_SHELL_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]*$")
+_SHELL_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]*\Z")
 
 
 class FileOptions(Options):
@@ -66,7 +66,7 @@ class FileOptions(Options):
     format: Literal["json", "env", "template"] = "json"
     template: str | None = None
     keys: Annotated[list[str], Meta(min_length=1)] | None = None
-    env_prefix: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$|^$")] = ""
+    env_prefix: Annotated[str, Meta(pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?\Z")] = ""
     mode: int | str = "0600"  # an octal string, or an int (0o600); an int once validated
     owner: str | int | None = None
     group: str | int | None = None

@@ -49,7 +49,7 @@ from rotator import (
 )
 
 # Slack's error bodies are short snake_case codes; anything else is not echoed (it could be a proxy's page).
-_ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
+_ERROR_CODE = re.compile(r"^[a-z_]{1,64}\Z")
 # Slack's limits for a section's text and for one field of a section.
 _TEXT_LIMIT, _FIELD_LIMIT = 3000, 2000
 _ADVICE = {

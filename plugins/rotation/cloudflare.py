@@ -77,7 +77,7 @@ class CloudflareOptions(KeyOptions):
     REQUIRED_ADMIN: ClassVar[tuple[str, ...]] = ("token",)
 
     base_url: Annotated[str, Meta(pattern=r"^https?://[^/?#]+")] = "https://api.cloudflare.com/client/v4"
-    account_id: Annotated[str, Meta(pattern=r"^[0-9a-f]{32}$", description="for account-owned tokens")] | None = None
+    account_id: Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z", description="for account-owned tokens")] | None = None
 
     def tokens(self) -> str:
         return f"/accounts/{self.account_id}/tokens" if self.account_id else "/user/tokens"

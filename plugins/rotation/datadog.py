@@ -52,7 +52,7 @@ ADMIN_HEADERS = {"DD-API-KEY": "{admin.api_key}", "DD-APPLICATION-KEY": "{admin.
 class DatadogOptions(KeyOptions):
     REQUIRED_ADMIN: ClassVar[tuple[str, ...]] = ("api_key", "application_key")
 
-    site: Annotated[str, Meta(pattern=r"^(app\.)?([a-z0-9-]+\.)?(datadoghq\.(com|eu)|ddog-gov\.com)$")] = (
+    site: Annotated[str, Meta(pattern=r"^(app\.)?([a-z0-9-]+\.)?(datadoghq\.(com|eu)|ddog-gov\.com)\Z")] = (
         "datadoghq.com"
     )
     base_url: Annotated[str, Meta(pattern=r"^https?://[^/?#]+")] | None = None

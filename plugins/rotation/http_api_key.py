@@ -176,8 +176,8 @@ class HttpApiKeyOptions(KeyOptions, kw_only=True):
     test: TestSpec
     revoke: DeleteSpec
     list_keys: ListSpec | None = msgspec.field(default=None, name="list")
-    id_field: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "key_id"
-    key_field: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "api_key"
+    id_field: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\Z")] = "key_id"
+    key_field: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\Z")] = "api_key"
 
     def __post_init__(self) -> None:
         super().__post_init__()

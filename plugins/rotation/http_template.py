@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 # Roots that are mappings (a placeholder names one of their fields); every other root is a single value.
 MAPPING_ROOTS = frozenset({"admin", "current", "pending", "previous", "key", "extra"})
-_FIELD = re.compile(r"^(?P<root>[a-z]+)(?:\.(?P<field>[A-Za-z][A-Za-z0-9_]*))?$")
+_FIELD = re.compile(r"^(?P<root>[a-z]+)(?:\.(?P<field>[A-Za-z][A-Za-z0-9_]*))?\Z")
 
 
 class TemplateError(ValueError):

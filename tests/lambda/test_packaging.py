@@ -28,7 +28,8 @@ from tests.servers.postgres import PgServer
 from .rotation_service import STEPS, SecretsManagerService, sample_event
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN_MODULES = ("apscheduler", "typer", "rotator.daemon", "rotator.cli", "rotator.scheduler", "rotator.workspace")
+FORBIDDEN_MODULES = ("apscheduler", "typer", "rotator.daemon", "rotator.cli", "rotator.scheduler", "rotator.workspace",
+                     "pydantic", "pydantic_core", "rotator.config")  # fmt: skip
 # What Lambda's Python runtime provides besides the zip (its /var/runtime): boto3 and its dependencies.
 RUNTIME_PACKAGES = ("boto3", "botocore", "jmespath", "s3transfer", "dateutil", "six.py")
 
@@ -48,6 +49,22 @@ def test_importing_the_handler_loads_no_scheduler_daemon_or_cli() -> None:
     bad = [m for m in modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN_MODULES)]
     assert bad == []
     assert "rotator.lambda_adapter" in modules and "rotator_plugins.stores.aws_secretsmanager" in modules
+
+
+def test_no_built_in_component_imports_pydantic() -> None:
+    """Every plugin, store and notifier the function may load (from a tag or its settings) declares its options with
+    rotator.options: importing them all (each module defines its options class) leaves pydantic unimported (it is
+    not in the zip: see build.FORBIDDEN)."""
+    code = (
+        "import sys; sys.path.insert(0, 'lambda'); import handler\n"
+        "from importlib.metadata import entry_points\n"
+        "from rotator.registry import GROUPS\n"
+        "loaded = [ep.load() for group in GROUPS.values() for ep in entry_points(group=group)]\n"
+        f"assert len(loaded) >= 20, loaded\n{LIST_MODULES}"
+    )
+    modules = loaded_modules(code, args=[])
+    assert not [m for m in modules if m.split(".")[0] in ("pydantic", "pydantic_core")]
+    assert "msgspec" in modules and "rotator_plugins.notifiers.kubernetes" in modules
 
 
 def load_build() -> ModuleType:

@@ -112,3 +112,14 @@ def test_a_third_party_pydantic_error_is_still_mapped(tmp_path: Path, monkeypatc
     with pytest.raises(ConfigError) as caught:
         _build("plugin", "third", {"colour": 1}, setup, "plans[0].plugin")
     assert caught.value.key == "plans[0].plugin.colour" and "remove 'colour'" in (caught.value.fix or "")
+
+
+def test_patterns_refuse_a_trailing_newline() -> None:
+    """Option patterns end in \\Z (Python's $ would let "us-east-1\\n" through into a signed AWS endpoint)."""
+    from rotator_plugins.aws_session import AwsConnectionOptions
+
+    assert parse_options(AwsConnectionOptions, {"region": "us-east-1"}).region == "us-east-1"
+    for wrong in ("us-east-1\n", "us-east-1 ", "US-EAST-1"):
+        with pytest.raises(OptionsError) as caught:
+            parse_options(AwsConnectionOptions, {"region": wrong})
+        assert caught.value.option == "region" and "Expected str matching regex" in caught.value.message
