@@ -9,8 +9,11 @@ variants, and the figure is the median difference over the runs:
 - baseline: ``import boto3, psycopg`` (what any Python rotation function for PostgreSQL imports, AWS's samples too);
 - handler: the baseline, then ``import handler`` (Lambda's init phase: the adapter, the AWS store, structlog);
 - first call: the handler, then the postgres plugin loaded through the registry as the first invocation loads it;
-- pydantic alone: the baseline, then pydantic imported and one small model built (the store's and plugins' options
-  are pydantic models), to show which part of the handler's figure is pydantic's.
+- all components: the handler, then every plugin and notifier module (the worst a function can load; its store is
+  always the AWS one, already in the handler's figure);
+- pydantic alone, for the record: the baseline, then pydantic (from this environment: it is not in the zip)
+  imported and one small model built. Component options were pydantic models until they moved to msgspec
+  (rotator/options.py); this is the part of the cold start that move removed.
 
 Usage: python bench/lambda_import.py [--runs 21]
 """
@@ -36,9 +39,12 @@ VARIANTS = {
     "handler": "import boto3, psycopg\nt1 = time.perf_counter()\nimport handler",
     "first call": "import boto3, psycopg\nt1 = time.perf_counter()\nimport handler\n"
     "from rotator.lambda_adapter import registry_plugin_loader\nregistry_plugin_loader()('postgres', {})",
+    "all components": "import boto3, psycopg\nt1 = time.perf_counter()\nimport handler\n"
+    "from importlib.metadata import entry_points\nfrom rotator.registry import GROUPS\n"
+    "[ep.load() for kind in ('plugin', 'notifier') for ep in entry_points(group=GROUPS[kind])]",
     # For the record: what pydantic alone (imported and one small model built) costs in that layout.
-    "pydantic alone": "import boto3, psycopg\nt1 = time.perf_counter()\nfrom pydantic import BaseModel\n"
-    "class Options(BaseModel):\n    region: str | None = None\nOptions()",
+    "pydantic alone": "import boto3, psycopg\nt1 = time.perf_counter()\nsys.path.append(SITE)\n"
+    "from pydantic import BaseModel\nclass Options(BaseModel):\n    region: str | None = None\nOptions()",
 }
 
 
@@ -56,6 +62,7 @@ def one_run(code: str, task: Path, runtime: Path) -> tuple[float, float, float, 
     snippet = code.replace("t1 = time.perf_counter()", "t1 = time.perf_counter(); c1 = time.process_time()")
     script = (
         f"import sys, time, json\nsys.path[:0] = [{str(task)!r}, {str(runtime)!r}]\n"
+        f"SITE = {sysconfig.get_paths()['purelib']!r}\n"
         f"t0 = time.perf_counter(); c0 = time.process_time()\nt1 = c1 = None\n{snippet}\n"
         "t2 = time.perf_counter(); c2 = time.process_time()\n"
         "print(json.dumps([(t2 - t0) * 1000, (t2 - (t1 or t2)) * 1000, (c2 - c0) * 1000, (c2 - (c1 or c2)) * 1000]))"
@@ -91,7 +98,7 @@ def main() -> None:
     print(f"fresh interpreters, -I -S, {args.runs} runs each, median (min); python {sys.version.split()[0]}")
     print(f"  import boto3, psycopg: {median('baseline', 0):6.1f} ({least('baseline', 0):5.1f}) ms wall, "
           f"{median('baseline', 2):6.1f} ({least('baseline', 2):5.1f}) ms CPU")  # fmt: skip
-    for name in ("handler", "first call", "pydantic alone"):
+    for name in ("handler", "first call", "all components", "pydantic alone"):
         print(f"  {name + ':':16s} beyond boto3 and psycopg: {median(name, 1):6.1f} ({least(name, 1):5.1f}) ms wall, "
               f"{median(name, 3):6.1f} ({least(name, 3):5.1f}) ms CPU")  # fmt: skip
     for zip_path in sorted(BUILD.glob("rotator-lambda-*.zip")):
