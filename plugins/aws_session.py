@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from msgspec import Meta
 from rotator_plugins.stores.aws_errors import map_aws_error
 
-from rotator import Options, StoreError, TransientError
+from rotator import Options, RotatorError, StoreError, TransientError
 
 
 class AwsConnectionOptions(Options):
@@ -50,10 +50,18 @@ def client_config(opts: AwsConnectionOptions) -> Config:
     )
 
 
-def assumed_role_session(base: boto3.Session, opts: AwsConnectionOptions, region: str | None) -> boto3.Session:
+def assumed_role_session(
+    base: boto3.Session,
+    opts: AwsConnectionOptions,
+    region: str | None,
+    *,
+    component: str,
+    refused: type[RotatorError] = StoreError,
+) -> boto3.Session:
     """A session whose credentials come from sts:AssumeRole (signed by `base`) and are refreshed by botocore
-    before they expire. A refused AssumeRole is a StoreError naming the role (its texts name the store, as they
-    did before the notifiers and aws-iam-key shared this); an unreachable STS is a TransientError."""
+    before they expire. A refused AssumeRole raises `refused` (the caller's kind: StoreError for the store,
+    StepError for a plugin, NotifyError for a notifier) naming `component` and the role; an unreachable STS is a
+    TransientError."""
     role_arn = opts.role_arn or ""
 
     def refresh() -> dict[str, str]:
@@ -67,11 +75,11 @@ def assumed_role_session(base: boto3.Session, opts: AwsConnectionOptions, region
             mapped = map_aws_error(exc, action="sts:AssumeRole", secret_id=role_arn)
             if isinstance(mapped, TransientError):
                 raise TransientError(
-                    f"aws-secretsmanager: sts:AssumeRole on {role_arn} failed for now; it will be retried"
+                    f"{component}: sts:AssumeRole on {role_arn} failed for now; it will be retried"
                 ) from exc
             code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
-            raise StoreError(
-                f"aws-secretsmanager: cannot assume role {role_arn} ({code or type(exc).__name__}); the base "
+            raise refused(
+                f"{component}: cannot assume role {role_arn} ({code or type(exc).__name__}); the base "
                 "identity needs sts:AssumeRole on it and the role's trust policy must allow that identity"
             ) from None
         expiry = credentials["Expiration"]
@@ -91,12 +99,20 @@ def assumed_role_session(base: boto3.Session, opts: AwsConnectionOptions, region
     return boto3.Session(botocore_session=core)
 
 
-def aws_client(service: str, opts: AwsConnectionOptions, *, region: str | None = None) -> Any:
+def aws_client(
+    service: str,
+    opts: AwsConnectionOptions,
+    *,
+    component: str,
+    refused: type[RotatorError] = StoreError,
+    region: str | None = None,
+) -> Any:
     """The boto3 client for `service` the options describe: profile, then the role to assume, region (`region`
-    overrides opts.region: IAM's plugin defaults it), endpoint_url. botocore's BotoCoreError (no region, unknown
-    profile) is the caller's to turn into a ConfigError naming its table."""
+        overrides opts.region: IAM's plugin defaults it), endpoint_url. `component` and `refused` name the caller in a
+    refused AssumeRole (see assumed_role_session). botocore's BotoCoreError (no region, unknown
+        profile) is the caller's to turn into a ConfigError naming its table."""
     region = region or opts.region
     session = boto3.Session(profile_name=opts.profile, region_name=region)
     if opts.role_arn:
-        session = assumed_role_session(session, opts, region)
+        session = assumed_role_session(session, opts, region, component=component, refused=refused)
     return session.client(service, endpoint_url=opts.endpoint_url, config=client_config(opts))

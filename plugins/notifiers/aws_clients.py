@@ -55,7 +55,7 @@ def make_aws_client(service: str, opts: AwsClientOptions, setup: ComponentSetup)
     """A boto3 client for `service` (profile, then the role to assume, region, endpoint). A problem of the
     config (no region, unknown profile) is a ConfigError naming the notifier's table."""
     try:
-        return aws_client(service, opts)
+        return aws_client(service, opts, component=f"notifiers.{setup.name}", refused=NotifyError)
     except BotoCoreError as exc:
         raise ConfigError(
             f"cannot make an AWS {service} client: {type(exc).__name__}",

@@ -366,7 +366,9 @@ class AwsIamKeyPlugin:
     def _iam(self) -> Any:
         """The IAM client: injected, or built from profile, role_arn, region and endpoint_url."""
         if self._iam_client is None:
-            self._iam_client = aws_client("iam", self.options, region=self._region())
+            self._iam_client = aws_client(
+                "iam", self.options, component="aws-iam-key", refused=StepError, region=self._region()
+            )
         return self._iam_client
 
     def _check_strategy(self, ctx: RotationContext, step: str) -> None:

@@ -79,7 +79,7 @@ class AwsSecretsManagerStore:
         self._client = client
         if client is None:
             try:
-                self._client = aws_client("secretsmanager", self.options)
+                self._client = aws_client("secretsmanager", self.options, component=STORE)
             except BotoCoreError as exc:  # NoRegionError, ProfileNotFound: problems of the config
                 raise ConfigError(
                     f"cannot make an AWS client: {type(exc).__name__}",
