@@ -351,6 +351,7 @@ class MySQLPlugin:
 
     def __init__(self, options: Mapping[str, Any] | None = None, setup: ComponentSetup | None = None) -> None:
         self.options = parse_options(MySQLOptions, options)
+        self._ssl_contexts: dict[str, ssl.SSLContext] = {}
         self.setup = setup
         self._ssl_ca: str | None = None
         if self.options.ssl_ca:
@@ -767,14 +768,22 @@ class MySQLPlugin:
         if mode == "disabled":
             args["ssl_disabled"] = True
         elif mode != "preferred":  # "preferred" is PyMySQL's default: TLS when the server offers it, unverified
+            args["ssl"] = self._ssl_context(mode)
+        return args
+
+    def _ssl_context(self, mode: str) -> ssl.SSLContext:
+        """One TLS context per mode for the plugin's life: loading the CA store costs ~20 ms of CPU, and a rotation
+        opens several connections. A context is safe to share between connections and threads."""
+        context = self._ssl_contexts.get(mode)
+        if context is None:
             context = ssl.create_default_context(cafile=self._ssl_ca)
             if mode == "required":
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             elif mode == "verify_ca":
                 context.check_hostname = False
-            args["ssl"] = context
-        return args
+            self._ssl_contexts[mode] = context
+        return context
 
     def _map_error(
         self,

@@ -10,6 +10,7 @@ there. No MySQL server is available here: MySQL's SQL variants are covered by th
 from __future__ import annotations
 
 import socket
+import ssl
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -470,7 +471,11 @@ def test_alternating_unstage_makes_pending_fail_and_keeps_current(
 
 
 def test_alternating_copies_and_enforces_the_tls_requirement(
-    mariadb_server: MariaDbServer, admin: dict[str, Any], appdb: str, users: Callable[[str], str]
+    mariadb_server: MariaDbServer,
+    admin: dict[str, Any],
+    appdb: str,
+    users: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     user = users("tls")
     clone = f"{user}_clone"
@@ -479,7 +484,13 @@ def test_alternating_copies_and_enforces_the_tls_requirement(
     verified = MySQLPlugin({"ssl_mode": "verify_identity", "ssl_ca": str(mariadb_server.ca_path)}, None)
     ctx = make_ctx("alternating-users", {ADMIN_ARN: admin})
     current = cred(alt_secret(mariadb_server, user, "orig-password-4"))
+    contexts_built: list[object] = []
+    build_context = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda **kw: contexts_built.append(kw) or build_context(**kw))
     pending = rotate_forward(verified, ctx, current)
+    # create, stage and test each connect (as the admin and as the new user): the CA bundle is loaded once
+    assert contexts_built == [{"cafile": str(mariadb_server.ca_path)}]
+    monkeypatch.undo()
     assert mariadb_server.tls_requirement(clone) == ("ANY", "", "", "")
     assert mariadb_server.can_login(clone, pending["password"], tls=True)
     assert not mariadb_server.can_login(clone, pending["password"], tls=False)  # REQUIRE SSL is enforced
