@@ -50,7 +50,7 @@ from psycopg.types.json import Jsonb
 
 from rotator.errors import ConfigError, LeaseLost, RotatorError, TransientError
 from rotator.journal.leases import holder_is_dead, this_holder
-from rotator.journal.records import check_run_changes, notification_record
+from rotator.journal.records import check_run_changes, notification_record, scrubbed
 from rotator.logs import scrub
 from rotator.model import Lease, NotificationRecord, NotifyStatus, RunRecord, RunState, Step, StepRecord, Trigger
 
@@ -201,20 +201,10 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
-def _scrubbed(value: Any) -> Any:
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, Mapping):
-        return {str(k): _scrubbed(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrubbed(v) for v in value]
-    return value
-
-
 def _param(name: str, value: Any) -> Any:
     """A Python value as the journal stores it (enums by value, details as jsonb, free text scrubbed)."""
     if isinstance(value, Mapping):
-        return Jsonb(_scrubbed(value))
+        return Jsonb(scrubbed(value))
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, datetime):

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from rotator.logs import scrub
 from rotator.model import NotificationRecord, NotifyStatus
 
 # Run fields fixed when a run begins: update_run refuses to change them.
@@ -51,3 +52,15 @@ def notification_record(row: Sequence[Any], parse_time: Callable[[Any], datetime
         last_error=row[7],
         updated_at=parse_time(row[8]),
     )
+
+
+def scrubbed(value: Any) -> Any:
+    """Free text as a journal keeps it: every secret this process has handled replaced (invariant 6), inside
+    mappings and lists too."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, Mapping):
+        return {str(k): scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrubbed(v) for v in value]
+    return value

@@ -21,8 +21,7 @@ from typing import Any
 
 from rotator.errors import LeaseLost
 from rotator.journal.leases import holder_is_dead, this_holder
-from rotator.journal.records import NOTIFICATION_COLUMNS, check_run_changes, notification_record
-from rotator.logs import scrub
+from rotator.journal.records import NOTIFICATION_COLUMNS, check_run_changes, notification_record, scrubbed
 from rotator.model import Lease, NotificationRecord, NotifyStatus, RunRecord, RunState, Step, StepRecord, Trigger
 
 _SCHEMA = """
@@ -109,20 +108,9 @@ def now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def _scrubbed(value: Any) -> Any:
-    """Free text as the journal keeps it: every secret this process has handled replaced (invariant 6)."""
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, Mapping):
-        return {str(k): _scrubbed(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrubbed(v) for v in value]
-    return value
-
-
 def _text(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return json.dumps(_scrubbed(dict(value)), sort_keys=True, default=str) if value else None
+        return json.dumps(scrubbed(dict(value)), sort_keys=True, default=str) if value else None
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat(timespec="microseconds")
     if hasattr(value, "value"):
@@ -135,7 +123,7 @@ _FREE_TEXT = frozenset({"error", "reason", "operator"})
 
 def _field(name: str, value: Any) -> Any:
     """A run field as stored: free text scrubbed (ids and times are never secret, and scrubbing costs)."""
-    return _scrubbed(value) if name in _FREE_TEXT else _text(value)
+    return scrubbed(value) if name in _FREE_TEXT else _text(value)
 
 
 def _time(value: str | None) -> datetime | None:
@@ -287,7 +275,7 @@ class SqliteJournal:
         self._fenced(
             "update steps set status = ?, ended_at = ?, error = ? where id = (select max(id) from steps "
             "where run_id = ? and step = ? and action = ? and status = 'started') and {fence}",
-            ("failed" if error else "succeeded", now_text(), _scrubbed(error), run_id, step.value, action),
+            ("failed" if error else "succeeded", now_text(), scrubbed(error), run_id, step.value, action),
             lease,
         )
 
@@ -440,7 +428,7 @@ class SqliteJournal:
             int(record.required),
             record.attempts,
             _text(record.next_attempt_at),
-            _scrubbed(record.last_error),
+            scrubbed(record.last_error),
             _text(record.updated_at or datetime.now(UTC)),
         )
         self._fenced(
