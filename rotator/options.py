@@ -63,15 +63,17 @@ def _join(path: str, name: str) -> str:
 
 def _allowed_values(cls: type[Options], path: str) -> list[Any]:
     """The values a Literal or Enum option at `path` (".a.b", ".items[0]") takes, from the options class; [] when
-    the path does not lead to one. Through unions (`str | Target`), every member that has the path counts. Only runs
-    on an error, so msgspec.inspect is imported here."""
+    the path does not lead to one. Through unions (`str | Target`), every member that has the path counts; a tagged
+    union's tag field takes its members' tags. Only runs on an error, so msgspec.inspect is imported here."""
     import msgspec.inspect as mi
 
     types: list[Any] = [mi.type_info(cls)]
     for name, index in re.findall(r"\.([^.\[]+)|(\[[^\]]*\])", path):
         found: list[Any] = []
         for info in _members(types, mi):
-            if name:
+            if name and getattr(info, "tag_field", None) == name:  # a tagged union's tag: its members' tags
+                found.append(mi.LiteralType(values=(info.tag,)))
+            elif name:
                 found += [f.type for f in getattr(info, "fields", ()) if f.encode_name == name]
             elif index:
                 found += [t for t in (getattr(info, "item_type", None), getattr(info, "value_type", None)) if t]
@@ -101,9 +103,11 @@ def _error(text: str, cls: type[Options]) -> OptionsError:
         return OptionsError("a value is required", option=option, fix=f"add {option} = ...")
     if own := _INVALID.match(message):
         return OptionsError(own["message"], option=_join(path, own["name"]), fix=_FIX)
-    if message.startswith("Invalid enum value") and (allowed := _allowed_values(cls, path)):
+    # "Invalid enum value 'x'" for a Literal or Enum, "Invalid value 'x'" for a tagged union's tag
+    kind = next((p for p in ("Invalid enum value ", "Invalid value ") if message.startswith(p)), None)
+    if kind and (allowed := _allowed_values(cls, path)):
         choices = ", ".join(map(str, allowed))
-        value = message.removeprefix("Invalid enum value ")
+        value = message.removeprefix(kind)
         return OptionsError(f"{value} is not one of: {choices}", option=path.lstrip("."), fix=f"use one of: {choices}")
     # "Expected `int` >= 1": the constraint, without msgspec's markup.
     return OptionsError(message.replace("`", ""), option=path.lstrip("."), fix=_FIX)

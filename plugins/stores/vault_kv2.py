@@ -53,7 +53,6 @@ from rotator import (
     ConfigError,
     Credential,
     Options,
-    OptionsError,
     SecretNotFound,
     Stage,
     StoreError,
@@ -110,7 +109,6 @@ class AwsIamAuth(_Auth, tag="aws"):
 
 
 AuthOptions = TokenAuth | AppRoleAuth | KubernetesAuth | AwsIamAuth
-AUTH_METHODS = "token, approle, kubernetes, aws"
 
 
 class VaultStoreOptions(Options):
@@ -134,19 +132,6 @@ class VaultStoreOptions(Options):
             if ".." in value.split("/"):
                 raise invalid(name, "must not contain '..'")
             setattr(self, name, value)
-
-
-def _parse_options(options: Mapping[str, Any] | None) -> VaultStoreOptions:
-    """parse_options, with an unknown auth method's error listing the methods (msgspec names only the value)."""
-    try:
-        return parse_options(VaultStoreOptions, options)
-    except OptionsError as exc:
-        if exc.option != "auth.method" or not exc.message.startswith("Invalid value "):
-            raise
-        value = exc.message.removeprefix("Invalid value ")
-        raise OptionsError(
-            f"{value} is not one of: {AUTH_METHODS}", option=exc.option, fix=f"use one of: {AUTH_METHODS}"
-        ) from None
 
 
 @dataclass(frozen=True)
@@ -188,7 +173,7 @@ class VaultKv2Store:
         *,
         client: hvac.Client | None = None,
     ):
-        self.options = _parse_options(options)
+        self.options = parse_options(VaultStoreOptions, options)
         self.setup = setup or ComponentSetup(name=STORE, config_dir=Path.cwd(), state_dir=Path.cwd() / "state")
         self._lock = threading.RLock()
         self._managed_auth = client is None  # an injected client comes logged in; we leave its token alone

@@ -23,10 +23,19 @@ class Request(Options):
             raise invalid("url", "must start with /")
 
 
+class Token(Options, tag_field="method", tag="token"):
+    token: str = "env:TOKEN"
+
+
+class AppRole(Options, tag_field="method", tag="approle"):
+    role_id: str = "r"
+
+
 class Sample(Options):
     create: Request
     requests: list[Request] = []
     targets: list[str | Request] = []
+    auth: Token | AppRole = field(default_factory=Token)
     mode: Literal["fast", "safe"] | None = None
     timeout: Annotated[float, Meta(gt=0, le=60)] = 5.0
     retries: Annotated[int, Meta(ge=0)] = 2
@@ -74,6 +83,12 @@ def test_valid_options_parse_with_defaults_and_lax_scalars() -> None:
             "'PUT' is not one of: GET, POST",
             "use one of: GET, POST",
         ),
+        (
+            {"create": {"url": "/"}, "auth": {"method": "ldap"}},
+            "auth.method",
+            "'ldap' is not one of: token, approle",
+            "use one of: token, approle",
+        ),  # tagged union
         ({"create": {"url": "/"}, "timeout": 0}, "timeout", "Expected float > 0.0", "documentation"),
         ({"create": {"url": "/"}, "retries": "many"}, "retries", "Expected int, got str", "documentation"),
         ({"create": "/keys"}, "create", "Expected object, got str", "documentation"),
