@@ -34,6 +34,7 @@ class RunState(StrEnum):
     AWAITING_REVOKE = "awaiting_revoke"  # promoted; PREVIOUS stays valid until revoke_due_at
     SUCCEEDED = "succeeded"
     STUCK = "stuck"  # a rollback or revoke failed: an operator must look (`rotator resume` retries)
+    FAILED = "failed"  # the run could not start (secret not seeded, store unreadable): nothing was changed
 
     @property
     def is_open(self) -> bool:
@@ -46,6 +47,21 @@ class Trigger(StrEnum):
     MANUAL = "manual"
     RESUME = "resume"
     LAMBDA = "lambda"
+    RECONCILE = "reconcile"  # drift repair: the admin credential reset a CURRENT that no longer logged in
+
+
+class EventKind(StrEnum):
+    """What a notifier is told. A notifier receives the kinds listed in its `events` (default: SUCCESS_EVENTS)."""
+
+    ROTATED = "credential.rotated"  # the new version is live
+    ROLLED_BACK = "credential.rolled_back"  # a required notifier failed after promote; PREVIOUS was put back
+    ROTATION_FAILED = "credential.rotation_failed"  # the run failed and was rolled back: the old credential works
+    ROTATION_STUCK = "credential.rotation_stuck"  # an operator must act (a rollback failed, or failures repeat)
+
+
+# What a notifier receives when its config names no `events` (the meaning configs had before failure events).
+SUCCESS_EVENTS = frozenset({EventKind.ROTATED.value, EventKind.ROLLED_BACK.value})
+FAILURE_EVENTS = frozenset({EventKind.ROTATION_FAILED.value, EventKind.ROTATION_STUCK.value})
 
 
 # Keys of a secret's JSON whose values are never secret: they may be logged and shown.
@@ -146,8 +162,12 @@ class RotationEvent:
     reason: str | None = None
     tags: tuple[str, ...] = ()
     # "credential.rotated" once the new version is live; "credential.rolled_back" when a required notifier failed
-    # and the engine put PREVIOUS back as CURRENT (consumers that already moved must read the store again).
+    # and the engine put PREVIOUS back as CURRENT (consumers that already moved must read the store again);
+    # "credential.rotation_failed" / "credential.rotation_stuck" for a run that failed (EventKind).
     kind: str = "credential.rotated"
+    # Failure events only: the run's error as one scrubbed line (never a secret), and what the operator should do.
+    error: str | None = None
+    action: str | None = None
     # Reads the value that is CURRENT now from the store, for a notifier that renders it on this host (`file`).
     # Never put what it returns in a payload; as_dict() leaves it out.
     read_value: Callable[[], Mapping[str, Any]] | None = field(default=None, repr=False, compare=False)
@@ -165,7 +185,12 @@ class RotationEvent:
             "trigger": self.trigger,
             "reason": self.reason,
             "tags": list(self.tags),
+            **({"error": self.error, "action": self.action} if self.is_failure else {}),
         }
+
+    @property
+    def is_failure(self) -> bool:
+        return self.kind in FAILURE_EVENTS
 
 
 @dataclass(frozen=True)

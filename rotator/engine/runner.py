@@ -12,7 +12,7 @@ import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -37,6 +37,7 @@ from rotator.errors import (
 from rotator.interfaces import Journal, Notifier, Reconciler, RotationPlugin, SecretStore, UsageProbe
 from rotator.logs import bound_contextvars, get_logger, register_secret, scrub
 from rotator.model import (
+    SUCCESS_EVENTS,
     Credential,
     Lease,
     NotificationRecord,
@@ -79,6 +80,12 @@ class BoundPlan:
     required_notifiers: frozenset[str] = frozenset()  # PREVIOUS is not revoked until these succeeded
     revoke_deadline: timedelta = timedelta(hours=24)  # how long revoke waits while PREVIOUS is still in use
     rollback_on_failure: bool = False  # a required notifier failing puts PREVIOUS back, if it still works
+    # The event kinds each notifier receives (its `events`); a notifier not named here gets SUCCESS_EVENTS.
+    notifier_events: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def wants(self, notifier: str, kind: str) -> bool:
+        """Whether the plan's notifier `notifier` subscribed to events of `kind`."""
+        return kind in self.notifier_events.get(notifier, SUCCESS_EVENTS)
 
     @property
     def rolls_forward(self) -> bool:
