@@ -7,6 +7,7 @@ or `file:PATH` references (see rotator.components); an inline one is refused.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import re
@@ -17,11 +18,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from rotator.components import SECRET_REF_PREFIXES, ComponentSetup
 from rotator.errors import ConfigError
-from rotator.model import PasswordPolicy
+from rotator.model import SUCCESS_EVENTS, EventKind, PasswordPolicy
 from rotator.schedules import SCHEDULE_FIX, Schedule, Window, parse_duration, parse_schedule, parse_window
 
 DEFAULT_CONFIG = "rotator.toml"
@@ -39,6 +40,9 @@ _FIXES = {
     "revoke_deadline": 'use a duration such as "24h", "30m" or "0" (do not wait)',
     "notify_retry_for": 'use a duration such as "24h" or "30m"',
     "id": "use letters, digits, '.', '_' and '-' (up to 128), starting with a letter or digit",
+    "events": "list event kinds from: " + ", ".join(kind.value for kind in EventKind) + ", each once "
+    '(e.g. events = ["credential.rotated", "credential.rotation_failed"]); a required notifier needs '
+    '"credential.rotated"',
 }
 
 
@@ -118,11 +122,56 @@ class ComponentConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+# The kinds `events` may list, in EventKind's order; the default is the success kinds, the meaning every config had
+# before failure events existed.
+_EVENT_KINDS = tuple(kind.value for kind in EventKind)
+_DEFAULT_EVENTS = tuple(kind for kind in _EVENT_KINDS if kind in SUCCESS_EVENTS)
+
+
 class NotifierConfig(ComponentConfig):
-    """A notifier: `{type = "name", required = false, ...options}`. `required` is the engine's, not the
-    notifier's: PREVIOUS is not revoked until a required notifier has succeeded for the run."""
+    """A notifier: `{type = "name", required = false, events = [...], ...options}`. `required` and `events` are
+    the engine's, not the notifier's: PREVIOUS is not revoked until a required notifier has succeeded for the run,
+    and the notifier is only called for the event kinds in `events` (rotator.model.EventKind)."""
 
     required: bool = False
+    events: tuple[str, ...] = Field(
+        default=_DEFAULT_EVENTS,
+        description="the event kinds this notifier receives (default: the success events)",
+        json_schema_extra={"items": {"type": "string", "enum": list(_EVENT_KINDS)}, "minItems": 1, "uniqueItems": True},
+    )
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _events_is_a_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # pydantic's own "Input should be a valid tuple" says nothing in TOML's terms
+            raise ValueError(f'events must be a list, e.g. events = ["{value}"]')
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("events is empty, so the notifier would never be called")
+        for kind in value:
+            if kind not in _EVENT_KINDS:
+                close = difflib.get_close_matches(kind, _EVENT_KINDS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"unknown event kind {kind!r}{hint}; allowed: {', '.join(_EVENT_KINDS)}")
+        twice = sorted({kind for kind in value if value.count(kind) > 1})
+        if twice:
+            raise ValueError(f"events lists {', '.join(map(repr, twice))} more than once")
+        # A required notifier gates revoke on its delivery of the rotated event: without that kind, revoke would
+        # wait for a delivery that never comes.
+        if info.data.get("required") and EventKind.ROTATED.value not in value:
+            raise ValueError(
+                'a required notifier must receive "credential.rotated" (revoke waits until it has succeeded for '
+                "the run); add it to events, or set required = false"
+            )
+        return value
+
+    @property
+    def event_kinds(self) -> frozenset[str]:
+        return frozenset(self.events)
 
 
 class PasswordPolicyConfig(_Strict):

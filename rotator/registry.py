@@ -8,8 +8,9 @@ becomes a ConfigError naming the config file and the option's full key.
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from rotator.components import ComponentSetup
 from rotator.errors import ConfigError, PluginLoadError
 from rotator.interfaces import RotationPlugin, SecretStore
+from rotator.model import FAILURE_EVENTS, EventKind
 from rotator.options import OptionsError
 
 GROUPS = {"plugin": "rotator.plugins", "store": "rotator.stores", "notifier": "rotator.notifiers"}
@@ -114,7 +116,16 @@ def load_store(type_name: str, options: Mapping[str, Any], setup: ComponentSetup
     return store
 
 
-def load_notifier(type_name: str, options: Mapping[str, Any], setup: ComponentSetup, key: str) -> Callable[..., None]:
+def load_notifier(
+    type_name: str,
+    options: Mapping[str, Any],
+    setup: ComponentSetup,
+    key: str,
+    *,
+    events: Collection[str] | None = None,
+) -> Callable[..., None]:
+    """Build a notifier. With `events` (the config's `events`), also check that the notifier takes those kinds:
+    one that declares `event_kinds` (a class attribute) takes only those; one that declares none takes every kind."""
     notifier = _build("notifier", type_name, options, setup, key)
     if not callable(notifier):
         raise PluginLoadError(
@@ -123,5 +134,40 @@ def load_notifier(type_name: str, options: Mapping[str, Any], setup: ComponentSe
             key=key,
             fix="upgrade or fix the notifier package",
         )
+    if events is not None:
+        _check_event_kinds(type_name, getattr(notifier, "event_kinds", None), events, setup, key)
     result: Callable[..., None] = notifier
     return result
+
+
+def _in_event_order(kinds: Collection[str]) -> list[str]:
+    order = [kind.value for kind in EventKind]
+    return sorted(kinds, key=lambda kind: order.index(kind) if kind in order else len(order))
+
+
+def _check_event_kinds(
+    type_name: str, supported: Collection[str] | None, events: Collection[str], setup: ComponentSetup, key: str
+) -> None:
+    """A notifier that redeploys or writes the new credential (ecs, kubernetes, file) declares only the success
+    kinds: a failed run has no new credential for it to act on, so listing a failure kind is a config error."""
+    if supported is None:
+        return
+    refused = _in_event_order(set(events) - set(supported))
+    if not refused:
+        return
+    kept = [kind for kind in events if kind in supported]
+    failure = any(kind in FAILURE_EVENTS for kind in refused)
+    raise ConfigError(
+        f"notifier type {type_name!r} does not take {', '.join(refused)} "
+        f"(it takes only: {', '.join(_in_event_order(supported))})"
+        + ("; a failed run has no new credential for a notifier that redeploys or writes it" if failure else ""),
+        file=setup.config_file,
+        key=f"{key}.events",
+        fix=(f"write events = {json.dumps(kept)}" if kept else "remove events (the default is the success events)")
+        + (
+            "; to be told of failed rotations, list the failure events on a notifier that reports them "
+            "(slack, webhook, sns, eventbridge or command)"
+            if failure
+            else ""
+        ),
+    )

@@ -72,8 +72,14 @@ class Workspace:
         with self._lock:
             if name not in self._notifiers:
                 component = self.config.model.notifiers[name]
+                # events: the kinds it is configured for, checked against those it takes (validate refuses an
+                # ecs, kubernetes or file notifier listing a failure event, for example).
                 self._notifiers[name] = load_notifier(
-                    component.type, component.options, self.config.setup(name), f"notifiers.{name}"
+                    component.type,
+                    component.options,
+                    self.config.setup(name),
+                    f"notifiers.{name}",
+                    events=component.events,
                 )
             return self._notifiers[name]
 
@@ -109,6 +115,7 @@ class Workspace:
             required_notifiers=frozenset(n for n in plan.notify if self.config.model.notifiers[n].required),
             revoke_deadline=plan.revoke_deadline,
             rollback_on_failure=plan.rollback_on_failure,
+            notifier_events={name: self.config.model.notifiers[name].event_kinds for name in plan.notify},
         )
         self._bound[plan.id] = bound
         return bound

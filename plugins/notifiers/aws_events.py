@@ -1,21 +1,27 @@
 """Types `sns` and `eventbridge`: publish the rotation event to an SNS topic or an EventBridge event bus.
 
-Both send the event's JSON (`RotationEvent.as_dict()`: plan, run id, secret name, store, version ids, time,
-trigger, reason, tags, and `event` = "credential.rotated" or "credential.rolled_back"); never a secret value.
+Both send the event's JSON (rotator_plugins.notifiers.events: plan, run id, secret name, store, version ids, time,
+trigger, reason, tags, and `event` = "credential.rotated", "credential.rolled_back", "credential.rotation_failed"
+or "credential.rotation_stuck"; the two failure kinds add `error`, one scrubbed line, and `action`, what the
+operator should do); never a secret value. Both take every kind (`events = [...]` in the config chooses).
 
 `sns` calls `sns:Publish` on `topic_arn`:
-- Message = the event JSON; Subject = "<title>: <plan>" (for e-mail subscriptions);
+- Message = the event JSON; Subject = "<title>: <plan>" (for e-mail subscriptions), where the title is `title`
+  for a rotation and "Credential rotation rolled back", "Credential rotation failed" or "Credential rotation stuck"
+  for the other kinds;
 - MessageAttributes `plan`, `event`, `secret`, `store` (String) and `tags` (String.Array), so that subscriptions
-  can filter with a filter policy, e.g. {"plan": ["orders-db"], "event": ["credential.rotated"]};
+  can filter with a filter policy, e.g. {"plan": ["orders-db"], "event": ["credential.rotated"]}, or a pager's
+  subscription {"event": ["credential.rotation_stuck"]};
 - on a FIFO topic (`.fifo`): MessageGroupId = the plan (a plan's events stay in order: a rotation, its rollback,
   the next rotation) and MessageDeduplicationId = "<run id>-<event>", so a repeated delivery of the same event
   within SNS's five-minute window is dropped, while a run's rollback event is not taken for its rotation event.
 - IAM: sns:Publish on the topic (and kms:GenerateDataKey, kms:Decrypt on the topic's key if it is encrypted).
 
-`eventbridge` calls `events:PutEvents` with one entry: Source (default "rotator"), DetailType "Credential Rotated"
-or "Credential Rolled Back", Detail = the event JSON, EventBusName (default "default"), Time = the rotation time,
-Resources (optional ARNs). PutEvents answers 200 even when an entry failed (FailedEntryCount > 0): that entry's
-ErrorCode is mapped like an error (ThrottlingException, InternalFailure: TransientError; others NotifyError).
+`eventbridge` calls `events:PutEvents` with one entry: Source (default "rotator"), DetailType "Credential Rotated",
+"Credential Rolled Back", "Credential Rotation Failed" or "Credential Rotation Stuck" (a rule matches on it),
+Detail = the event JSON, EventBusName (default "default"), Time = the event's time, Resources (optional ARNs).
+PutEvents answers 200 even when an entry failed (FailedEntryCount > 0): that entry's ErrorCode is mapped like an
+error (ThrottlingException, InternalFailure: TransientError; others NotifyError).
 IAM: events:PutEvents on the bus's ARN.
 
 Options of both: region, endpoint_url, profile, role_arn (+ role_session_name, external_id, sts_endpoint_url),
@@ -31,18 +37,33 @@ from typing import Annotated, Any
 
 from msgspec import Meta
 from rotator_plugins.notifiers.aws_clients import TRANSIENT_CODES, AwsClientOptions, aws_call, make_aws_client
+from rotator_plugins.notifiers.events import (
+    EVERY_KIND,
+    ROLLED_BACK,
+    ROTATED,
+    ROTATION_FAILED,
+    ROTATION_STUCK,
+    event_json,
+)
 
 from rotator import ComponentSetup, NotifyError, RotationEvent, TransientError, invalid, parse_options, scrub
 
 _SNS_TOPIC_ARN = r"^arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?\Z"
 # SNS: MessageGroupId and MessageDeduplicationId take up to 128 alphanumeric or punctuation characters.
 _NOT_FIFO_ID_CHAR = re.compile(r"[^\x21-\x7e]")
-DETAIL_TYPES = {"credential.rotated": "Credential Rotated", "credential.rolled_back": "Credential Rolled Back"}
+DETAIL_TYPES = {
+    ROTATED: "Credential Rotated",
+    ROLLED_BACK: "Credential Rolled Back",
+    ROTATION_FAILED: "Credential Rotation Failed",
+    ROTATION_STUCK: "Credential Rotation Stuck",
+}
+# The SNS Subject's title for the kinds other than a rotation (which uses the `title` option).
+SUBJECT_TITLES = {
+    ROLLED_BACK: "Credential rotation rolled back",
+    ROTATION_FAILED: "Credential rotation failed",
+    ROTATION_STUCK: "Credential rotation stuck",
+}
 ENTRY_TRANSIENT_CODES = TRANSIENT_CODES | {"ThrottlingException", "InternalFailure", "InternalException"}
-
-
-def event_json(event: RotationEvent) -> str:
-    return json.dumps(event.as_dict(), sort_keys=True)
 
 
 def _fifo_id(text: str) -> str:
@@ -61,6 +82,8 @@ class SnsOptions(AwsClientOptions, kw_only=True):
 class SnsNotifier:
     """Publishes each event to an SNS topic (see the module docstring)."""
 
+    event_kinds = EVERY_KIND
+
     def __init__(self, options: Mapping[str, Any], setup: ComponentSetup, *, client: Any = None):
         self.options = parse_options(SnsOptions, options)
         self.setup = setup
@@ -69,7 +92,7 @@ class SnsNotifier:
 
     def publish_request(self, event: RotationEvent) -> dict[str, Any]:
         """The sns:Publish parameters for `event` (no secret: ids and names only)."""
-        title = "Credential rotation rolled back" if event.kind == "credential.rolled_back" else self.options.title
+        title = SUBJECT_TITLES.get(event.kind, self.options.title)
         # SNS Subject: printable ASCII, fewer than 100 characters.
         subject = f"{title}: {event.plan_id}".encode("ascii", "replace").decode()[:99]
         attributes: dict[str, dict[str, str]] = {
@@ -109,6 +132,8 @@ class EventBridgeOptions(AwsClientOptions):
 
 class EventBridgeNotifier:
     """Puts each event on an EventBridge bus (see the module docstring)."""
+
+    event_kinds = EVERY_KIND
 
     def __init__(self, options: Mapping[str, Any], setup: ComponentSetup, *, client: Any = None):
         self.options = parse_options(EventBridgeOptions, options)

@@ -7,12 +7,18 @@ secret value:
 
 | variable | value |
 |---|---|
-| ROTATOR_EVENT | credential.rotated or credential.rolled_back |
+| ROTATOR_EVENT | credential.rotated, credential.rolled_back, credential.rotation_failed or credential.rotation_stuck |
 | ROTATOR_PLAN, ROTATOR_RUN_ID | the plan id and the run id |
 | ROTATOR_SECRET, ROTATOR_STORE | the secret's name and the store's name |
-| ROTATOR_VERSION, ROTATOR_PREVIOUS_VERSION | the CURRENT version id, and the one before (empty if none) |
+| ROTATOR_VERSION, ROTATOR_PREVIOUS_VERSION | the CURRENT version id, and the one before (empty if none) (*) |
 | ROTATOR_ROTATED_AT, ROTATOR_TRIGGER, ROTATOR_REASON, ROTATOR_TAGS | time (ISO 8601), trigger, reason, tags (a,b) |
-| ROTATOR_EVENT_JSON | the whole event as JSON (RotationEvent.as_dict()) |
+| ROTATOR_ERROR, ROTATOR_ACTION | failure events only (unset otherwise): the error (one scrubbed line), what to do |
+| ROTATOR_EVENT_JSON | the whole event as JSON (rotator_plugins.notifiers.events.event_payload) |
+
+(*) For a failure event: the failed run's version (it never went live), and CURRENT (still live).
+
+It takes every event kind; `events = [...]` in its config chooses which it runs for (a script can branch on
+ROTATOR_EVENT, or a failure-only notifier can page someone).
 
 The rest of its environment is small on purpose (the daemon's may hold references to secrets): PATH, HOME, LANG,
 LC_ALL, TZ, USER, LOGNAME from the daemon, the variables named in `pass_env`, and the fixed values in `env`.
@@ -36,6 +42,7 @@ from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
+from rotator_plugins.notifiers.events import EVERY_KIND, event_payload
 
 from rotator import ComponentSetup, NotifyError, Options, RotationEvent, TransientError, invalid, parse_options, scrub
 
@@ -75,8 +82,9 @@ class CommandRun(Options):
 
 
 def event_environment(event: RotationEvent) -> dict[str, str]:
-    """The ROTATOR_* variables for `event` (ids and names only, never a value)."""
-    return {
+    """The ROTATOR_* variables for `event` (ids and names only, never a value; free text scrubbed)."""
+    payload = event_payload(event)
+    environment = {
         "ROTATOR_EVENT": event.kind,
         "ROTATOR_PLAN": event.plan_id,
         "ROTATOR_RUN_ID": event.run_id,
@@ -86,10 +94,14 @@ def event_environment(event: RotationEvent) -> dict[str, str]:
         "ROTATOR_PREVIOUS_VERSION": event.previous_version_id or "",
         "ROTATOR_ROTATED_AT": event.rotated_at.isoformat(),
         "ROTATOR_TRIGGER": event.trigger,
-        "ROTATOR_REASON": event.reason or "",
+        "ROTATOR_REASON": payload["reason"] or "",
         "ROTATOR_TAGS": ",".join(event.tags),
-        "ROTATOR_EVENT_JSON": json.dumps(event.as_dict(), sort_keys=True),
+        "ROTATOR_EVENT_JSON": json.dumps(payload, sort_keys=True),
     }
+    if event.is_failure:
+        environment["ROTATOR_ERROR"] = payload.get("error") or ""
+        environment["ROTATOR_ACTION"] = payload.get("action") or ""
+    return environment
 
 
 def _stderr_tail(raw: bytes) -> str:
@@ -163,6 +175,8 @@ def run_command(run: CommandRun, *, setup: ComponentSetup, what: str, extra_env:
 
 class CommandNotifier:
     """Runs a local program with the event in its environment (see the module docstring)."""
+
+    event_kinds = EVERY_KIND
 
     def __init__(self, options: Mapping[str, Any], setup: ComponentSetup):
         self.options = parse_options(CommandRun, options)

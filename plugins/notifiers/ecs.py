@@ -10,6 +10,10 @@ rollout (the deployment circuit breaker) is a NotifyError; a rollout still runni
 TransientError: the engine calls again, and the same event does not force a second deployment of a service this
 notifier already redeployed for it (it only waits again).
 
+It takes only credential.rotated and credential.rolled_back: a failed run (credential.rotation_failed,
+credential.rotation_stuck) has no new credential to redeploy for, so the config refuses those kinds for it, and a
+failure event handed to it all the same redeploys nothing.
+
 Options: cluster (name or ARN, default "default"), service or services (names or ARNs, up to 10 per call are
 described at once), wait_for_steady_state, wait_timeout, poll_interval, and the AWS options of aws_clients
 (region, endpoint_url, profile, role_arn, ...). IAM: ecs:UpdateService and, when waiting, ecs:DescribeServices,
@@ -26,11 +30,22 @@ from typing import Annotated, Any
 
 from msgspec import Meta
 from rotator_plugins.notifiers.aws_clients import AwsClientOptions, aws_call, make_aws_client
+from rotator_plugins.notifiers.events import SUCCESS_KINDS
 
-from rotator import ComponentSetup, NotifyError, RotationEvent, TransientError, invalid, parse_options, scrub
+from rotator import (
+    ComponentSetup,
+    NotifyError,
+    RotationEvent,
+    TransientError,
+    get_logger,
+    invalid,
+    parse_options,
+    scrub,
+)
 
 _DESCRIBE_BATCH = 10  # DescribeServices takes at most 10 services per call
 _REMEMBERED = 1024  # redeploys remembered for repeated calls (a few per rotation)
+log = get_logger("rotator.notifiers.ecs")
 
 
 class EcsOptions(AwsClientOptions):
@@ -74,6 +89,8 @@ def rollout_state(service: Mapping[str, Any]) -> tuple[str, str]:
 class EcsRedeployNotifier:
     """Forces a new deployment of ECS services (see the module docstring)."""
 
+    event_kinds = SUCCESS_KINDS
+
     def __init__(
         self,
         options: Mapping[str, Any],
@@ -95,6 +112,10 @@ class EcsRedeployNotifier:
 
     def __call__(self, event: RotationEvent) -> None:
         """ecs:UpdateService (forceNewDeployment) per service; ecs:DescribeServices while waiting."""
+        if event.kind not in self.event_kinds:
+            # Redeploying after a failed run would only restart the services on the credential they already have.
+            log.info("event kind not taken by this notifier: nothing done", notifier=self.setup.name, event=event.kind)
+            return
         services = self.options.all_services()
         for service in services:
             key = (event.run_id, event.kind, service)

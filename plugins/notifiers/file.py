@@ -41,6 +41,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta
 from rotator_plugins.notifiers.command import CommandRun, argv_problem, event_environment, run_command
+from rotator_plugins.notifiers.events import SUCCESS_KINDS
 
 from rotator import (
     ComponentSetup,
@@ -141,6 +142,10 @@ def parse_template(text: str, source: str) -> list[tuple[str, str | None]]:
 class FileNotifier:
     """Renders the CURRENT secret into a file, atomically, then runs an optional reload (see the docstring)."""
 
+    # A failed run left CURRENT as it was: there is nothing new to write, so the config refuses the failure kinds
+    # for this notifier (rotator.registry) and __call__ ignores one handed to it all the same.
+    event_kinds = SUCCESS_KINDS
+
     def __init__(self, options: Mapping[str, Any], setup: ComponentSetup):
         self.options = parse_options(FileOptions, options)
         self.setup = setup
@@ -173,6 +178,8 @@ class FileNotifier:
 
     def __call__(self, event: RotationEvent) -> None:
         """Reads CURRENT through event.read_value() (the engine's store read), writes the file, runs reload."""
+        if event.kind not in self.event_kinds:
+            return  # a failure event: no new credential, so nothing to write or reload
         value = self._read(event)
         text = self.render(value)
         self.write(text)

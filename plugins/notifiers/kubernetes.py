@@ -18,6 +18,10 @@ the pods, which then read the new credential. This notifier sends the same patch
    is a NotifyError; a rollout still running at the timeout a TransientError (the engine calls again; nothing new
    is patched, it waits again).
 
+It takes only credential.rotated and credential.rolled_back: a failed run (credential.rotation_failed,
+credential.rotation_stuck) has no new credential to restart for, so the config refuses those kinds for it, and a
+failure event handed to it all the same patches nothing.
+
 Connection: in a pod, the defaults are the service account's (`https://$KUBERNETES_SERVICE_HOST:$..._PORT`, the
 token file, re-read at each call because the kubelet rotates it, the cluster CA and the pod's namespace, all under
 /var/run/secrets/kubernetes.io/serviceaccount/). Elsewhere: `api_server`, `token = "env:VAR"` or `"file:PATH"`,
@@ -42,6 +46,7 @@ from urllib.parse import quote
 
 import requests
 from msgspec import Meta
+from rotator_plugins.notifiers.events import SUCCESS_KINDS
 from rotator_plugins.notifiers.http_transport import require_https, retry_after_seconds, send, tls_verify
 
 from rotator import (
@@ -51,6 +56,7 @@ from rotator import (
     Options,
     RotationEvent,
     TransientError,
+    get_logger,
     invalid,
     is_secret_ref,
     parse_options,
@@ -77,6 +83,7 @@ KINDS = {
 }
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\Z")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+log = get_logger("rotator.notifiers.kubernetes")
 
 
 class Target(Options):
@@ -201,6 +208,8 @@ def raise_for_kubernetes(response: requests.Response, *, what: str, verb: str, r
 class KubernetesRolloutNotifier:
     """Rollout restarts of Kubernetes workloads (see the module docstring)."""
 
+    event_kinds = SUCCESS_KINDS
+
     def __init__(
         self,
         options: Mapping[str, Any],
@@ -258,6 +267,10 @@ class KubernetesRolloutNotifier:
     def __call__(self, event: RotationEvent) -> None:
         """Per target: GET then PATCH (strategic merge) /apis/apps/v1/namespaces/{ns}/{plural}/{name};
         GET again while waiting for the rollout."""
+        if event.kind not in self.event_kinds:
+            # Restarting pods after a failed run would only bring them back on the credential they already have.
+            log.info("event kind not taken by this notifier: nothing done", notifier=self.setup.name, event=event.kind)
+            return
         token = self._token()
         patch = restart_patch(event)
         wanted = patch["spec"]["template"]["metadata"]["annotations"]

@@ -4,6 +4,12 @@ Remote call: one HTTPS `POST <webhook_url>` with a JSON body {"text", "blocks"} 
 format: `text` is the notification fallback, `blocks` the layout). The message names the plan, secret, store,
 version, trigger and reason; never a secret value. Slack answers 200 with the body `ok`.
 
+It takes every event kind (`events = [...]` in the config chooses). A failure event reads "Rotation of plan X
+failed and was rolled back: the old credential still works" (credential.rotation_failed) or "Rotation of plan X
+is stuck: an operator must act" (credential.rotation_stuck), then the error (one line, scrubbed, cut in the middle
+past ERROR_LIMIT characters so that Slack's 3000-character section limit is never reached) and the action, then
+plan, secret, store, run, trigger, reason, the live and the failed version.
+
 The webhook URL is itself a secret (whoever holds it may post to the channel), so the option is a reference,
 `webhook_url = "env:SLACK_WEBHOOK_URL"` (or `file:PATH`), resolved at each call, registered for scrubbing and
 never put in a log line or error message.
@@ -32,6 +38,7 @@ from typing import Annotated, Any
 
 import requests
 from msgspec import Meta
+from rotator_plugins.notifiers.events import EVERY_KIND, ROLLED_BACK, ROTATION_FAILED, ROTATION_STUCK, one_line
 from rotator_plugins.notifiers.http_transport import require_https, retry_after_seconds, send, tls_verify
 
 from rotator import (
@@ -52,6 +59,13 @@ from rotator import (
 _ERROR_CODE = re.compile(r"^[a-z_]{1,64}\Z")
 # Slack's limits for a section's text and for one field of a section.
 _TEXT_LIMIT, _FIELD_LIMIT = 3000, 2000
+# How much of a failure's error and action a message shows (before escaping, which may lengthen the text): enough
+# for the step, the plan and the cause, short enough to read in a channel.
+ERROR_LIMIT, ACTION_LIMIT = 1500, 1000
+_FAILURE_HEADLINES = {
+    ROTATION_FAILED: "Rotation of plan `{plan}` failed and was rolled back: the old credential still works.",
+    ROTATION_STUCK: "Rotation of plan `{plan}` is stuck: an operator must act.",
+}
 _ADVICE = {
     400: "Slack refused the message as malformed; this is a bug in the slack notifier, please report it",
     403: "the workspace does not allow this webhook to post here; ask a Slack admin, or create a new webhook",
@@ -86,9 +100,53 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _failure_message(event: RotationEvent) -> dict[str, Any]:
+    """A failure event's body: what happened, the error and the action first, then where."""
+    plan = _escape(event.plan_id)
+    headline = _FAILURE_HEADLINES[event.kind].format(plan=plan)
+    error = _escape(one_line(event.error, ERROR_LIMIT)) if event.error else "not recorded"
+    action = _escape(one_line(event.action, ACTION_LIMIT)) if event.action else "see `rotator history` for the run"
+    fields = {
+        "Event": event.kind,
+        "Plan": event.plan_id,
+        "Secret": event.secret_id,
+        "Store": event.store,
+        "Run": event.run_id,
+        "Trigger": event.trigger,
+        "Reason": one_line(event.reason, ACTION_LIMIT) if event.reason else "none",
+        "Live version": event.previous_version_id or "none",
+        "Failed version": event.version_id,
+        "Tags": ", ".join(event.tags) or "none",
+    }
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(headline, _TEXT_LIMIT)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*Error*\n{error}", _TEXT_LIMIT)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*Action*\n{action}", _TEXT_LIMIT)}},
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": _clip(f"*{name}*\n{_escape(value)}", _FIELD_LIMIT)}
+                for name, value in fields.items()
+            ],
+        },
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"run `{_escape(event.run_id)}` at {_escape(event.rotated_at.isoformat())}",
+                }
+            ],
+        },
+    ]
+    return {"text": _clip(f"{headline} Error: {error}", _TEXT_LIMIT), "blocks": blocks}
+
+
 def slack_message(event: RotationEvent, title: str) -> dict[str, Any]:
     """The JSON body: `text` (the fallback shown in notifications) and `blocks`. Ids only, never a value."""
-    rolled_back = event.kind == "credential.rolled_back"
+    if event.kind in _FAILURE_HEADLINES:
+        return _failure_message(event)
+    rolled_back = event.kind == ROLLED_BACK
     plan, secret, store = _escape(event.plan_id), _escape(event.secret_id), _escape(event.store)
     if rolled_back:
         headline = (
@@ -106,7 +164,7 @@ def slack_message(event: RotationEvent, title: str) -> dict[str, Any]:
         "Version": event.version_id,
         "Previous version": event.previous_version_id or "none",
         "Trigger": event.trigger,
-        "Reason": event.reason or "none",
+        "Reason": one_line(event.reason, ACTION_LIMIT) if event.reason else "none",
         "Tags": ", ".join(event.tags) or "none",
     }
     blocks: list[dict[str, Any]] = [
@@ -151,6 +209,8 @@ def raise_for_slack(response: requests.Response, *, what: str) -> None:
 
 class SlackNotifier:
     """Posts each event to a Slack channel through an incoming webhook (see the module docstring)."""
+
+    event_kinds = EVERY_KIND
 
     def __init__(
         self,

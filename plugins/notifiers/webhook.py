@@ -1,5 +1,9 @@
 """Type `webhook`: POST the rotation event as JSON, signed with HMAC-SHA256. The payload never carries a secret.
 
+The body is the event's payload (rotator_plugins.notifiers.events: `event`, plan, run id, secret name, store,
+version ids, time, trigger, reason, tags; failure events add `error`, one scrubbed line, and `action`, what the
+operator should do). Every kind is signed alike; it takes every kind (events = [...] in its config chooses).
+
 Headers: `X-Rotator-Timestamp` (Unix seconds) and `X-Rotator-Signature: v1=<hex>`, where
 hex = HMAC-SHA256(signing_key, f"{timestamp}.{body}"). A receiver verifies it like this:
 
@@ -13,13 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 import requests
 from msgspec import Meta
+from rotator_plugins.notifiers.events import EVERY_KIND, event_json
 
 from rotator import (
     ComponentSetup,
@@ -56,6 +60,8 @@ def sign(key: bytes, timestamp: str, body: bytes) -> str:
 
 
 class WebhookNotifier:
+    event_kinds = EVERY_KIND
+
     def __init__(self, options: Mapping[str, Any], setup: ComponentSetup):
         self.options = parse_options(WebhookOptions, options)
         self.setup = setup
@@ -65,7 +71,7 @@ class WebhookNotifier:
 
     def __call__(self, event: RotationEvent) -> None:
         """POST `url` with the event JSON and signature headers."""
-        body = json.dumps(event.as_dict(), sort_keys=True).encode()
+        body = event_json(event).encode()
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
