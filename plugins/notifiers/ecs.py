@@ -114,7 +114,7 @@ class EcsRedeployNotifier:
         """ecs:UpdateService (forceNewDeployment) per service; ecs:DescribeServices while waiting."""
         if event.kind not in self.event_kinds:
             # Redeploying after a failed run would only restart the services on the credential they already have.
-            log.info("event kind not taken by this notifier: nothing done", notifier=self.setup.name, event=event.kind)
+            log.info("event kind not taken by this notifier: nothing done", notifier=self.setup.name, kind=event.kind)
             return
         services = self.options.all_services()
         for service in services:

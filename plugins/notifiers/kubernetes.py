@@ -269,7 +269,7 @@ class KubernetesRolloutNotifier:
         GET again while waiting for the rollout."""
         if event.kind not in self.event_kinds:
             # Restarting pods after a failed run would only bring them back on the credential they already have.
-            log.info("event kind not taken by this notifier: nothing done", notifier=self.setup.name, event=event.kind)
+            log.info("event kind not taken by this notifier: nothing done", notifier=self.setup.name, kind=event.kind)
             return
         token = self._token()
         patch = restart_patch(event)

@@ -8,7 +8,9 @@ run over yours:
   driven through the real engine, against your target, with the invariants checked after every scenario).
 - `rotator.testing.notifiers`: `NotifierContract` / `run_notifier_contract` with a `NotifierHarness` (an event is
   delivered with plan, version and kind; no secret in what is delivered or in an error; a failing receiver raises
-  NotifyError or TransientError; the same event twice is harmless), `sample_event`, `secret_value`, and
+  NotifyError or TransientError; the same event twice is harmless; failure events delivered with their error and
+  action by a notifier that takes them, nothing by one that does not, and never a secret, not even one planted in
+  the error text), `sample_event`, `secret_value`, `takes_kind`, and
   `RecordingNotifier` (keeps the events it is given) for tests of the engine and of plugins.
 
 Import the names from here (`from rotator.testing import StoreContract`) or from the kind's module.

@@ -10,7 +10,14 @@ receiver (an HTTP endpoint, a queue, a process):
   itself (a webhook URL, a token: the harness names them);
 - a failing receiver makes the notifier raise NotifyError or TransientError, never another exception type, and
   never with a secret in the message (nor in a chained exception's);
-- calling it twice with the same event is harmless: both calls succeed, the receiver gets it at most twice.
+- calling it twice with the same event is harmless: both calls succeed, the receiver gets it at most twice;
+- failure events ("credential.rotation_failed", "credential.rotation_stuck"): a notifier that takes them (its
+  `event_kinds` lists them, or it declares no `event_kinds`) delivers each, saying which it is, with the error
+  and the action; one that does not take them (a redeploy, a file write) delivers nothing and raises nothing;
+- nothing delivered for a failure event holds a secret: neither one the store holds, nor one planted in the
+  event's error and action text that the engine has registered (rotator.register_secret), as it does for every
+  secret it handles: a notifier scrubs free text before sending it, so that no path can deliver a registered
+  secret. A failing receiver's error for a failure event holds none either.
 
 A harness tells the checks how to reach the notifier and its receiver: a factory of new notifiers over the same
 receiver, a function returning everything the receiver has got so far as text (request bodies, queue messages,
@@ -47,7 +54,8 @@ from typing import Any
 
 from rotator.errors import NotifyError, TransientError
 from rotator.interfaces import Notifier
-from rotator.model import RotationEvent, sensitive_strings
+from rotator.logs import register_secret
+from rotator.model import FAILURE_EVENTS, EventKind, RotationEvent, sensitive_strings
 
 __all__ = [
     "NOTIFIER_CHECKS",
@@ -56,16 +64,35 @@ __all__ = [
     "RecordingNotifier",
     "check_delivers_event",
     "check_delivers_rollback",
+    "check_failure_events",
     "check_no_secret_in_delivery",
+    "check_no_secret_in_failure_events",
     "check_receiver_failure",
+    "check_receiver_failure_on_failure_events",
     "check_same_event_twice",
     "run_notifier_contract",
     "sample_event",
     "secret_value",
+    "takes_kind",
 ]
 
-ROTATED = "credential.rotated"
-ROLLED_BACK = "credential.rolled_back"
+ROTATED = EventKind.ROTATED.value
+ROLLED_BACK = EventKind.ROLLED_BACK.value
+ROTATION_FAILED = EventKind.ROTATION_FAILED.value
+ROTATION_STUCK = EventKind.ROTATION_STUCK.value
+FAILURE_KINDS = tuple(kind.value for kind in EventKind if kind.value in FAILURE_EVENTS)
+# The error and action the failure events of the checks carry, by kind: plain text (no characters that a receiver
+# escapes, such as Slack's &, < and >, or JSON's quotes), so that it can be found in what was delivered.
+FAILURE_TEXT = {
+    ROTATION_FAILED: (
+        "stage failed for the contract plan: the target refused the login",
+        "nothing to undo: the old credential still works; fix the login and rotate again",
+    ),
+    ROTATION_STUCK: (
+        "rollback of stage failed for the contract plan: the target did not answer",
+        "check the target, then run rotator resume to finish the rollback",
+    ),
+}
 # What a delivery may be asked to carry, and where the event holds it.
 CARRIED_FIELDS: dict[str, Callable[[RotationEvent], str]] = {
     "plan": lambda e: e.plan_id,
@@ -112,6 +139,8 @@ class NotifierHarness:
     carries: tuple[str, ...] = ("plan", "version", "event", "run_id")
     # Secrets the notifier itself holds (a webhook URL, a bearer token) that must never be delivered or shown.
     secrets: tuple[str, ...] = ()
+    # What a delivery of a failure event carries besides `carries`, among "error" and "action" (the event's text).
+    failure_carries: tuple[str, ...] = ("error", "action")
 
 
 def secret_value() -> dict[str, Any]:
@@ -126,10 +155,22 @@ def secret_value() -> dict[str, Any]:
     }
 
 
-def sample_event(kind: str = ROTATED, value: Mapping[str, Any] | None = None) -> RotationEvent:
-    """A fresh event, as the engine makes them: new plan, run and version ids; `read_value` returns `value`."""
+def sample_event(
+    kind: str = ROTATED,
+    value: Mapping[str, Any] | None = None,
+    *,
+    error: str | None = None,
+    action: str | None = None,
+) -> RotationEvent:
+    """A fresh event, as the engine makes them: new plan, run and version ids; `read_value` returns `value`.
+    A failure event carries `error` and `action` (by default FAILURE_TEXT's); its version is the failed run's and
+    its previous version CURRENT, as the engine's."""
     run_id = uuid.uuid4().hex
     held = dict(value) if value is not None else secret_value()
+    if kind in FAILURE_EVENTS:
+        default_error, default_action = FAILURE_TEXT.get(kind, ("the run failed", "see rotator history"))
+        error = default_error if error is None else error
+        action = default_action if action is None else action
     return RotationEvent(
         plan_id=f"contract-plan-{uuid.uuid4().hex[:8]}",
         run_id=run_id,
@@ -142,8 +183,16 @@ def sample_event(kind: str = ROTATED, value: Mapping[str, Any] | None = None) ->
         reason="notifier contract",
         tags=("contract",),
         kind=kind,
+        error=error,
+        action=action,
         read_value=lambda: dict(held),
     )
+
+
+def takes_kind(notifier: Notifier, kind: str) -> bool:
+    """Whether `notifier` takes events of `kind`: those in its `event_kinds`, or every kind if it declares none."""
+    kinds = getattr(notifier, "event_kinds", None)
+    return kinds is None or kind in kinds
 
 
 def _new_deliveries(harness: NotifierHarness, before: int) -> list[str]:
@@ -186,6 +235,28 @@ def check_delivers_rollback(harness: NotifierHarness) -> None:
         assert not any(ROTATED in text for text in delivered), "a rollback was delivered as a rotation"
 
 
+def check_failure_events(harness: NotifierHarness) -> None:
+    """Each failure kind: a notifier that takes it delivers it, saying which kind it is, with the error and the
+    action; one that does not take it (a redeploy, a file write) delivers nothing and raises nothing."""
+    for kind in FAILURE_KINDS:
+        event = sample_event(kind)
+        notifier = harness.new_notifier()
+        if not takes_kind(notifier, kind):
+            before = len(harness.deliveries())
+            notifier(event)
+            assert not _new_deliveries(harness, before), f"a notifier that does not take {kind} delivered one"
+            continue
+        delivered = _deliver(harness, event, notifier)
+        _assert_carries(harness, event, delivered)
+        if "event" in harness.carries:
+            others = [other for other in (ROTATED, *FAILURE_KINDS) if other != kind]
+            for other in others:
+                assert not any(other in text for text in delivered), f"a {kind} event was delivered as {other}"
+        for name in harness.failure_carries:
+            expected = str(getattr(event, name))
+            assert any(expected in text for text in delivered), f"no delivery of {kind} carries its {name}"
+
+
 def check_no_secret_in_delivery(harness: NotifierHarness) -> None:
     """With a secret-looking CURRENT value readable through the event, nothing delivered contains it, nor any
     secret the notifier holds."""
@@ -195,6 +266,39 @@ def check_no_secret_in_delivery(harness: NotifierHarness) -> None:
     for secret in _secrets_of(harness, value):
         for text in delivered:
             assert secret not in text, "a delivery carries a secret value"
+
+
+def _planted_failure(kind: str, value: Mapping[str, Any]) -> tuple[RotationEvent, list[str], str]:
+    """A failure event whose error and action quote secrets the engine has registered (as it registers every
+    secret it handles), the store holding `value`. Returns the event, the planted secrets, and the error's text
+    before the secret (which a delivery must still carry: scrubbed, not dropped)."""
+    planted = [f"contract-planted-{secrets.token_urlsafe(18)}", f"contract-planted-{secrets.token_urlsafe(18)}"]
+    register_secret(*planted)
+    lead = "stage failed for the contract plan: the target answered"
+    event = sample_event(
+        kind, value, error=f"{lead} {planted[0]} to the login", action=f"check the target ({planted[1]}), then retry"
+    )
+    return event, planted, lead
+
+
+def check_no_secret_in_failure_events(harness: NotifierHarness) -> None:
+    """Each failure kind, with a secret-looking CURRENT value readable through the event and secrets planted in its
+    error and action text (registered, as the engine registers them): nothing delivered contains any of them,
+    while the rest of the error still arrives."""
+    for kind in FAILURE_KINDS:
+        value = secret_value()
+        event, planted, lead = _planted_failure(kind, value)
+        notifier = harness.new_notifier()
+        before = len(harness.deliveries())
+        notifier(event)
+        delivered = _new_deliveries(harness, before)
+        for secret in [*_secrets_of(harness, value), *planted]:
+            for text in delivered:
+                assert secret not in text, f"a delivery of {kind} carries a secret value"
+        if takes_kind(notifier, kind):
+            assert delivered, f"the receiver got nothing for {kind}"
+            if "error" in harness.failure_carries:
+                assert any(lead in text for text in delivered), f"the error of {kind} was dropped, not scrubbed"
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -227,6 +331,32 @@ def check_receiver_failure(harness: NotifierHarness) -> None:
         raise AssertionError("a failing receiver raised nothing")
 
 
+def check_receiver_failure_on_failure_events(harness: NotifierHarness) -> None:
+    """Each failure kind through a failing receiver: a notifier that takes it raises NotifyError or TransientError
+    without a secret (the store's or one planted in the event's text) in any message; one that does not take it
+    does not even call the receiver, so it raises nothing."""
+    for kind in FAILURE_KINDS:
+        value = secret_value()
+        event, planted, _ = _planted_failure(kind, value)
+        notifier = harness.new_failing_notifier()
+        if not takes_kind(notifier, kind):
+            notifier(event)  # raises if it called the failing receiver
+            continue
+        try:
+            notifier(event)
+        except (NotifyError, TransientError) as exc:
+            for link in _chain(exc):
+                text = f"{type(link).__name__}: {link}"
+                for secret in [*_secrets_of(harness, value), *planted]:
+                    assert secret not in text, f"the error for {kind} shows a secret: {type(link).__name__}"
+        except Exception as exc:
+            raise AssertionError(
+                f"a failing receiver raised {type(exc).__name__} for {kind}, not NotifyError or TransientError"
+            ) from None
+        else:
+            raise AssertionError(f"a failing receiver raised nothing for {kind}")
+
+
 def check_same_event_twice(harness: NotifierHarness) -> None:
     """The same event twice (a retry after a timeout, a resumed run): both calls succeed, the receiver gets it
     once or twice, each time with the run id to drop the repeat by."""
@@ -249,6 +379,9 @@ NOTIFIER_CHECKS: tuple[Callable[[NotifierHarness], None], ...] = (
     check_no_secret_in_delivery,
     check_receiver_failure,
     check_same_event_twice,
+    check_failure_events,
+    check_no_secret_in_failure_events,
+    check_receiver_failure_on_failure_events,
 )
 
 
@@ -275,3 +408,12 @@ class NotifierContract:
 
     def test_same_event_twice(self, notifier_harness: NotifierHarness) -> None:
         check_same_event_twice(notifier_harness)
+
+    def test_failure_events(self, notifier_harness: NotifierHarness) -> None:
+        check_failure_events(notifier_harness)
+
+    def test_no_secret_in_failure_events(self, notifier_harness: NotifierHarness) -> None:
+        check_no_secret_in_failure_events(notifier_harness)
+
+    def test_receiver_failure_on_failure_events(self, notifier_harness: NotifierHarness) -> None:
+        check_receiver_failure_on_failure_events(notifier_harness)

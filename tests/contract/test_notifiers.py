@@ -12,6 +12,10 @@ registry (entry points) with its options as a config would give them, against a 
   rendered file, secret included, to stderr and fails: the error must show it scrubbed).
 
 No Slack workspace or Kubernetes cluster can be had here: those two use fakes written from the vendors' docs.
+
+Failure events: webhook, slack, sns, eventbridge and command take them (the contract checks each is delivered, says
+which kind it is, with its error and action, and no secret); ecs, kubernetes and file take only the success events
+(the contract checks they deliver nothing for a failure event), as test_declared_event_kinds pins.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from rotator.components import ComponentSetup
+from rotator.model import FAILURE_EVENTS, SUCCESS_EVENTS
 from rotator.registry import load_notifier
 from rotator.testing import NotifierContract, NotifierHarness
 from tests.fakes.kubernetes import FakeKubernetes
@@ -37,6 +42,9 @@ from tests.fakes.throwaway_ca import TlsFiles, make_throwaway_tls
 from tests.servers.aws import MotoServer
 
 NOTIFIERS = ["webhook", "slack", "sns", "eventbridge", "ecs", "kubernetes", "command", "file"]
+# The notifiers that report failure events; the others redeploy or write the new credential, which a failed run
+# does not have.
+REPORT_FAILURES = {"webhook", "slack", "sns", "eventbridge", "command"}
 # A process that appends its ROTATOR_* environment, as one JSON line, to the file named by its argument.
 RECORD_ENV = (
     "import json, os, sys\n"
@@ -264,4 +272,9 @@ def notifier_harness(
 
 
 class TestNotifierContract(NotifierContract):
-    pass
+    def test_declared_event_kinds(self, notifier_harness: NotifierHarness, request: pytest.FixtureRequest) -> None:
+        """Which branch of the failure-event checks each notifier takes is not left to chance: a redeploying
+        notifier that started to declare failure events (or a reporting one that stopped) fails here."""
+        kind = request.node.callspec.params["notifier_harness"]
+        expected = SUCCESS_EVENTS | FAILURE_EVENTS if kind in REPORT_FAILURES else SUCCESS_EVENTS
+        assert set(notifier_harness.new_notifier().event_kinds) == expected  # type: ignore[attr-defined]
