@@ -4,18 +4,31 @@ from rotator.components import ComponentSetup, is_secret_ref, resolve_secret_ref
 from rotator.errors import (
     AuthenticationFailed,
     ConfigError,
+    LoginRefused,
+    NotApplied,
     NotifyError,
     PluginLoadError,
     RollbackError,
     RotatorError,
     SecretNotFound,
     StepError,
+    StepRefused,
     StoreError,
+    TargetUnreachable,
     TestFailed,
     TransientError,
     VersionConflict,
+    as_not_applied,
 )
-from rotator.interfaces import Notifier, Reconciler, RotationPlugin, SecretStore, UsageProbe
+from rotator.interfaces import (
+    AdminReset,
+    DryRunProbe,
+    Notifier,
+    Reconciler,
+    RotationPlugin,
+    SecretStore,
+    UsageProbe,
+)
 from rotator.logs import get_logger, register_secret, scrub
 from rotator.model import (
     Credential,
@@ -31,10 +44,14 @@ from rotator.passwords import generate_password, generate_token
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdminReset",
     "AuthenticationFailed",
     "ComponentSetup",
     "ConfigError",
     "Credential",
+    "DryRunProbe",
+    "LoginRefused",
+    "NotApplied",
     "Notifier",
     "NotifyError",
     "Options",
@@ -52,11 +69,14 @@ __all__ = [
     "Stage",
     "Step",
     "StepError",
+    "StepRefused",
     "StoreError",
+    "TargetUnreachable",
     "TestFailed",
     "TransientError",
     "UsageProbe",
     "VersionConflict",
+    "as_not_applied",
     "generate_password",
     "generate_token",
     "get_logger",

@@ -23,8 +23,8 @@ from rich.text import Text
 
 from rotator import logs
 from rotator.config import Config, load_config
-from rotator.engine.runner import RunOutcome, describe
-from rotator.errors import ConfigError, PlanBusy, RotatorError
+from rotator.engine.runner import RunOutcome
+from rotator.errors import ConfigError, PlanBusy, RotatorError, describe
 from rotator.model import NotificationRecord, NotifyStatus, RunRecord, RunState, Stage, Trigger
 from rotator.workspace import Workspace, operator_name
 

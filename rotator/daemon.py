@@ -31,8 +31,8 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from rotator.config import Config, PlanConfig, load_config
-from rotator.engine.runner import BoundPlan, RunOutcome, ShutdownRequested, describe
-from rotator.errors import PlanBusy, RotatorError
+from rotator.engine.runner import BoundPlan, RunOutcome, ShutdownRequested
+from rotator.errors import PlanBusy, RotatorError, describe
 from rotator.interfaces import Journal
 from rotator.logs import get_logger
 from rotator.metrics import HealthServer, JournalCollector, Metrics, health_app

@@ -6,6 +6,8 @@ the engine scrubs anything a plugin raises before it reaches a log, the journal 
 
 from __future__ import annotations
 
+from rotator.logs import scrub
+
 
 class RotatorError(Exception):
     """Base of every error this project raises on purpose."""
@@ -56,6 +58,23 @@ class AuthenticationFailed(StepError):
     """The target refused a credential. Never retried: retrying a wrong password only locks accounts."""
 
 
+class NotApplied(RotatorError):
+    """Marks a step failure that changed nothing at the target: the connection or the login was refused, or a
+    check failed, before any change was sent. The engine then needs no compensation for that step (and would
+    often be unable to run one: it needs the very login that was refused), so the run rolls back cleanly.
+
+    Raise one of the concrete kinds below; a plugin that cannot tell whether a change reached the target raises
+    an ordinary StepError or TransientError, and the engine compensates as before."""
+
+
+class LoginRefused(AuthenticationFailed, NotApplied):
+    """The target refused the credential at login: nothing was sent after it."""
+
+
+class StepRefused(StepError, NotApplied):
+    """A step refused to act before sending anything (a check of the secret or of the target failed)."""
+
+
 class StoreError(RotatorError):
     """The secret store refused or failed an operation."""
 
@@ -86,3 +105,34 @@ class TransientError(RotatorError):
     Only these are retried (see rotator.retry). Raise it directly, or chain the original:
     ``raise TransientError("...") from exc``.
     """
+
+
+class TargetUnreachable(TransientError, NotApplied):
+    """The target could not be reached (connection refused, name not resolved, connect timeout): nothing was
+    sent, so nothing needs undoing. Retried like any TransientError until the step's deadline."""
+
+
+def as_not_applied(exc: RotatorError) -> RotatorError:
+    """The NotApplied kind of `exc`, with the same message: for a plugin's error boundary to mark a failure that
+    happened before anything was sent (at connect or at login). An error already NotApplied, or a TestFailed (a
+    test changes nothing, so it never needs compensating), is returned as it is."""
+    if isinstance(exc, NotApplied | TestFailed):
+        return exc
+    if isinstance(exc, AuthenticationFailed):
+        refused: RotatorError = LoginRefused(str(exc), plan_id=exc.plan_id, step=exc.step)
+    elif isinstance(exc, TransientError):
+        refused = TargetUnreachable(str(exc))
+    elif isinstance(exc, StepError):
+        refused = StepRefused(str(exc), plan_id=exc.plan_id, step=exc.step)
+    else:
+        return exc
+    refused.__cause__ = exc.__cause__
+    refused.__suppress_context__ = exc.__suppress_context__
+    return refused
+
+
+def describe(exc: BaseException) -> str:
+    """An error as one line for the journal, the terminal and alerts, with every known secret scrubbed out."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = type(exc).__name__
+    return scrub(f"{name}: {text}" if text else name)

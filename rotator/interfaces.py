@@ -83,6 +83,45 @@ class UsageProbe(Protocol):
 
 
 @runtime_checkable
+class AdminReset(Protocol):
+    """Optional: plugins that repair drift (`rotator reconcile`, a plan's `reconcile = "auto"`), as CyberArk's
+    reconcile account does: when CURRENT no longer logs in (changed by hand, restored from a backup), an admin
+    credential sets the account to a new password that the store then holds as CURRENT.
+
+    The engine runs it as a rotation of its own (trigger `reconcile`): reset_value, stored as PENDING before it is
+    applied; reset; test; promote; notify. Its rollback resets the account to CURRENT's stored value."""
+
+    def check_current(self, ctx: RotationContext, current: Credential) -> None:
+        """Log in with CURRENT and change nothing. AuthenticationFailed when the target refuses it."""
+        ...
+
+    def check_admin(self, ctx: RotationContext, current: Credential) -> str:
+        """Log in with the admin credential and change nothing; return it in public words ("admin 'postgres' at
+        db:5432"). StepRefused naming exactly what to add when the plan has no admin credential."""
+        ...
+
+    def reset_value(self, ctx: RotationContext, current: Credential) -> dict[str, Any]:
+        """CURRENT's value with a freshly generated password for the same account. Nothing is sent; raises
+        StepRefused when the plan has no admin credential (so nothing is stored)."""
+        ...
+
+    def reset(self, ctx: RotationContext, current: Credential, target: Credential) -> None:
+        """As the admin, make `target`'s password the account's only valid one. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class DryRunProbe(Protocol):
+    """Optional: plugins that can tell, changing nothing, what the next rotation would do and whether it can:
+    CURRENT logs in, the admin logs in where the strategy needs one, the account the next run stages."""
+
+    def dry_run(self, ctx: RotationContext, current: Credential) -> list[str]:
+        """Probe and describe; one public line per fact. Raise the step's error when a probe fails. Messages
+        speak of CURRENT and of "the new password", never of a PENDING that does not exist."""
+        ...
+
+
+@runtime_checkable
 class SecretStore(Protocol):
     """Where the live secret is kept. Version ids of rotated versions are the engine's run ids.
 
@@ -135,7 +174,9 @@ class Journal(Protocol):
 
     def step_started(self, run_id: str, step: Step, action: str, lease: Lease) -> None: ...
 
-    def step_finished(self, run_id: str, step: Step, action: str, lease: Lease, error: str | None = None) -> None: ...
+    def step_finished(
+        self, run_id: str, step: Step, action: str, lease: Lease, error: str | None = None, *, refused: bool = False
+    ) -> None: ...
 
     def update_run(self, run_id: str, lease: Lease | None, **changes: Any) -> None:
         """Change run fields (state, step, error, version ids, revoke_due_at, ended_at, details)."""

@@ -211,7 +211,7 @@ class StepRecord:
     run_id: str
     step: Step
     action: str  # "forward" or "rollback"
-    status: str  # "started", "succeeded", "failed"
+    status: str  # "started", "succeeded", "failed", "refused" (failed before changing anything at the target)
     started_at: datetime
     ended_at: datetime | None = None
     error: str | None = None

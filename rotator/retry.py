@@ -1,6 +1,11 @@
-"""tenacity policies: retry TransientError only, with jittered backoff, bounded in attempts and time.
+"""tenacity policies: retry TransientError only, with jittered backoff, bounded by the step's deadline.
 
 An authentication failure is never transient: retrying a wrong password only locks accounts and fills logs.
+
+The bound is time, not a count of attempts: a target that restarts (a few seconds down, then "starting up") must
+be waited out for as long as the step may take (`step_timeout`, README), so that a rotation caught by an outage
+ends rotated or cleanly rolled back, not stuck after four tries in two seconds. `stop_before_delay` never starts a
+sleep that would end past the deadline.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    stop_after_delay,
+    stop_before_delay,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 
 from rotator.errors import TransientError
 
@@ -22,18 +28,23 @@ T = TypeVar("T")
 
 
 def retrying(
-    *, attempts: int = 4, deadline_seconds: float = 60.0, initial: float = 0.2, maximum: float = 5.0
+    *, attempts: int | None = None, deadline_seconds: float = 60.0, initial: float = 0.2, maximum: float = 5.0
 ) -> Retrying:
-    """A tenacity Retrying for one step: TransientError only, at most `attempts` tries within the deadline."""
+    """A tenacity Retrying for one step: TransientError only, until the deadline (and at most `attempts` tries,
+    when given). Waits grow from `initial` to `maximum` seconds, jittered so that many runs hit by one outage do
+    not come back in step."""
+    stop: stop_base = stop_before_delay(max(deadline_seconds, 0.0))
+    if attempts is not None:
+        stop = stop | stop_after_attempt(attempts)
     return Retrying(
         retry=retry_if_exception_type(TransientError),
-        stop=stop_after_attempt(attempts) | stop_after_delay(deadline_seconds),
+        stop=stop,
         wait=wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial),
         reraise=True,
     )
 
 
-def call_with_retry(fn: Callable[[], T], *, attempts: int = 4, deadline_seconds: float = 60.0) -> T:
+def call_with_retry(fn: Callable[[], T], *, attempts: int | None = None, deadline_seconds: float = 60.0) -> T:
     for attempt in retrying(attempts=attempts, deadline_seconds=deadline_seconds):
         with attempt:
             return fn()

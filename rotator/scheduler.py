@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING
 
 from apscheduler.triggers.cron import CronTrigger
 
-from rotator.model import RunRecord, RunState
+from rotator.engine.states import FAILED_STATES, MAX_RETRY_DELAY, RETRY_AFTER_FAILURE, failure_backoff
+from rotator.model import RunRecord
 from rotator.schedules import Schedule, Window
 
 if TYPE_CHECKING:
     from rotator.config import PlanConfig
 
-RETRY_AFTER_FAILURE = timedelta(minutes=5)
-MAX_RETRY_DELAY = timedelta(hours=6)
-FAILED = (RunState.ROLLED_BACK, RunState.STUCK)
+FAILED = FAILED_STATES
+__all__ = ["FAILED", "MAX_RETRY_DELAY", "RETRY_AFTER_FAILURE", "due_time", "failure_backoff", "next_due"]
 _JITTER = random.Random()  # start times inside a window; not a secret, so no need for `secrets`
 
 
@@ -66,12 +66,6 @@ def spread_catch_up(
     span = min(cap, seconds_each * len(overdue))
     step = span / len(overdue)
     return {plan_id: now + timedelta(seconds=index * step) for index, plan_id in enumerate(overdue)}
-
-
-def failure_backoff(failures: int) -> timedelta:
-    """How long after the n-th failed run in a row the plan is tried again: 5, 10, 20 ... minutes, at most 6 h."""
-    delay: timedelta = RETRY_AFTER_FAILURE * (2 ** max(failures - 1, 0))
-    return min(delay, MAX_RETRY_DELAY)
 
 
 def due_time(

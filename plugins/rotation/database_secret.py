@@ -3,7 +3,8 @@
 The shape: ``{"engine", "host", "port", "username", "password", "dbname", "masterarn", "ssl"}``. Each plugin states
 its variant in one `SecretShape` (the engines it accepts, the keys it requires, its defaults, the words of its
 messages) and reads CURRENT, PENDING, PREVIOUS and the admin secret into a `DatabaseLogin` through it. A bad value
-is a StepError naming the plan, the step, which secret and the fix; no message carries a value of the secret.
+is a StepRefused (a StepError that sent nothing to the target) naming the plan, the step, which secret and the fix;
+no message carries a value of the secret.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from rotator import Credential, RotationContext, StepError
+from rotator import Credential, RotationContext, SecretNotFound, StepRefused
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def secret_port(ctx: RotationContext, step: str, raw: Any, what: str) -> int:
     except (TypeError, ValueError):
         port = 0
     if not 0 < port < 65536:
-        raise StepError(
+        raise StepRefused(
             f"plan {ctx.plan_id}: {step}: {what} has port {raw!r}, not a TCP port", plan_id=ctx.plan_id, step=step
         )
     return port
@@ -69,6 +70,7 @@ class SecretShape:
     account: str = "user"  # what the target calls the rotated account ("role" in PostgreSQL)
     admin_option: str = "masterarn"  # where the admin secret is named, for the fix when its host is another
     admin_rights: str = ""  # what the masterarn admin can do, for the error when masterarn is missing
+    reset_rights: str = ""  # what reconcile's admin must be able to do, when it differs from admin_rights
 
     def login(self, ctx: RotationContext, step: str, cred: Credential, what: str) -> DatabaseLogin:
         """CURRENT, PENDING or PREVIOUS (`what`) read into a login: engine checked, required keys present, port
@@ -76,7 +78,7 @@ class SecretShape:
         value = cred.value
         engine = value.get("engine")
         if self.engines is not None and engine is not None and str(engine).lower() not in self.engines:
-            raise StepError(
+            raise StepRefused(
                 f"plan {ctx.plan_id}: {step}: {what} of {ctx.secret_id} is for engine {engine!r}, not "
                 f"{self.engine_name}",
                 plan_id=ctx.plan_id,
@@ -84,7 +86,7 @@ class SecretShape:
             )
         missing = [key for key in self.required if not value.get(key)]
         if missing:
-            raise StepError(
+            raise StepRefused(
                 f"plan {ctx.plan_id}: {step}: {what} of {ctx.secret_id} has no {', '.join(missing)}\n"
                 f"  fix: {self.missing_fix}",
                 plan_id=ctx.plan_id,
@@ -105,7 +107,7 @@ class SecretShape:
         """CURRENT's "masterarn" (alternating-users needs it), else a StepError with the fix."""
         arn = current.get("masterarn")
         if not arn:
-            raise StepError(
+            raise StepRefused(
                 f'plan {ctx.plan_id}: {step}: alternating-users needs "masterarn" in the secret {ctx.secret_id}, '
                 f"naming the admin secret that can {self.admin_rights}\n  fix: add masterarn to the secret, or use "
                 'strategy = "single-user"',
@@ -119,17 +121,29 @@ class SecretShape:
 
         As AWS's multi-user samples: the admin's host must be the target's host (it defaults to it); its port and
         "ssl" default to the target's."""
-        value = ctx.read_secret(secret_id).value
+        try:
+            value = ctx.read_secret(secret_id).value
+        except SecretNotFound as exc:
+            # Nothing was sent to the target yet: a refusal, so the run rolls back cleanly instead of needing the
+            # same missing admin for its compensation.
+            raise StepRefused(
+                f"plan {ctx.plan_id}: {step}: the admin secret {secret_id!r} (named by {self.admin_option}) is not in "
+                f"the plan's store ({exc})\n  fix: store it with `rotator store put {secret_id} --file admin.json` "
+                '(a JSON object with "username" and "password" of an account that can '
+                f"{self.admin_rights or 'manage the ' + self.account}), or correct {self.admin_option}",
+                plan_id=ctx.plan_id,
+                step=step,
+            ) from None
         missing = [key for key in self.required if key != "host" and not value.get(key)]
         if missing:
-            raise StepError(
+            raise StepRefused(
                 f"plan {ctx.plan_id}: {step}: the admin secret {secret_id} has no {', '.join(missing)}",
                 plan_id=ctx.plan_id,
                 step=step,
             )
         host = str(value.get("host") or target.host)
         if host.lower() != target.host.lower():
-            raise StepError(
+            raise StepRefused(
                 f"plan {ctx.plan_id}: {step}: the admin secret {secret_id} is for host {host}, but the rotated "
                 f"{self.account} lives at {target.host}\n  fix: point {self.admin_option} at the admin secret of "
                 f"{target.host}",
@@ -146,3 +160,21 @@ class SecretShape:
             dbname=target.dbname,
             ssl=value.get("ssl", target.ssl),
         )
+
+    def repair_admin(
+        self, ctx: RotationContext, step: str, current: Credential, admin_secret_id: str | None
+    ) -> DatabaseLogin:
+        """The admin that `rotator reconcile` resets the account with: the plugin's admin_secret_id option, else
+        CURRENT's masterarn; a StepRefused saying exactly what to add when there is neither."""
+        target = self.login(ctx, step, current, "CURRENT")
+        secret_id = admin_secret_id or current.get("masterarn")
+        if not secret_id:
+            raise StepRefused(
+                f"plan {ctx.plan_id}: {step}: no admin credential to reset {self.account} {target.user!r} with\n"
+                f'  fix: add "masterarn": "<admin secret id>" to the secret {ctx.secret_id}, or set admin_secret_id '
+                "in the plan's plugin table, naming a secret in the plan's store that holds the username and password "
+                f"of an account that can {self.reset_rights or self.admin_rights}",
+                plan_id=ctx.plan_id,
+                step=step,
+            )
+        return self.admin_login(ctx, step, str(secret_id), target)

@@ -74,8 +74,10 @@ from rotator import (
     RotatorError,
     Stage,
     StepError,
+    StepRefused,
     TestFailed,
     TransientError,
+    as_not_applied,
     generate_password,
     parse_options,
     register_secret,
@@ -98,6 +100,7 @@ SECRET = SecretShape(
     missing_fix='store a value with "engine", "host", "port", "username" and "password" (as AWS\'s rotation samples)',
     default_port=DEFAULT_PORT,
     admin_rights="create and alter the two users",
+    reset_rights="alter the user (CREATE USER, or UPDATE on mysql.*)",
 )
 
 # Error codes (MySQL's and MariaDB's errmsg lists; CR_* are the client's, which PyMySQL reuses).
@@ -157,6 +160,17 @@ class MySQLOptions(Options):
             min_length=1, max_length=255, description="host part of the alternating accounts ('app'@'<host_pattern>')"
         ),
     ] = "%"
+    admin_secret_id: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                description="secret id (in the plan's store) of the admin that alternating-users and `rotator "
+                "reconcile` log in as (default: the secret's masterarn)",
+            ),
+        ]
+        | None
+    ) = None
 
 
 @dataclass
@@ -378,7 +392,9 @@ class MySQLPlugin:
         login = SECRET.login(ctx, "create", current, "CURRENT")
         value = dict(current.value)
         if ctx.strategy == ALTERNATING_USERS:
-            SECRET.masterarn(ctx, "create", current)
+            # The admin secret is read (and checked) here, before anything is stored or applied: a missing one
+            # fails the run at once, with the fix, instead of at stage.
+            self._admin_login(ctx, "create", current, login)
             value["username"] = self._other_user(ctx, "create", login.user, current.get("engine"))
         value["password"] = generate_password(ctx.password_policy)
         return value
@@ -556,13 +572,83 @@ class MySQLPlugin:
             for pid, host, db_name, secs in rows
         ]
 
+    # -- drift repair (rotator reconcile) and dry runs: AdminReset, DryRunProbe ------------------------------
+
+    def check_current(self, ctx: RotationContext, current: Credential) -> None:
+        """Log in with CURRENT over the network and run ``SELECT 1``; LoginRefused when the server refuses it."""
+        login = SECRET.login(ctx, "check", current, "CURRENT")
+        with self._session(ctx, "check", login) as db:
+            db.run("SELECT 1")
+
+    def check_admin(self, ctx: RotationContext, current: Credential) -> str:
+        """Log in as the admin (option admin_secret_id, else the secret's masterarn) and run ``SELECT 1``."""
+        admin = SECRET.repair_admin(ctx, "check", current, self.options.admin_secret_id)
+        with self._session(ctx, "check", admin) as db:
+            db.run("SELECT 1")
+        return f"admin {admin.user!r} ({admin.what}) at {admin.where}"
+
+    def reset_value(self, ctx: RotationContext, current: Credential) -> dict[str, Any]:
+        """CURRENT's value with a new generated password for the same account. No SQL; the admin secret is read
+        (and must exist) first, so a plan without one fails before anything is stored."""
+        SECRET.repair_admin(ctx, "reconcile", current, self.options.admin_secret_id)
+        value = dict(current.value)
+        value["password"] = generate_password(ctx.password_policy)
+        return value
+
+    def reset(self, ctx: RotationContext, current: Credential, target: Credential) -> None:
+        """As the admin: ``SELECT plugin FROM mysql.user WHERE user = ? AND host = ?``, then ``ALTER USER
+        <user>@<host> IDENTIFIED BY PASSWORD '<hash>'`` (MySQL: ``IDENTIFIED BY ?``) with `target`'s password.
+        The account is CURRENT's own (`host_pattern` is its host part)."""
+        login = SECRET.login(ctx, "reconcile", target, "the new value")
+        admin = SECRET.repair_admin(ctx, "reconcile", current, self.options.admin_secret_id)
+        with self._session(ctx, "reconcile", admin, secrets=(login.password,)) as db:
+            plugin = self._account_plugin(db, login.user)
+            if plugin is None:
+                account = quote_account(login.user, self.options.host_pattern)
+                raise StepRefused(
+                    f"plan {ctx.plan_id}: reconcile: account {account} does not exist at {admin.where}\n  fix: "
+                    "create it with its grants, or set the host_pattern option to the host part of its account",
+                    plan_id=ctx.plan_id,
+                    step="reconcile",
+                )
+            self._set_password(db, login.user, login.password, plugin)
+
+    def dry_run(self, ctx: RotationContext, current: Credential) -> list[str]:
+        """Changes nothing: logs in with CURRENT (``SELECT 1``); alternating-users also logs in as the admin and
+        runs ``SELECT plugin FROM mysql.user WHERE user = ? AND host = ?`` for the other account."""
+        self._check_strategy(ctx, "dry-run")
+        login = SECRET.login(ctx, "dry-run", current, "CURRENT")
+        with self._session(ctx, "dry-run", login) as db:
+            db.run("SELECT 1")
+        facts = [f"CURRENT logs in as user {login.user!r} at {login.where}"]
+        if ctx.strategy == ALTERNATING_USERS:
+            other = self._other_user(ctx, "dry-run", login.user, current.get("engine"))
+            admin = self._admin_login(ctx, "dry-run", current, login)
+            with self._session(ctx, "dry-run", admin) as db:
+                exists = self._account_plugin(db, other) is not None
+            account = quote_account(other, self.options.host_pattern)
+            made = "exists" if exists else f"is created on first use with {login.user!r}'s grants"
+            facts.append(f"admin {admin.user!r} ({admin.what}) logs in at {admin.where}")
+            facts.append(
+                f"the next rotation gives {account} ({made}) a new password; CURRENT then names {other!r}, and "
+                f"{login.user!r} keeps working through grace, then gets a random password nobody knows"
+            )
+        else:
+            facts.append(
+                f"the next rotation changes user {login.user!r}'s own password at stage: clients still holding the old "
+                "one cannot log in until they read the new one (the single-user window)"
+            )
+            if self.options.admin_secret_id or current.get("masterarn"):
+                facts.append(f"{self.check_admin(ctx, current)} logs in (for `rotator reconcile`)")
+        return facts
+
     # -- alternating-users -----------------------------------------------------------------------------------
 
     def _stage_alternating(self, ctx: RotationContext, current: Credential, pending: Credential) -> None:
         cur = SECRET.login(ctx, "stage", current, "CURRENT")
         new = SECRET.login(ctx, "stage", pending, "PENDING")
         if new.user == cur.user:
-            raise StepError(
+            raise StepRefused(
                 f"plan {ctx.plan_id}: stage: PENDING names CURRENT's own user {cur.user!r}; alternating-users "
                 "stages the other account and never changes CURRENT's password\n  fix: discard the PENDING version "
                 "and rotate again",
@@ -653,8 +739,10 @@ class MySQLPlugin:
     def _admin_login(
         self, ctx: RotationContext, step: str, current: Credential, target: DatabaseLogin
     ) -> DatabaseLogin:
-        """The admin secret named by CURRENT's masterarn. As AWS's samples: its host must be the target's host."""
-        return SECRET.admin_login(ctx, step, SECRET.masterarn(ctx, step, current), target)
+        """The admin secret (option admin_secret_id, else CURRENT's masterarn). As AWS's samples: its host must be
+        the target's host."""
+        secret_id = self.options.admin_secret_id or SECRET.masterarn(ctx, step, current)
+        return SECRET.admin_login(ctx, step, secret_id, target)
 
     def _other_user(self, ctx: RotationContext, step: str, username: str, engine: Any) -> str:
         suffix = self.options.clone_suffix
@@ -737,16 +825,22 @@ class MySQLPlugin:
         secrets: Sequence[str] = (),
         use_db: bool = False,
     ) -> Iterator[_Db]:
-        """A connection as `login`, closed afterwards. The one place where PyMySQL's errors become ours."""
+        """A connection as `login`, closed afterwards. The one place where PyMySQL's errors become ours.
+
+        A failure to connect (refused, unreachable, login refused) sent nothing: it is raised as its NotApplied
+        kind, so the engine knows the step changed nothing at the server and needs no compensation. A failure
+        after the connection was open may have changed something, and is raised as it is."""
         hidden = [s for s in (login.password, *secrets) if s]
+        connected = False
         try:
             conn = pymysql.connect(**self._connect_args(login, use_db))
+            connected = True
             with contextlib.closing(conn):
                 yield _Db(conn, "mariadb" in conn.get_server_info().lower())
         except (pymysql.err.MySQLError, OSError, RuntimeError, UnicodeError) as exc:
             mapped = self._map_error(ctx, step, login, exc, auth_error=auth_error, fix=fix, hidden=hidden)
             leaks = any(secret in repr(exc.args) for secret in hidden)
-            raise mapped from (None if leaks else exc)
+            raise (mapped if connected else as_not_applied(mapped)) from (None if leaks else exc)
 
     def _connect_args(self, login: DatabaseLogin, use_db: bool) -> dict[str, Any]:
         # Keyword arguments only; the password goes as UTF-8 bytes, the encoding native_password_hash assumes.

@@ -50,8 +50,10 @@ from rotator import (
     RotatorError,
     Stage,
     StepError,
+    StepRefused,
     TestFailed,
     TransientError,
+    as_not_applied,
     generate_password,
     parse_options,
 )
@@ -72,6 +74,7 @@ SECRET = SecretShape(
     default_dbname="postgres",
     account="role",
     admin_rights="alter the two roles",
+    reset_rights="alter the role (CREATEROLE; on PostgreSQL 16+ also ADMIN OPTION on the role)",
 )
 
 # Server (and libpq) messages that mean the credential was refused. Connection failures carry no SQLSTATE in
@@ -131,6 +134,17 @@ class PostgresOptions(Options):
         Annotated[str, Meta(description="CA bundle for verify-ca/verify-full, relative to the config")] | None
     ) = None
     clone_suffix: Annotated[str, Meta(min_length=1, max_length=32)] = "_clone"
+    admin_secret_id: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                description="secret id (in the plan's store) of the admin that alternating-users and `rotator "
+                "reconcile` log in as (default: the secret's masterarn)",
+            ),
+        ]
+        | None
+    ) = None
 
 
 # libpq's sslmode for each "ssl" choice. The samples, without "ssl", try a verified TLS connection and fall back to
@@ -185,7 +199,9 @@ class PostgresPlugin:
         login = SECRET.login(ctx, "create", current, "CURRENT")
         value = dict(current.value)
         if ctx.strategy == ALTERNATING_USERS:
-            SECRET.masterarn(ctx, "create", current)
+            # The admin secret is read (and checked) here, before anything is stored or applied: a missing one
+            # fails the run at once, with the fix, instead of at stage.
+            self._admin_login(ctx, "create", current, login)
             value["username"] = self._other_user(ctx, "create", login.user)
         value["password"] = generate_password(ctx.password_policy)
         return value
@@ -354,13 +370,83 @@ class PostgresPlugin:
             lines.append(f"pid {pid} from {where} application {app or '-'!r}{since}")
         return lines
 
+    # -- drift repair (rotator reconcile) and dry runs: AdminReset, DryRunProbe ------------------------------
+
+    def check_current(self, ctx: RotationContext, current: Credential) -> None:
+        """Log in with CURRENT over the network and run ``SELECT 1``; LoginRefused when the server refuses it."""
+        login = SECRET.login(ctx, "check", current, "CURRENT")
+        with self._session(ctx, "check", login) as conn:
+            conn.execute("SELECT 1")
+
+    def check_admin(self, ctx: RotationContext, current: Credential) -> str:
+        """Log in as the admin (option admin_secret_id, else the secret's masterarn) and run ``SELECT 1``."""
+        admin = self._repair_admin(ctx, "check", current)
+        with self._session(ctx, "check", admin) as conn:
+            conn.execute("SELECT 1")
+        return f"admin {admin.user!r} ({admin.what}) at {admin.where}"
+
+    def reset_value(self, ctx: RotationContext, current: Credential) -> dict[str, Any]:
+        """CURRENT's value with a new generated password for the same role. No SQL; the admin secret is read (and
+        must exist) first, so a plan without one fails before anything is stored."""
+        self._repair_admin(ctx, "reconcile", current)
+        value = dict(current.value)
+        value["password"] = generate_password(ctx.password_policy)
+        return value
+
+    def reset(self, ctx: RotationContext, current: Credential, target: Credential) -> None:
+        """As the admin: ``SELECT 1 FROM pg_roles WHERE rolname = <role>``, then ``ALTER ROLE <role> PASSWORD
+        '<SCRAM verifier>'`` with `target`'s password (a role has one password, so no other one stays valid)."""
+        login = SECRET.login(ctx, "reconcile", target, "the new value")
+        admin = self._repair_admin(ctx, "reconcile", current)
+        with self._session(ctx, "reconcile", admin) as conn:
+            if not self._role_exists(conn, login.user):
+                raise StepRefused(
+                    f"plan {ctx.plan_id}: reconcile: role {login.user!r} does not exist at {admin.where}\n  fix: "
+                    f"create it (CREATE ROLE {login.user} LOGIN ...) with its grants, then run reconcile again",
+                    plan_id=ctx.plan_id,
+                    step="reconcile",
+                )
+            self._set_password(conn, login.user, login.password)
+
+    def dry_run(self, ctx: RotationContext, current: Credential) -> list[str]:
+        """Changes nothing: logs in with CURRENT (``SELECT 1``); alternating-users also logs in as the admin and
+        runs ``SELECT 1 FROM pg_roles WHERE rolname = <the other role>``."""
+        self._check_strategy(ctx, "dry-run")
+        login = SECRET.login(ctx, "dry-run", current, "CURRENT")
+        with self._session(ctx, "dry-run", login) as conn:
+            conn.execute("SELECT 1")
+        facts = [f"CURRENT logs in as role {login.user!r} at {login.where}"]
+        if ctx.strategy == ALTERNATING_USERS:
+            other = self._other_user(ctx, "dry-run", login.user)
+            admin = self._admin_login(ctx, "dry-run", current, login)
+            with self._session(ctx, "dry-run", admin) as conn:
+                exists = self._role_exists(conn, other)
+            facts.append(f"admin {admin.user!r} ({admin.what}) logs in at {admin.where}")
+            made = "exists" if exists else f"is created on first use, as a member of {login.user!r}"
+            facts.append(
+                f"the next rotation gives role {other!r} ({made}) a new password; CURRENT then names {other!r}, and "
+                f"{login.user!r} keeps working through grace, then gets a random password nobody knows"
+            )
+        else:
+            facts.append(
+                f"the next rotation changes role {login.user!r}'s own password at stage: clients still holding the old "
+                "one cannot open new connections until they read the new one (the single-user window)"
+            )
+            if self.options.admin_secret_id or current.get("masterarn"):
+                facts.append(f"{self.check_admin(ctx, current)} logs in (for `rotator reconcile`)")
+        return facts
+
+    def _repair_admin(self, ctx: RotationContext, step: str, current: Credential) -> DatabaseLogin:
+        """The admin that reconcile logs in as, or a StepRefused saying exactly what to add."""
+        return SECRET.repair_admin(ctx, step, current, self.options.admin_secret_id)
+
     # -- alternating-users -----------------------------------------------------------------------------------
 
     def _stage_alternating(self, ctx: RotationContext, current: Credential, pending: Credential) -> None:
         cur = SECRET.login(ctx, "stage", current, "CURRENT")
         new = SECRET.login(ctx, "stage", pending, "PENDING")
         if new.user == cur.user:
-            raise StepError(
+            raise StepRefused(
                 f"plan {ctx.plan_id}: stage: PENDING names CURRENT's own role {cur.user!r}; alternating-users "
                 "stages the other role and never changes CURRENT's password\n  fix: discard the PENDING version "
                 "and rotate again",
@@ -398,11 +484,12 @@ class PostgresPlugin:
     def _admin_login(
         self, ctx: RotationContext, step: str, current: Credential, target: DatabaseLogin
     ) -> DatabaseLogin:
-        """The admin secret named by CURRENT's masterarn, connecting to the target's database.
+        """The admin secret (option admin_secret_id, else CURRENT's masterarn), connecting to the target's database.
 
         As AWS's multi-user sample: the admin's host must be the target's host; the database is the target's.
         """
-        return SECRET.admin_login(ctx, step, SECRET.masterarn(ctx, step, current), target)
+        secret_id = self.options.admin_secret_id or SECRET.masterarn(ctx, step, current)
+        return SECRET.admin_login(ctx, step, secret_id, target)
 
     def _other_user(self, ctx: RotationContext, step: str, username: str) -> str:
         suffix = self.options.clone_suffix
@@ -468,9 +555,18 @@ class PostgresPlugin:
         auth_error: type[StepError] = AuthenticationFailed,
         fix: str | None = None,
     ) -> Iterator[psycopg.Connection[Any]]:
-        """A connection as `login`, closed afterwards. The one place where psycopg errors become ours."""
+        """A connection as `login`, closed afterwards. The one place where psycopg errors become ours.
+
+        A failure to connect (refused, unreachable, login refused) sent nothing: it is raised as its NotApplied
+        kind, so the engine knows the step changed nothing at the server and needs no compensation. A failure
+        after the connection was open may have changed something, and is raised as it is."""
         try:
-            with psycopg.connect(**self._connect_args(login)) as conn:
+            conn = psycopg.connect(**self._connect_args(login))
+        except (psycopg.Error, OSError) as exc:
+            mapped = self._map_error(ctx, step, login, exc, auth_error=auth_error, fix=fix)
+            raise as_not_applied(mapped) from (None if self._leaks(exc, login) else exc)
+        try:
+            with conn:
                 yield conn
         except (psycopg.Error, OSError) as exc:
             raise self._map_error(ctx, step, login, exc, auth_error=auth_error, fix=fix) from (

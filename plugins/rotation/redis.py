@@ -50,6 +50,7 @@ from rotator import (
     StepError,
     TestFailed,
     TransientError,
+    as_not_applied,
     generate_password,
     parse_options,
     scrub,
@@ -226,6 +227,56 @@ class RedisPlugin:
         """Roll back `create`: nothing to do, no command. The password was generated locally and is unknown to
         Redis unless `stage` ran (and `unstage` undoes that); the engine drops the PENDING version."""
 
+    # -- drift repair (rotator reconcile) and dry runs: AdminReset, DryRunProbe ------------------------------
+
+    def check_current(self, ctx: RotationContext, current: Credential) -> None:
+        """``AUTH <user> <CURRENT>`` on a fresh connection and ``PING``; LoginRefused when Redis refuses it."""
+        login = SECRET.login(ctx, "check", current, "CURRENT")
+        with self._session(ctx, "check", login, probe=True):
+            pass
+
+    def check_admin(self, ctx: RotationContext, current: Credential) -> str:
+        """``AUTH`` as the admin (option admin_secret_id, else the secret's masterarn) and ``PING``."""
+        admin = SECRET.repair_admin(ctx, "check", current, self.options.admin_secret_id)
+        with self._session(ctx, "check", admin, probe=True):
+            pass
+        return f"admin {admin.user!r} ({admin.what}) at {admin.where}"
+
+    def reset_value(self, ctx: RotationContext, current: Credential) -> dict[str, Any]:
+        """CURRENT's value with a new generated password, same user. No command; the admin secret is read (and
+        must exist) first: the user's own CURRENT no longer logs in, so only an admin can reset it."""
+        SECRET.repair_admin(ctx, "reconcile", current, self.options.admin_secret_id)
+        value = dict(current.value)
+        value["password"] = generate_password(ctx.password_policy)
+        return value
+
+    def reset(self, ctx: RotationContext, current: Credential, target: Credential) -> None:
+        """As the admin: ``ACL GETUSER <user>`` (it must exist and not be nopass), then ``ACL SETUSER <user>
+        resetpass #<sha256(target)>``: every other password of the user stops working (then the persist command)."""
+        login = SECRET.login(ctx, "reconcile", target, "the new value")
+        admin = SECRET.repair_admin(ctx, "reconcile", current, self.options.admin_secret_id)
+        with self._session(ctx, "reconcile", admin, secrets=(login.password,)) as client:
+            hashes = self._password_hashes(ctx, "reconcile", client, login)
+            if hashes != {password_hash(login.password)}:
+                self._setuser(client, login.user, "resetpass", f"#{password_hash(login.password)}")
+
+    def dry_run(self, ctx: RotationContext, current: Credential) -> list[str]:
+        """Changes nothing: ``AUTH`` with CURRENT and ``PING``; with an admin configured, the same as the admin."""
+        self._check_strategy(ctx, "dry-run")
+        login = SECRET.login(ctx, "dry-run", current, "CURRENT")
+        with self._session(ctx, "dry-run", login, probe=True):
+            pass
+        facts = [f"CURRENT logs in as ACL user {login.user!r} at {login.where}"]
+        if self.options.admin_secret_id or current.get("masterarn"):
+            facts.append(f"{self.check_admin(ctx, current)} logs in and runs ACL SETUSER")
+        else:
+            facts.append(f"ACL SETUSER runs as {login.user!r} itself (no admin_secret_id or masterarn)")
+        facts.append(
+            "the next rotation adds a new password beside CURRENT's (both log in, no window) and removes the old "
+            "one at revoke"
+        )
+        return facts
+
     # -- commands --------------------------------------------------------------------------------------------
 
     def _password_hashes(self, ctx: RotationContext, step: str, client: redis.Redis, target: DatabaseLogin) -> set[str]:
@@ -307,8 +358,12 @@ class RedisPlugin:
         """One connection as `login` (AUTH at connect), closed afterwards. The one place where redis-py's errors
         become ours. With `probe`, only connects and authenticates."""
         hidden = [s for s in (login.password, *secrets) if s]
+        # With single_connection_client, redis-py connects and authenticates in the constructor: a failure there
+        # sent no command, so it is raised as its NotApplied kind (the step changed nothing at the server).
+        connected = False
         try:
             client = redis.Redis(**self._connect_args(login))
+            connected = True
             with contextlib.closing(client):
                 if probe:
                     client.ping()
@@ -316,7 +371,7 @@ class RedisPlugin:
         except (redis.exceptions.RedisError, OSError) as exc:
             mapped = self._map_error(ctx, step, login, exc, auth_error=auth_error, hidden=hidden)
             leaks = any(secret in str(exc) or password_hash(secret) in str(exc) for secret in hidden)
-            raise mapped from (None if leaks else exc)
+            raise (mapped if connected else as_not_applied(mapped)) from (None if leaks else exc)
 
     def _connect_args(self, login: DatabaseLogin) -> dict[str, Any]:
         args: dict[str, Any] = {

@@ -9,6 +9,7 @@ which step was in flight, so `resume` can repeat that step, or go on rolling bac
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 import uuid
@@ -18,27 +19,43 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from rotator import failpoints
+from rotator.engine.alerts import failure_action, failure_event, fix_of, send_alert
 from rotator.engine.states import (
     COMPENSATION,
+    FAILED_STATES,
     FORWARD,
+    MAX_RETRY_DELAY,
     compensations_due,
     resume_point,
     steps_from,
 )
 from rotator.errors import (
+    AuthenticationFailed,
     LeaseLost,
+    NotApplied,
     NotifyError,
     PlanBusy,
     RollbackError,
     RotatorError,
     SecretNotFound,
+    StepRefused,
     StoreError,
+    describe,
 )
-from rotator.interfaces import Journal, Notifier, Reconciler, RotationPlugin, SecretStore, UsageProbe
+from rotator.interfaces import (
+    AdminReset,
+    Journal,
+    Notifier,
+    Reconciler,
+    RotationPlugin,
+    SecretStore,
+    UsageProbe,
+)
 from rotator.logs import bound_contextvars, get_logger, register_secret, scrub
 from rotator.model import (
     SUCCESS_EVENTS,
     Credential,
+    EventKind,
     Lease,
     NotificationRecord,
     NotifyStatus,
@@ -54,6 +71,8 @@ from rotator.model import (
 from rotator.retry import call_with_retry
 
 T = TypeVar("T")
+# Tries of one notifier delivery within a step (transient errors); later ticks retry a failed one.
+NOTIFY_TRIES = 4
 OPEN_STATES = (RunState.RUNNING, RunState.ROLLING_BACK, RunState.STUCK)
 log = get_logger("rotator.engine")
 
@@ -80,6 +99,8 @@ class BoundPlan:
     required_notifiers: frozenset[str] = frozenset()  # PREVIOUS is not revoked until these succeeded
     revoke_deadline: timedelta = timedelta(hours=24)  # how long revoke waits while PREVIOUS is still in use
     rollback_on_failure: bool = False  # a required notifier failing puts PREVIOUS back, if it still works
+    # `reconcile = "auto"`: a run that finds CURRENT refused at the target first resets it (AdminReset), then rotates.
+    reconcile_auto: bool = False
     # The event kinds each notifier receives (its `events`); a notifier not named here gets SUCCESS_EVENTS.
     notifier_events: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
@@ -109,6 +130,7 @@ class RunOutcome:
     step_seconds: dict[str, float] = field(default_factory=dict)
     revoked: bool = False
     notes: list[str] = field(default_factory=list)
+    fix: str | None = None  # what to do about `error`, when the error says (its "fix:" line)
 
     @property
     def ok(self) -> bool:
@@ -118,6 +140,7 @@ class RunOutcome:
             "dry-run",
             "nothing-to-do",
             "not-due",
+            "in-sync",
         )
 
     @property
@@ -135,6 +158,7 @@ class RunOutcome:
             "revoked": self.revoked,
             "step_seconds": self.step_seconds,
             "notes": self.notes,
+            "fix": self.fix,
         }
 
 
@@ -153,13 +177,6 @@ def notify_backoff(attempts: int, first: float = 60.0) -> timedelta:
     return min(timedelta(seconds=first * 2 ** min(max(attempts - 1, 0), 12)), timedelta(hours=1))
 
 
-def describe(exc: BaseException) -> str:
-    """An error as one line for the journal and the terminal, with every known secret scrubbed out."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    name = type(exc).__name__
-    return scrub(f"{name}: {text}" if text else name)
-
-
 class _Run:
     """One run being driven: its record, its lease (renewed before each step), and its plugin context."""
 
@@ -171,6 +188,11 @@ class _Run:
         self.journal = runner.journal
         self.step_seconds: dict[str, float] = {}
         self._reads: dict[tuple[str, Stage], Credential | None] = {}
+        # The step in progress: when its time is up (every retry inside it shares the one step_timeout), and
+        # whether any plugin call in it may have changed the target (see timed_step and call_target).
+        self._step_deadline: float | None = None
+        self._target_calls = 0
+        self._maybe_applied = False
         self.ctx = RotationContext(
             plan_id=bp.plan_id,
             run_id=record.run_id,
@@ -185,6 +207,18 @@ class _Run:
     @property
     def run_id(self) -> str:
         return self.record.run_id
+
+    @property
+    def reconciling(self) -> bool:
+        """A drift repair (`rotator reconcile`): create and stage reset CURRENT's account through the admin."""
+        return bool(self.record.details.get("reconcile"))
+
+    @property
+    def repair(self) -> AdminReset:
+        plugin = self.bp.plugin
+        if not isinstance(plugin, AdminReset):
+            raise StepRefused(f"plan {self.bp.plan_id}: the plugin cannot reconcile (no admin reset)")
+        return plugin
 
     # -- reading the store ------------------------------------------------------------------------------------
 
@@ -220,7 +254,31 @@ class _Run:
     # -- plumbing --------------------------------------------------------------------------------------------
 
     def retry(self, fn: Callable[[], T]) -> T:
-        return call_with_retry(fn, deadline_seconds=self.runner.step_timeout)
+        """`fn`, its transient errors retried until the step's deadline (the whole step shares one
+        step_timeout: a target that is down for a while is waited out, not given four quick tries)."""
+        deadline = self.runner.step_timeout
+        if self._step_deadline is not None:
+            deadline = max(self._step_deadline - time.monotonic(), 0.0)
+        return call_with_retry(fn, deadline_seconds=deadline)
+
+    def call_target(self, fn: Callable[[], T]) -> T:
+        """A plugin call that may change the target (create, stage), retried as `retry`. It records whether any
+        attempt may have acted: one that returned, or failed with anything but errors.NotApplied. A step whose
+        every attempt was refused before sending anything is journaled "refused" and needs no compensation."""
+
+        def attempt() -> T:
+            self._target_calls += 1
+            try:
+                result = fn()
+            except NotApplied:
+                raise
+            except BaseException:
+                self._maybe_applied = True
+                raise
+            self._maybe_applied = True
+            return result
+
+        return self.retry(attempt)
 
     def store_write(self, op: str, fn: Callable[[], T]) -> T:
         self._reads.clear()
@@ -248,24 +306,39 @@ class _Run:
         return self.record
 
     def timed_step(self, step: Step, action: str, fn: Callable[[], None], point: str) -> None:
-        """Journal the step as started, run it (retrying transient errors), journal it as finished."""
+        """Journal the step as started, run it (retrying transient errors until the step's deadline), journal
+        it as finished: succeeded, failed, or refused (a create or stage that changed nothing at the target)."""
         self.renew()
         self.journal.step_started(self.run_id, step, action, self.lease)
         failpoints.hit(f"before-{point}")
         started = time.perf_counter()
+        self._step_deadline = time.monotonic() + self.runner.step_timeout
+        self._target_calls = 0
+        self._maybe_applied = False
         try:
             fn()
         except Exception as exc:
             # A BaseException (SIGKILL's in-process stand-in, KeyboardInterrupt, SystemExit) is not journaled:
             # the step stays "started", as after a crash, and `resume` repeats it.
-            self.journal.step_finished(self.run_id, step, action, self.lease, error=describe(exc))
+            self.journal.step_finished(
+                self.run_id, step, action, self.lease, error=describe(exc), refused=self._refused(step, action, exc)
+            )
             raise
         finally:
+            self._step_deadline = None
             key = step.value if action == "forward" else f"rollback-{COMPENSATION.get(step, step.value)}"
             self.step_seconds[key] = round(time.perf_counter() - started, 6)
         failpoints.hit(f"after-{point}")
         self.journal.step_finished(self.run_id, step, action, self.lease)
         log.debug("step done", step=step.value, action=action, seconds=self.step_seconds.get(step.value))
+
+    def _refused(self, step: Step, action: str, exc: BaseException) -> bool:
+        """Whether the failed forward create or stage changed nothing at the target: no plugin call in it may have
+        acted, and either none was made (the engine failed first, say reading the store) or the last refused
+        before sending anything. Other steps act on the store (promote) or change nothing (test)."""
+        if action != "forward" or step not in (Step.CREATE, Step.STAGE) or self._maybe_applied:
+            return False
+        return self._target_calls == 0 or isinstance(exc, NotApplied)
 
     # -- forward ---------------------------------------------------------------------------------------------
 
@@ -290,12 +363,18 @@ class _Run:
         if self.pending() is not None:
             return  # stored before a crash: the run goes on with the same value
         current = self.current()
+        if self.reconciling:
+            repair = self.repair
+            self._store_pending(current, self.call_target(lambda: repair.reset_value(self.ctx, current)))
+            return
         if isinstance(self.bp.plugin, Reconciler):
             known = [c for c in (current, self.read(Stage.PREVIOUS)) if c is not None]
             removed = self.retry(lambda: cast(Reconciler, self.bp.plugin).reconcile(self.ctx, known))
             if removed:
                 log.warning("reconcile deleted credentials the store did not know", removed=removed)
-        value = self.retry(lambda: self.bp.plugin.create(self.ctx, current))
+        self._store_pending(current, self.call_target(lambda: self.bp.plugin.create(self.ctx, current)))
+
+    def _store_pending(self, current: Credential, value: dict[str, Any]) -> None:
         credential = Credential(self.run_id, value, frozenset({Stage.PENDING}))
         register_secret(*credential.secret_strings())
         # Stored the moment it exists, before it is valid anywhere (invariant 2).
@@ -319,7 +398,11 @@ class _Run:
     def do_stage(self) -> None:
         pending = self._require_pending()
         current = self.current()
-        self.retry(lambda: self.bp.plugin.stage(self.ctx, current, pending))
+        if self.reconciling:
+            repair = self.repair
+            self.call_target(lambda: repair.reset(self.ctx, current, pending))
+            return
+        self.call_target(lambda: self.bp.plugin.stage(self.ctx, current, pending))
 
     def do_test(self) -> None:
         pending = self._require_pending()
@@ -401,6 +484,30 @@ class _Run:
             f"required notifier {', '.join(required)} failed after promote; PREVIOUS still works, so it is put "
             "back as CURRENT (rollback_on_failure)"
         )
+
+    # -- alerts ----------------------------------------------------------------------------------------------
+
+    def alert(self, kind: EventKind, error: str, action: str) -> None:
+        """Tell the notifiers subscribed to `kind` that this run failed or is stuck (engine/alerts.py); keep
+        what happened in the run's details."""
+        event = failure_event(
+            kind=kind,
+            plan_id=self.bp.plan_id,
+            run_id=self.run_id,
+            secret_id=self.bp.secret_id,
+            store=self.bp.store_name,
+            current_version_id=self.record.previous_version_id,
+            at=self.runner.clock(),
+            trigger=self.record.trigger.value,
+            reason=self.record.reason,
+            tags=self.bp.tags,
+            error=error,
+            action=action,
+        )
+        results = send_alert(event, self.bp.notifiers, self.bp.wants, deadline_seconds=self.runner.step_timeout)
+        if results:
+            alerts = {**dict(self.record.details.get("alerts") or {}), kind.value: results}
+            self.set_state(self.record.state, details={**self.record.details, "alerts": alerts})
 
     # -- revoke ----------------------------------------------------------------------------------------------
 
@@ -501,6 +608,7 @@ class _Run:
 
     def rollback(self, reason: str) -> None:
         """Undo what the run did, last first, each compensation once. STUCK if one fails."""
+        reason = reason.split("; rollback ", 1)[0]  # a resumed rollback: the failure before, not the last attempt's
         self.set_state(RunState.ROLLING_BACK, error=reason)
         for step in compensations_due(self.refreshed().steps):
             action = COMPENSATION[step]
@@ -512,8 +620,11 @@ class _Run:
                 message = f"{reason}; rollback {action} failed: {describe(exc)}"
                 log.error("rollback failed; run is stuck", action=action, error=describe(exc))
                 self.set_state(RunState.STUCK, error=message)
+                fix = fix_of(exc)
                 raise RollbackError(
-                    f"plan {self.bp.plan_id}: {message}. Fix the cause, then run `rotator resume`."
+                    f"plan {self.bp.plan_id}: {message}\n  fix: "
+                    + (f"{fix}; " if fix else "fix the cause named above, ")
+                    + "then run `rotator resume` (PENDING is kept until the rollback completes)"
                 ) from None
         self.set_state(RunState.ROLLED_BACK, ended_at=self.runner.clock(), error=reason)
 
@@ -525,6 +636,12 @@ class _Run:
         if pending is None:
             return  # never stored, so never staged
         current = self.current()
+        if self.reconciling:
+            # The account's password before the reset is unknown (that is the drift): put CURRENT's stored one
+            # back, so that the store and the target agree again and nothing accepts PENDING.
+            repair = self.repair
+            self.retry(lambda: repair.reset(self.ctx, current, current))
+            return
         self.retry(lambda: self.bp.plugin.unstage(self.ctx, current, pending))
 
     def undo_discard(self) -> None:
@@ -551,6 +668,7 @@ class Runner:
         revoke_recheck_seconds: float = 60,
         notify_retry_for: timedelta = timedelta(hours=24),
         notify_retry_seconds: float = 60.0,
+        alert_after_failures: int = 3,
         stop: threading.Event | None = None,
     ):
         self.journal = journal
@@ -560,6 +678,7 @@ class Runner:
         self.revoke_recheck_seconds = revoke_recheck_seconds
         self.notify_retry_for = notify_retry_for
         self.notify_retry_seconds = notify_retry_seconds
+        self.alert_after_failures = alert_after_failures
         self.stop = stop or threading.Event()
 
     def stopping(self) -> bool:
@@ -581,7 +700,9 @@ class Runner:
         attempts = (record.attempts if record is not None else 0) + 1
         now = self.clock()
         try:
-            call_with_retry(lambda: notifier(event), deadline_seconds=self.step_timeout)
+            # A few quick tries, not the whole step timeout: a failed delivery is journaled and retried on later
+            # ticks (notify_backoff), so a receiver that is down does not hold the run for minutes.
+            call_with_retry(lambda: notifier(event), attempts=NOTIFY_TRIES, deadline_seconds=self.step_timeout)
         except Exception as exc:
             error = describe(exc)
             log.error("notifier failed; retried later", notifier=name, attempt=attempts, error=error)
@@ -704,7 +825,10 @@ class Runner:
         """One full rotation of `bp`. Raises PlanBusy if another run holds the plan.
 
         `still_due` (the daemon's) is asked under the lease, before anything changes: when several daemons share
-        one journal, each fires the plan at its due time and only the first still finds it due."""
+        one journal, each fires the plan at its due time and only the first still finds it due.
+
+        A plan that cannot start (its secret not seeded, the store unreadable, an earlier run stuck) is recorded
+        as a run that ended `failed`, so that the schedule backs off from it and `status` shows why."""
         lease = self._acquire(bp.plan_id)
         try:
             with bound_contextvars(plan=bp.plan_id):
@@ -712,12 +836,168 @@ class Runner:
                     return RunOutcome(bp.plan_id, "not-due", notes=["rotated meanwhile (another daemon or run)"])
                 if self.stopping():
                     raise ShutdownRequested(f"plan {bp.plan_id}: not started, shutting down")
-                notes = self._settle(bp, lease)
+                try:
+                    notes = self._settle(bp, lease)
+                    current = self._start_current(bp)
+                except (LeaseLost, ShutdownRequested):
+                    raise
+                except Exception as exc:
+                    return self.fail_to_start(
+                        bp.plan_id,
+                        bp.secret_id,
+                        bp.store_name,
+                        exc,
+                        trigger=trigger,
+                        reason=reason,
+                        operator=operator,
+                        lease=lease,
+                        notifiers=bp.notifiers,
+                        wants=bp.wants,
+                        tags=bp.tags,
+                    )
+                if bp.reconcile_auto and isinstance(bp.plugin, AdminReset):
+                    repaired = self._reconcile_first(bp, bp.plugin, lease, current, reason, operator)
+                    if repaired is not None:
+                        if not repaired.ok:
+                            repaired.notes[:0] = notes
+                            return repaired
+                        notes.append(f"reconciled first (run {repaired.run_id}): CURRENT was refused at the target")
+                        current = self._start_current(bp)
                 run_id = uuid.uuid4().hex
                 with bound_contextvars(run=run_id):
-                    return self._rotate_locked(bp, lease, run_id, trigger, reason, operator, revoke_old_now, notes)
+                    return self._rotate_locked(
+                        bp, lease, run_id, trigger, reason, operator, revoke_old_now, notes, current
+                    )
         finally:
             self.journal.release_lease(lease)
+
+    @staticmethod
+    def _start_current(bp: BoundPlan) -> Credential:
+        current = bp.store.get(bp.secret_id, Stage.CURRENT)
+        if current is None:
+            raise SecretNotFound(
+                f"plan {bp.plan_id}: secret {bp.secret_id!r} has no CURRENT version in store {bp.store_name}\n  fix: "
+                f"seed it with `rotator store put {bp.secret_id} --file VALUE.json --store {bp.store_name}`"
+            )
+        return current
+
+    def fail_to_start(
+        self,
+        plan_id: str,
+        secret_id: str,
+        store_name: str,
+        error: BaseException,
+        *,
+        trigger: Trigger,
+        reason: str | None = None,
+        operator: str | None = None,
+        lease: Lease | None = None,
+        notifiers: tuple[tuple[str, Notifier], ...] = (),
+        wants: Callable[[str, str], bool] = lambda _name, kind: kind in SUCCESS_EVENTS,
+        tags: tuple[str, ...] = (),
+    ) -> RunOutcome:
+        """Record a run that could not start (nothing was changed) as `failed`, alert, and return its outcome.
+        Takes the plan's lease unless the caller holds it (`lease`)."""
+        own = lease is None
+        held = lease or self._acquire(plan_id)
+        try:
+            now = self.clock()
+            message = describe(error)
+            record = RunRecord(
+                run_id=uuid.uuid4().hex,
+                plan_id=plan_id,
+                state=RunState.FAILED,
+                trigger=trigger,
+                started_at=now,
+                store=store_name,
+                secret_id=secret_id,
+                ended_at=now,
+                reason=reason,
+                operator=operator,
+                error=message,
+            )
+            self.journal.begin_run(record, held)
+            log.error("rotation could not start; nothing was changed", error=message)
+            event = failure_event(
+                kind=EventKind.ROTATION_FAILED,
+                plan_id=plan_id,
+                run_id=record.run_id,
+                secret_id=secret_id,
+                store=store_name,
+                current_version_id=None,
+                at=now,
+                trigger=trigger.value,
+                reason=reason,
+                tags=tags,
+                error=message,
+                action=failure_action(EventKind.ROTATION_FAILED, error),
+            )
+            results = send_alert(event, notifiers, wants, deadline_seconds=self.step_timeout)
+            if results:
+                self.journal.update_run(record.run_id, held, details={"alerts": {event.kind: results}})
+            outcome = RunOutcome(plan_id, RunState.FAILED.value, record.run_id, message, fix=fix_of(error))
+            self._alert_repeated_failures(plan_id, secret_id, store_name, held, notifiers, wants, tags, outcome)
+            return outcome
+        finally:
+            if own:
+                self.journal.release_lease(held)
+
+    def consecutive_failures(self, plan_id: str, *, limit: int = 100) -> int:
+        """How many of the plan's newest runs in a row ended failed, rolled back or stuck."""
+        count = 0
+        for record in self.journal.runs(plan_id, limit=limit):
+            if record.state not in FAILED_STATES:
+                break
+            count += 1
+        return count
+
+    def _alert_repeated_failures(
+        self,
+        plan_id: str,
+        secret_id: str,
+        store_name: str,
+        lease: Lease,
+        notifiers: tuple[tuple[str, Notifier], ...],
+        wants: Callable[[str, str], bool],
+        tags: tuple[str, ...],
+        outcome: RunOutcome,
+    ) -> None:
+        """After `alert_after_failures` failed runs in a row (and every as many more), a rotation_stuck alert:
+        the schedule keeps retrying with backoff, but a person must look. `status` shows the count."""
+        every = self.alert_after_failures
+        if every <= 0 or outcome.run_id is None:
+            return
+        count = self.consecutive_failures(plan_id, limit=every * 20)
+        if count < every or count % every:
+            return
+        outcome.notes.append(f"failed {count} times in a row: operators alerted")
+        record = self.journal.get_run(outcome.run_id)
+        error = outcome.error or "failed"
+        action = (
+            f"this plan failed {count} times in a row; automatic runs go on with backoff (at most every "
+            f"{int(MAX_RETRY_DELAY.total_seconds() // 3600)} h), but it will not heal alone: "
+            + (f"{outcome.fix}" if outcome.fix else "read `rotator history PLAN` and fix the cause")
+            + "; then `rotator rotate-now PLAN`"
+        )
+        event = failure_event(
+            kind=EventKind.ROTATION_STUCK,
+            plan_id=plan_id,
+            run_id=outcome.run_id,
+            secret_id=secret_id,
+            store=store_name,
+            current_version_id=record.previous_version_id if record else None,
+            at=self.clock(),
+            trigger=record.trigger.value if record else Trigger.SCHEDULE.value,
+            reason=f"failed {count} times in a row",
+            tags=tags,
+            error=error,
+            action=action,
+        )
+        log.error("plan keeps failing; operators alerted", failures=count, error=error)
+        results = send_alert(event, notifiers, wants, deadline_seconds=self.step_timeout)
+        if results and record is not None:
+            alerts = {**dict(record.details.get("alerts") or {}), "repeated_failures": results}
+            self.journal.update_run(record.run_id, lease, details={**record.details, "alerts": alerts})
 
     def _rotate_locked(
         self,
@@ -729,10 +1009,8 @@ class Runner:
         operator: str | None,
         revoke_old_now: bool,
         notes: list[str],
+        current: Credential,
     ) -> RunOutcome:
-        current = bp.store.get(bp.secret_id, Stage.CURRENT)
-        if current is None:
-            raise SecretNotFound(f"plan {bp.plan_id}: secret {bp.secret_id!r} has no CURRENT version")
         record = RunRecord(
             run_id=run_id,
             plan_id=bp.plan_id,
@@ -768,13 +1046,38 @@ class Runner:
             try:
                 run.rollback(reason)
             except RollbackError as stuck:
-                return RunOutcome(run.bp.plan_id, RunState.STUCK.value, run.run_id, describe(stuck), run.step_seconds)
+                return self._stuck(run, stuck)
             log.info("rolled back", error=reason)
-            outcome = RunOutcome(run.bp.plan_id, RunState.ROLLED_BACK.value, run.run_id, reason, run.step_seconds)
+            outcome = RunOutcome(
+                run.bp.plan_id, RunState.ROLLED_BACK.value, run.run_id, reason, run.step_seconds, fix=fix_of(exc)
+            )
             if isinstance(exc, RequiredNotifyFailed):
                 self._tell_rolled_back(run, outcome)
+            else:
+                run.alert(EventKind.ROTATION_FAILED, reason, failure_action(EventKind.ROTATION_FAILED, exc))
+                self._after_failed_run(run, outcome)
             return outcome
         return self._after_promote(run, revoke_old_now)
+
+    def _stuck(self, run: _Run, stuck: RollbackError) -> RunOutcome:
+        """A compensation failed: the run is stuck. Alert (once: when it became stuck) and say what to do."""
+        message = describe(stuck)
+        outcome = RunOutcome(run.bp.plan_id, RunState.STUCK.value, run.run_id, message, run.step_seconds)
+        outcome.fix = fix_of(stuck) or "fix the cause named in the error, then run `rotator resume`"
+        run.alert(EventKind.ROTATION_STUCK, message, outcome.fix)
+        return outcome
+
+    def _after_failed_run(self, run: _Run, outcome: RunOutcome) -> None:
+        self._alert_repeated_failures(
+            run.bp.plan_id,
+            run.bp.secret_id,
+            run.bp.store_name,
+            run.lease,
+            run.bp.notifiers,
+            run.bp.wants,
+            run.bp.tags,
+            outcome,
+        )
 
     def _hold_for_roll_forward(self, run: _Run, reason: str) -> RunOutcome:
         """A plugin that rolls forward (its provider killed the old credential at create) failed after create:
@@ -786,8 +1089,12 @@ class Runner:
             "finish it forward"
         )
         log.error("rotation failed after an irreversible create; holding PENDING", error=reason)
+        was_stuck = run.record.state is RunState.STUCK
         run.set_state(RunState.STUCK, error=message, details={**run.record.details, "roll_forward": True})
-        return RunOutcome(run.bp.plan_id, RunState.STUCK.value, run.run_id, message, run.step_seconds)
+        fix = "fix the cause, then run `rotator resume` to finish the run forward"
+        if not was_stuck:
+            run.alert(EventKind.ROTATION_STUCK, message, fix)
+        return RunOutcome(run.bp.plan_id, RunState.STUCK.value, run.run_id, message, run.step_seconds, fix=fix)
 
     def _tell_rolled_back(self, run: _Run, outcome: RunOutcome) -> None:
         """After a rollback that undid a promote, tell the notifiers that delivered the rotation to read again."""
@@ -797,7 +1104,9 @@ class Runner:
             if name not in told:
                 continue
             try:
-                call_with_retry(lambda notifier=notifier: notifier(event), deadline_seconds=self.step_timeout)  # type: ignore[misc]
+                call_with_retry(
+                    functools.partial(notifier, event), attempts=NOTIFY_TRIES, deadline_seconds=self.step_timeout
+                )
                 outcome.notes.append(f"told {name} of the rollback")
             except Exception as exc:
                 log.error("could not tell a notifier of the rollback", notifier=name, error=describe(exc))
@@ -805,6 +1114,17 @@ class Runner:
 
     def _after_promote(self, run: _Run, revoke_old_now: bool) -> RunOutcome:
         now = self.clock()
+        if run.reconciling:
+            # PREVIOUS is the drifted value of the same account: it no longer logs in, so there is nothing to revoke.
+            run.set_state(RunState.SUCCEEDED, ended_at=now, error=None)
+            log.info("reconciled: CURRENT was reset with the admin credential and logs in")
+            return RunOutcome(
+                run.bp.plan_id,
+                RunState.SUCCEEDED.value,
+                run.run_id,
+                step_seconds=run.step_seconds,
+                notes=["CURRENT was reset with the admin credential; it logs in again"],
+            )
         # A run started with --revoke-old now carries its due time from the start (see _rotate_locked).
         revoke_old_now = revoke_old_now or run.record.revoke_due_at is not None
         due = now if revoke_old_now else now + run.bp.grace
@@ -839,7 +1159,10 @@ class Runner:
                 outcome = self._continue(bp, record, lease)
                 notes.append(f"resumed run {record.run_id}: {outcome.outcome}")
                 if outcome.outcome == RunState.STUCK.value:
-                    raise RollbackError(f"plan {bp.plan_id}: run {record.run_id} is stuck: {outcome.error}")
+                    raise RollbackError(
+                        f"plan {bp.plan_id}: an earlier run {record.run_id} is stuck, so no new run starts "
+                        f"({outcome.error})\n  fix: {outcome.fix or 'fix its cause, then run `rotator resume`'}"
+                    )
         awaiting = [r for r in earlier if r.state is RunState.AWAITING_REVOKE]
         if any(r.state in OPEN_STATES for r in earlier):  # continuing them may have promoted: look again
             awaiting = self.journal.runs_in_state(RunState.AWAITING_REVOKE, plan_id=bp.plan_id)
@@ -906,7 +1229,14 @@ class Runner:
                 try:
                     run.rollback(record.error or "interrupted")
                 except RollbackError as stuck:
-                    return RunOutcome(bp.plan_id, RunState.STUCK.value, run.run_id, describe(stuck), run.step_seconds)
+                    if record.state is RunState.STUCK:  # still stuck: it was alerted when it became stuck
+                        message = describe(stuck)
+                        return RunOutcome(
+                            bp.plan_id, RunState.STUCK.value, run.run_id, message, run.step_seconds, fix=fix_of(stuck)
+                        )
+                    return self._stuck(run, stuck)
+                error = record.error or "interrupted"
+                run.alert(EventKind.ROTATION_FAILED, error, failure_action(EventKind.ROTATION_FAILED, error))
                 return RunOutcome(bp.plan_id, RunState.ROLLED_BACK.value, run.run_id, record.error, run.step_seconds)
             assert point.step is not None
             return self._drive(run, point.step, revoke_old_now=False)
@@ -960,6 +1290,169 @@ class Runner:
                     )
                 )
         return outcomes
+
+    # -- drift repair ---------------------------------------------------------------------------------------
+
+    def reconcile(
+        self,
+        bp: BoundPlan,
+        *,
+        reason: str | None = None,
+        operator: str | None = None,
+        dry_run: bool = False,
+    ) -> RunOutcome:
+        """`rotator reconcile`: when CURRENT no longer logs in at the target, reset the account with the plan's admin
+        credential to a fresh password, prove it logs in, and store it as CURRENT (a run with trigger
+        `reconcile`). A CURRENT that logs in is left alone ("in-sync"). With `dry_run`, only probes."""
+        plugin = bp.plugin
+        if not isinstance(plugin, AdminReset):
+            return RunOutcome(
+                bp.plan_id,
+                "error",
+                error=f"plan {bp.plan_id}: its plugin cannot reconcile (it has no admin reset)",
+                fix="reset the credential at the target by hand, then `rotator store put` it as CURRENT",
+            )
+        lease = self._acquire(bp.plan_id) if not dry_run else None
+        try:
+            with bound_contextvars(plan=bp.plan_id):
+                if dry_run:
+                    return self._reconcile_dry_run(bp, plugin)
+                assert lease is not None
+                if self.stopping():
+                    raise ShutdownRequested(f"plan {bp.plan_id}: not started, shutting down")
+                try:
+                    notes = self._settle(bp, lease)
+                    current = self._start_current(bp)
+                except (LeaseLost, ShutdownRequested):
+                    raise
+                except Exception as exc:
+                    return self.fail_to_start(
+                        bp.plan_id,
+                        bp.secret_id,
+                        bp.store_name,
+                        exc,
+                        trigger=Trigger.RECONCILE,
+                        reason=reason,
+                        operator=operator,
+                        lease=lease,
+                        notifiers=bp.notifiers,
+                        wants=bp.wants,
+                        tags=bp.tags,
+                    )
+                try:
+                    refused = self._current_refused(bp, plugin, current)
+                except Exception as exc:
+                    return RunOutcome(
+                        bp.plan_id,
+                        "error",
+                        error=f"cannot tell whether CURRENT logs in: {describe(exc)}",
+                        fix=fix_of(exc) or "make the target reachable, then run reconcile again",
+                        notes=notes,
+                    )
+                if refused is None:
+                    return RunOutcome(
+                        bp.plan_id, "in-sync", notes=[*notes, "CURRENT logs in at the target: nothing to reconcile"]
+                    )
+                outcome = self._reconcile_locked(bp, lease, current, refused, Trigger.RECONCILE, reason, operator)
+                outcome.notes[:0] = notes
+                return outcome
+        finally:
+            if lease is not None:
+                self.journal.release_lease(lease)
+
+    def _reconcile_first(
+        self,
+        bp: BoundPlan,
+        plugin: AdminReset,
+        lease: Lease,
+        current: Credential,
+        reason: str | None,
+        operator: str | None,
+    ) -> RunOutcome | None:
+        """`reconcile = "auto"`: before a rotation, check that CURRENT logs in; when the target refuses it, reconcile
+        (a run of its own). None when there was nothing to repair, or when the check itself could not tell (the
+        rotation then meets the same error and handles it as usual)."""
+        try:
+            refused = self._current_refused(bp, plugin, current)
+        except Exception as exc:
+            log.warning("could not check CURRENT before the rotation", error=describe(exc))
+            return None
+        if refused is None:
+            return None
+        return self._reconcile_locked(
+            bp, lease, current, refused, Trigger.RECONCILE, reason or "reconcile = auto: CURRENT was refused", operator
+        )
+
+    def _probe_run(self, bp: BoundPlan) -> _Run:
+        """A _Run that changes nothing and journals nothing: for probes (dry runs, reconcile's check)."""
+        record = RunRecord(
+            run_id="probe",
+            plan_id=bp.plan_id,
+            state=RunState.RUNNING,
+            trigger=Trigger.MANUAL,
+            started_at=self.clock(),
+            store=bp.store_name,
+            secret_id=bp.secret_id,
+        )
+        return _Run(self, bp, record, lease=Lease(bp.plan_id, "", "", 0, 0, self.clock()))
+
+    def _current_refused(self, bp: BoundPlan, plugin: AdminReset, current: Credential) -> str | None:
+        """None when CURRENT logs in; the refusal (one line) when the target refuses it. Other errors raise."""
+        probe = self._probe_run(bp)
+        try:
+            probe.retry(lambda: plugin.check_current(probe.ctx, current))
+        except AuthenticationFailed as exc:
+            return describe(exc)
+        return None
+
+    def _reconcile_locked(
+        self,
+        bp: BoundPlan,
+        lease: Lease,
+        current: Credential,
+        refused: str,
+        trigger: Trigger,
+        reason: str | None,
+        operator: str | None,
+    ) -> RunOutcome:
+        run_id = uuid.uuid4().hex
+        with bound_contextvars(run=run_id):
+            record = RunRecord(
+                run_id=run_id,
+                plan_id=bp.plan_id,
+                state=RunState.RUNNING,
+                trigger=trigger,
+                started_at=self.clock(),
+                store=bp.store_name,
+                secret_id=bp.secret_id,
+                reason=reason or "CURRENT was refused at the target (drift)",
+                operator=operator,
+                version_id=run_id,
+                previous_version_id=current.version_id,
+                details={"reconcile": refused},
+            )
+            self.journal.begin_run(record, lease)
+            log.warning("CURRENT is refused at the target; reconciling with the admin credential", refused=refused)
+            return self._drive(_Run(self, bp, record, lease), Step.CREATE, revoke_old_now=False)
+
+    def _reconcile_dry_run(self, bp: BoundPlan, plugin: AdminReset) -> RunOutcome:
+        outcome = RunOutcome(bp.plan_id, "dry-run")
+        probe = self._probe_run(bp)
+        try:
+            current = probe.current()
+            refused = self._current_refused(bp, plugin, current)
+            admin = probe.retry(lambda: plugin.check_admin(probe.ctx, current))
+        except Exception as exc:
+            outcome.outcome = "error"
+            outcome.error = describe(exc)
+            outcome.fix = fix_of(exc)
+            return outcome
+        if refused is None:
+            outcome.notes.append("CURRENT logs in at the target: reconcile would change nothing")
+        else:
+            outcome.notes.append(f"CURRENT is refused ({refused}): reconcile would reset it through {admin}")
+        outcome.notes.append(f"{admin} logs in")
+        return outcome
 
     def dry_run(self, bp: BoundPlan) -> RunOutcome:
         """Check that the plan could rotate now, changing nothing: the store has CURRENT, the plugin's probe

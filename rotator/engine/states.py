@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from rotator.model import RunState, Step, StepRecord
 
@@ -29,7 +30,21 @@ ALLOWED: dict[RunState, frozenset[RunState]] = {
     RunState.AWAITING_REVOKE: frozenset({RunState.AWAITING_REVOKE, RunState.SUCCEEDED}),
     RunState.ROLLED_BACK: frozenset(),
     RunState.SUCCEEDED: frozenset(),
+    RunState.FAILED: frozenset(),  # a run that could not start is recorded ended
 }
+
+
+# Runs that ended without the new credential going live: the schedule backs off from them, alerts count them.
+FAILED_STATES: tuple[RunState, ...] = (RunState.ROLLED_BACK, RunState.STUCK, RunState.FAILED)
+# After the n-th failed run in a row the plan is tried again after 5, 10, 20 ... minutes, at most 6 hours apart.
+RETRY_AFTER_FAILURE = timedelta(minutes=5)
+MAX_RETRY_DELAY = timedelta(hours=6)
+
+
+def failure_backoff(failures: int) -> timedelta:
+    """How long after the n-th failed run in a row the plan is tried again: 5, 10, 20 ... minutes, at most 6 h."""
+    delay: timedelta = RETRY_AFTER_FAILURE * (2 ** min(max(failures - 1, 0), 16))
+    return min(delay, MAX_RETRY_DELAY)
 
 
 def can_move(old: RunState, new: RunState) -> bool:
@@ -66,7 +81,9 @@ def resume_point(state: RunState, steps: Sequence[StepRecord]) -> ResumePoint:
 
 def compensations_due(steps: Sequence[StepRecord]) -> list[Step]:
     """The forward steps to undo, last first: those that started (they may have acted before a crash or a
-    failure) and whose compensation has not yet succeeded."""
-    started = {record.step for record in steps if record.action == "forward"}
+    failure) and whose compensation has not yet succeeded. A step whose every attempt was "refused" (it failed
+    before changing anything at the target: errors.NotApplied) needs none; one attempt that may have acted (a
+    crash leaves it "started", a failure "failed") is enough to need it."""
+    started = {record.step for record in steps if record.action == "forward" and record.status != "refused"}
     undone = {record.step for record in steps if record.action == "rollback" and record.status == "succeeded"}
     return [step for step in reversed(FORWARD) if step in COMPENSATION and step in started and step not in undone]

@@ -50,7 +50,7 @@ from psycopg.types.json import Jsonb
 
 from rotator.errors import ConfigError, LeaseLost, RotatorError, TransientError
 from rotator.journal.leases import holder_is_dead, this_holder
-from rotator.journal.records import check_run_changes, notification_record, scrubbed
+from rotator.journal.records import check_run_changes, notification_record, scrubbed, step_status
 from rotator.logs import scrub
 from rotator.model import Lease, NotificationRecord, NotifyStatus, RunRecord, RunState, Step, StepRecord, Trigger
 
@@ -640,14 +640,16 @@ class PostgresJournal:
         params = (run_id, step.value, action, datetime.now(UTC))
         self._fenced(f"record step {step.value} of run {run_id} as started", write, params, lease)
 
-    def step_finished(self, run_id: str, step: Step, action: str, lease: Lease, error: str | None = None) -> None:
+    def step_finished(
+        self, run_id: str, step: Step, action: str, lease: Lease, error: str | None = None, *, refused: bool = False
+    ) -> None:
         """`UPDATE rotator_steps SET status, ended_at, error WHERE id = (the step's last started row)` (fenced)."""
         write = (
             "UPDATE {steps} SET status = %s, ended_at = %s, error = %s WHERE id = (SELECT max(id) FROM {steps} "
             "WHERE run_id = %s AND step = %s AND action = %s AND status = 'started') AND EXISTS (SELECT 1 FROM fence)"
         )
         params = (
-            "failed" if error else "succeeded",
+            step_status(error, refused),
             datetime.now(UTC),
             _param("error", error),
             run_id,

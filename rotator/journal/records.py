@@ -64,3 +64,11 @@ def scrubbed(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [scrubbed(v) for v in value]
     return value
+
+
+def step_status(error: str | None, refused: bool) -> str:
+    """A finished step's status: "succeeded"; "failed" (it may have changed the target, so it is compensated);
+    "refused" (it failed before changing anything at the target: nothing to compensate, see errors.NotApplied)."""
+    if not error:
+        return "succeeded"
+    return "refused" if refused else "failed"

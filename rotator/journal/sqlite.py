@@ -21,7 +21,13 @@ from typing import Any
 
 from rotator.errors import LeaseLost
 from rotator.journal.leases import holder_is_dead, this_holder
-from rotator.journal.records import NOTIFICATION_COLUMNS, check_run_changes, notification_record, scrubbed
+from rotator.journal.records import (
+    NOTIFICATION_COLUMNS,
+    check_run_changes,
+    notification_record,
+    scrubbed,
+    step_status,
+)
 from rotator.model import Lease, NotificationRecord, NotifyStatus, RunRecord, RunState, Step, StepRecord, Trigger
 
 _SCHEMA = """
@@ -271,11 +277,13 @@ class SqliteJournal:
             lease,
         )
 
-    def step_finished(self, run_id: str, step: Step, action: str, lease: Lease, error: str | None = None) -> None:
+    def step_finished(
+        self, run_id: str, step: Step, action: str, lease: Lease, error: str | None = None, *, refused: bool = False
+    ) -> None:
         self._fenced(
             "update steps set status = ?, ended_at = ?, error = ? where id = (select max(id) from steps "
             "where run_id = ? and step = ? and action = ? and status = 'started') and {fence}",
-            ("failed" if error else "succeeded", now_text(), scrubbed(error), run_id, step.value, action),
+            (step_status(error, refused), now_text(), scrubbed(error), run_id, step.value, action),
             lease,
         )
 

@@ -117,8 +117,12 @@ def test_failed_compensation_leaves_run_stuck_until_resume(env):
     outcome = Runner(journal).rotate(bind(store, target))
     assert outcome.outcome == "stuck"
     assert journal.get_run(outcome.run_id).state is RunState.STUCK
-    with pytest.raises(Exception, match="stuck"):
-        Runner(journal).rotate(bind(store, target))  # a stuck plan does not start another run
+    # A stuck plan does not start another run: the attempt is recorded as failed (so the schedule backs off
+    # from it and `status` says why), and nothing changed.
+    refused = Runner(journal).rotate(bind(store, target))
+    assert refused.outcome == "failed" and "is stuck" in refused.error and "rotator resume" in refused.fix
+    assert journal.get_run(refused.run_id).state is RunState.FAILED
+    assert store.get(SECRET, Stage.PENDING).version_id == outcome.run_id  # the stuck run's PENDING, untouched
     del target.fail["unstage"]
     [settled] = Runner(journal).resume(bind(store, target))
     assert settled.outcome == "rolled_back"
