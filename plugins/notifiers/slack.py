@@ -59,8 +59,8 @@ from rotator import (
 _ERROR_CODE = re.compile(r"^[a-z_]{1,64}\Z")
 # Slack's limits for a section's text and for one field of a section.
 _TEXT_LIMIT, _FIELD_LIMIT = 3000, 2000
-# How much of a failure's error and action a message shows (before escaping, which may lengthen the text): enough
-# for the step, the plan and the cause, short enough to read in a channel.
+# How much of a failure's error and action a message shows, escaped: enough for the step, the plan and the cause,
+# short enough to read in a channel, and well inside a section's 3000 characters.
 ERROR_LIMIT, ACTION_LIMIT = 1500, 1000
 _FAILURE_HEADLINES = {
     ROTATION_FAILED: "Rotation of plan `{plan}` failed and was rolled back: the old credential still works.",
@@ -100,12 +100,24 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _escaped_line(text: str, limit: int) -> str:
+    """`text` on one line, scrubbed and escaped, at most `limit` characters once escaped. The cut is made in the
+    middle of the raw text (keeping the start and the end, see one_line) and escaping comes after it, so that
+    an escape such as &amp; is never cut in half and the end of the text survives however much escaping adds."""
+    budget = limit
+    while True:
+        escaped = _escape(one_line(text, budget))
+        if len(escaped) <= limit or budget <= 1:
+            return escaped[:limit]
+        budget = max(1, budget * limit // len(escaped) - 1)  # shrink by how much escaping lengthened it
+
+
 def _failure_message(event: RotationEvent) -> dict[str, Any]:
     """A failure event's body: what happened, the error and the action first, then where."""
     plan = _escape(event.plan_id)
     headline = _FAILURE_HEADLINES[event.kind].format(plan=plan)
-    error = _escape(one_line(event.error, ERROR_LIMIT)) if event.error else "not recorded"
-    action = _escape(one_line(event.action, ACTION_LIMIT)) if event.action else "see `rotator history` for the run"
+    error = _escaped_line(event.error, ERROR_LIMIT) if event.error else "not recorded"
+    action = _escaped_line(event.action, ACTION_LIMIT) if event.action else "see `rotator history` for the run"
     fields = {
         "Event": event.kind,
         "Plan": event.plan_id,

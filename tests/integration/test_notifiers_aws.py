@@ -159,6 +159,92 @@ def test_eventbridge_puts_the_event_on_the_bus(moto_server: MotoServer, setup: C
     assert value["password"] not in json.dumps(bodies)
 
 
+# -- failure events -----------------------------------------------------------------------------------------------
+
+FAILED, STUCK = "credential.rotation_failed", "credential.rotation_stuck"
+
+
+def test_sns_failure_events_have_their_subject_and_reach_a_pagers_filter_policy(
+    moto_server: MotoServer, setup: ComponentSetup
+):
+    """A pager subscribes with {"event": ["credential.rotation_stuck"]}: it gets the stuck run only, as SNS's
+    filter policy reads the `event` attribute; the payload carries the error and the action."""
+    sns = moto_server.client("sns")
+    tag = uuid.uuid4().hex[:8]
+    topic = sns.create_topic(Name=f"rotations-{tag}")["TopicArn"]
+    everything, everything_arn = queue(moto_server, f"all-{tag}")
+    pager, pager_arn = queue(moto_server, f"pager-{tag}")
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=everything_arn)
+    sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=pager_arn,
+        Attributes={"FilterPolicy": json.dumps({"event": [STUCK]})},
+    )
+    notifier = SnsNotifier({"topic_arn": topic, **aws(moto_server)}, setup)
+    failed, stuck = sample_event(FAILED), sample_event(STUCK)
+    notifier(failed)
+    notifier(stuck)
+    envelopes = [json.loads(m["Body"]) for m in receive(moto_server, everything)]
+    assert [e["Subject"] for e in envelopes] == [
+        f"Credential rotation failed: {failed.plan_id}",
+        f"Credential rotation stuck: {stuck.plan_id}",
+    ]
+    assert [json.loads(e["Message"]) for e in envelopes] == [failed.as_dict(), stuck.as_dict()]
+    assert json.loads(envelopes[1]["Message"])["error"] == stuck.error
+    assert json.loads(envelopes[1]["Message"])["action"] == stuck.action
+    assert [e["MessageAttributes"]["event"]["Value"] for e in envelopes] == [FAILED, STUCK]
+    [paged] = receive(moto_server, pager)
+    assert json.loads(json.loads(paged["Body"])["Message"])["run_id"] == stuck.run_id
+
+
+def test_sns_fifo_dedup_id_names_the_failure_kind(moto_server: MotoServer, setup: ComponentSetup):
+    sns = moto_server.client("sns")
+    tag = uuid.uuid4().hex[:8]
+    topic = sns.create_topic(
+        Name=f"rotations-{tag}.fifo", Attributes={"FifoTopic": "true", "ContentBasedDeduplication": "false"}
+    )["TopicArn"]
+    url, arn = queue(moto_server, f"rotations-{tag}.fifo", FifoQueue="true")
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+    notifier = SnsNotifier({"topic_arn": topic, **aws(moto_server)}, setup)
+    event = sample_event(FAILED)
+    notifier(event)
+    notifier(event)  # a retry within SNS's deduplication window
+    notifier(RotationEvent(**{**event.__dict__, "kind": STUCK}))  # the same run, stuck later: not a repeat
+    messages = receive(moto_server, url)
+    assert [json.loads(m["Body"])["event"] for m in messages] == [FAILED, STUCK]
+    assert [m["Attributes"]["MessageDeduplicationId"] for m in messages] == [
+        f"{event.run_id}-{FAILED}",
+        f"{event.run_id}-{STUCK}",
+    ]
+
+
+def test_eventbridge_failure_events_have_their_detail_type(moto_server: MotoServer, setup: ComponentSetup):
+    """A rule on detail-type "Credential Rotation Stuck" routes the stuck run only; every payload carries its error
+    and action."""
+    events = moto_server.client("events")
+    tag = uuid.uuid4().hex[:8]
+    bus = f"platform-{tag}"
+    events.create_event_bus(Name=bus)
+    everything, everything_arn = queue(moto_server, f"bus-all-{tag}")
+    pager, pager_arn = queue(moto_server, f"bus-pager-{tag}")
+    rules = {"all": ({"source": ["rotator"]}, everything_arn)}
+    rules["stuck"] = ({"source": ["rotator"], "detail-type": ["Credential Rotation Stuck"]}, pager_arn)
+    for name, (pattern, target) in rules.items():
+        events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))
+        events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": target}])
+    notifier = EventBridgeNotifier({"event_bus_name": bus, **aws(moto_server)}, setup)
+    failed, stuck = sample_event(FAILED), sample_event(STUCK)
+    notifier(failed)
+    notifier(stuck)
+    bodies = [json.loads(m["Body"]) for m in receive(moto_server, everything)]
+    assert [b["detail-type"] for b in bodies] == ["Credential Rotation Failed", "Credential Rotation Stuck"]
+    assert [b["detail"] for b in bodies] == [failed.as_dict(), stuck.as_dict()]
+    assert bodies[0]["detail"]["error"] == failed.error and bodies[0]["detail"]["action"] == failed.action
+    [paged] = receive(moto_server, pager)
+    assert json.loads(paged["Body"])["detail"]["run_id"] == stuck.run_id
+
+
 @pytest.mark.parametrize(
     ("code", "error", "match"),
     [

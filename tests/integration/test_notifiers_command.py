@@ -50,6 +50,25 @@ def test_the_event_is_in_the_environment_and_never_the_secret(tmp_path: Path):
     assert seen["cwd"] == str(tmp_path)  # the config file's directory by default
     value = event.read_value() if event.read_value else {}
     assert value["password"] not in out.read_text() and value["api_key"] not in out.read_text()
+    assert "ROTATOR_ERROR" not in env and "ROTATOR_ACTION" not in env  # failure events only
+
+
+@pytest.mark.parametrize("kind", ["credential.rotation_failed", "credential.rotation_stuck"])
+def test_a_failure_event_gives_its_error_and_action(tmp_path: Path, kind: str):
+    """ROTATOR_ERROR is one line, scrubbed of a secret the engine registered; ROTATOR_ACTION says what to do."""
+    planted = f"planted-{os.urandom(12).hex()}"
+    register_secret(planted)
+    out = tmp_path / "out.json"
+    event = sample_event(kind, error=f"stage failed:\n  the target answered {planted}", action="run rotator resume")
+    make(tmp_path, python(RECORD, str(out)))(event)
+    env = json.loads(out.read_text())["env"]
+    assert env["ROTATOR_EVENT"] == kind
+    assert env["ROTATOR_ERROR"] == "stage failed: the target answered [REDACTED]"
+    assert env["ROTATOR_ACTION"] == "run rotator resume"
+    assert env["ROTATOR_VERSION"] == event.run_id and env["ROTATOR_PREVIOUS_VERSION"] == event.previous_version_id
+    payload = json.loads(env["ROTATOR_EVENT_JSON"])
+    assert payload["error"] == env["ROTATOR_ERROR"] and payload["action"] == env["ROTATOR_ACTION"]
+    assert planted not in out.read_text()
 
 
 def test_argv_is_never_given_to_a_shell(tmp_path: Path):

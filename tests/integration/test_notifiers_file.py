@@ -225,3 +225,23 @@ notify = ["render"]
     history = cli.run("history", "--json")
     for text in (done.stdout, done.stderr, history.stdout, history.stderr):
         assert current["value"] not in text
+
+
+@pytest.mark.parametrize("kind", ["credential.rotation_failed", "credential.rotation_stuck"])
+def test_a_failure_event_writes_nothing_reads_nothing_and_reloads_nothing(tmp_path: Path, kind: str):
+    """A failed run left CURRENT as it was: the config refuses failure kinds for `file`, and one handed to it all the
+    same neither reads the store, nor touches the file, nor runs the reload."""
+    path, marker = tmp_path / "app.env", tmp_path / "reloaded"
+    path.write_text("OLD=1\n")
+    reads: list[str] = []
+
+    def read_value() -> dict[str, Any]:
+        reads.append("read")
+        return dict(VALUE)
+
+    event = RotationEvent(**{**sample_event(kind).__dict__, "read_value": read_value})
+    notifier = make(tmp_path, format="env", reload=[sys.executable, "-c", f"open({str(marker)!r}, 'w')"])
+    notifier(event)
+    assert path.read_text() == "OLD=1\n" and reads == [] and not marker.exists() and leftovers(tmp_path) == []
+    notifier(holding())  # the same notifier still acts on a rotation
+    assert reads == [] and marker.exists() and "PASSWORD=" in path.read_text()

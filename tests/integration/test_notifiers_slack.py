@@ -79,6 +79,68 @@ def test_mrkdwn_is_escaped(slack: FakeSlack, hook: str, tls: TlsFiles, tmp_path:
 
 
 @pytest.mark.parametrize(
+    ("kind", "headline"),
+    [
+        (
+            "credential.rotation_failed",
+            "Rotation of plan `{plan}` failed and was rolled back: the old credential still works.",
+        ),
+        ("credential.rotation_stuck", "Rotation of plan `{plan}` is stuck: an operator must act."),
+    ],
+)
+def test_a_failure_says_what_happened_and_what_to_do(
+    slack: FakeSlack, hook: str, tls: TlsFiles, tmp_path: Path, kind: str, headline: str
+):
+    event = sample_event(kind)
+    make(tls, tmp_path)(event)
+    [message] = slack.messages_for(hook)  # accepted by the fake's Block Kit checks
+    expected = headline.format(plan=event.plan_id)
+    assert message["text"] == f"{expected} Error: {event.error}"
+    blocks = message["blocks"]
+    assert blocks[0]["text"]["text"] == expected
+    assert blocks[1]["text"]["text"] == f"*Error*\n{event.error}"
+    assert blocks[2]["text"]["text"] == f"*Action*\n{event.action}"
+    fields = dict(field["text"].split("\n", 1) for field in blocks[3]["fields"])
+    assert fields == {
+        "*Event*": kind,
+        "*Plan*": event.plan_id,
+        "*Secret*": event.secret_id,
+        "*Store*": event.store,
+        "*Run*": event.run_id,
+        "*Trigger*": "manual",
+        "*Reason*": "notifier contract",
+        "*Live version*": str(event.previous_version_id),  # CURRENT, still live
+        "*Failed version*": event.version_id,  # the failed run's, never live
+        "*Tags*": "contract",
+    }
+    assert "credential.rotated" not in json.dumps(message) and "is now at version" not in json.dumps(message)
+
+
+def test_a_long_error_is_cut_in_the_middle_and_escaped_within_slacks_limits(
+    slack: FakeSlack, hook: str, tls: TlsFiles, tmp_path: Path
+):
+    """A 20,000-character error (a driver's dump) must not make Slack refuse the message (3000 characters per
+    section text): the start (step, plan) and the end (the cause) are kept, on one line, mrkdwn escaped."""
+    error = "stage failed for plan orders-db:\n" + "<x> & " * 3300 + "\nFATAL: the cause at the end"
+    event = RotationEvent(**{**sample_event("credential.rotation_stuck").__dict__, "error": error})
+    make(tls, tmp_path)(event)
+    [message] = slack.messages_for(hook)  # the fake refuses a section text over 3000 characters (invalid_blocks)
+    shown = message["blocks"][1]["text"]["text"]
+    assert shown.startswith("*Error*\nstage failed for plan orders-db: &lt;x&gt; &amp; ")
+    assert shown.endswith("FATAL: the cause at the end") and " … " in shown
+    assert "\n" not in shown.removeprefix("*Error*\n") and "<x>" not in shown
+    assert len(shown) <= 3000 and len(message["text"]) <= 3000
+
+
+def test_a_failure_without_error_or_action_still_renders(slack: FakeSlack, hook: str, tls: TlsFiles, tmp_path: Path):
+    event = RotationEvent(**{**sample_event("credential.rotation_failed").__dict__, "error": None, "action": None})
+    make(tls, tmp_path)(event)
+    [message] = slack.messages_for(hook)
+    assert message["blocks"][1]["text"]["text"] == "*Error*\nnot recorded"
+    assert "rotator history" in message["blocks"][2]["text"]["text"]
+
+
+@pytest.mark.parametrize(
     ("break_it", "error", "match"),
     [
         (lambda s, u: s.revoke(u), NotifyError, r"\(404 no_service\): the webhook was removed"),

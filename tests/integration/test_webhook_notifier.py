@@ -8,12 +8,16 @@ import hmac
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from rotator_plugins.notifiers.webhook import WebhookNotifier
 
+from rotator import ComponentSetup, RotationEvent, register_secret
+from rotator.testing import sample_event
 from tests.cli_env import CliEnv
 
 KEY = "test-signing-key-0123456789"
@@ -51,6 +55,12 @@ def verify(headers: dict[str, str], body: bytes) -> bool:
     ts, signature = headers["X-Rotator-Timestamp"], headers["X-Rotator-Signature"]
     expected = hmac.new(KEY.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(f"v1={expected}", signature) and abs(time.time() - int(ts)) < 300
+
+
+def receiver_body(notifier: WebhookNotifier, receiver: Receiver, event: RotationEvent) -> bytes:
+    """What the receiver got for `event`, sent now."""
+    notifier(event)
+    return receiver.received[-1][1]
 
 
 def make_cli(tmp_path: Path, port: int) -> CliEnv:
@@ -104,3 +114,37 @@ def test_failing_receiver_is_recorded_not_rolled_back(tmp_path: Path, receiver: 
     assert cli.run("store", "get", "app/signing-key").json() != before  # the new credential stays live
     [run] = cli.run("history", "--json").json()
     assert [(s["step"], s["status"]) for s in run["steps"]][-1] == ("notify", "failed")
+
+
+@pytest.mark.parametrize("kind", ["credential.rotation_failed", "credential.rotation_stuck"])
+def test_a_failure_event_is_signed_and_carries_error_and_action(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Failure payloads go through the same signing as rotations (a receiver that verifies drops unsigned ones),
+    and carry the error and the action; a secret registered by the engine is scrubbed out of the error."""
+    planted = f"planted-{uuid.uuid4().hex}"
+    register_secret(planted)
+    monkeypatch.setenv("TEST_WEBHOOK_KEY", KEY)
+    setup = ComponentSetup(name="ops", config_dir=tmp_path, state_dir=tmp_path)
+    notifier = WebhookNotifier(
+        {
+            "url": f"http://127.0.0.1:{receiver.server_address[1]}/events",
+            "allow_plain_http": True,
+            "signing_key": "env:TEST_WEBHOOK_KEY",
+        },
+        setup,
+    )
+    event = sample_event(kind, error=f"stage failed: the target answered {planted}", action="rotate again")
+    notifier(event)
+    [(headers, body)] = receiver.received
+    assert verify(headers, body)
+    payload = json.loads(body)
+    assert payload == {
+        **event.as_dict(),
+        "error": "stage failed: the target answered [REDACTED]",
+        "action": "rotate again",
+    }
+    assert payload["event"] == kind and payload["version"] == event.run_id
+    assert payload["previous_version"] == event.previous_version_id  # CURRENT, still live
+    assert planted not in body.decode()
+    assert "error" not in json.loads(receiver_body(notifier, receiver, sample_event()))  # only failure events
