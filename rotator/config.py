@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -69,6 +69,9 @@ class RotatorSection(_Strict):
     notify_retry_for: timedelta = timedelta(hours=24)
     # While PREVIOUS is still in use (or a required notifier has not succeeded), the revoke looks again this often.
     revoke_recheck_seconds: float = Field(default=60, gt=0)
+    # After this many failed runs of a plan in a row (and every as many more), a credential.rotation_stuck alert
+    # goes to the notifiers that subscribed to it; scheduled retries go on with backoff. 0: never.
+    alert_after_failures: int = Field(default=3, ge=0, le=1000)
 
     @field_validator("notify_retry_for", mode="before")
     @classmethod
@@ -205,6 +208,9 @@ class PlanConfig(_Strict):
     revoke_deadline: timedelta = timedelta(hours=24)
     # A required notifier failing after promote, while PREVIOUS still works, puts PREVIOUS back as CURRENT.
     rollback_on_failure: bool = False
+    # "auto": a run that finds CURRENT refused at the target first resets it with the plan's admin credential
+    # (as `rotator reconcile` does), then rotates. "off": such a run fails cleanly and says to reconcile.
+    reconcile: Literal["off", "auto"] = "off"
 
     @field_validator("id")
     @classmethod

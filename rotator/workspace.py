@@ -15,7 +15,7 @@ from pathlib import Path
 from rotator.config import Config, PlanConfig
 from rotator.engine.runner import BoundPlan, Runner
 from rotator.errors import ConfigError
-from rotator.interfaces import Journal, Notifier, RotationPlugin, SecretStore
+from rotator.interfaces import AdminReset, Journal, Notifier, RotationPlugin, SecretStore
 from rotator.journal import open_journal
 from rotator.registry import load_notifier, load_plugin, load_store
 
@@ -56,6 +56,7 @@ class Workspace:
             revoke_recheck_seconds=section.revoke_recheck_seconds,
             notify_retry_for=section.notify_retry_for,
             notify_retry_seconds=section.notify_retry_seconds,
+            alert_after_failures=section.alert_after_failures,
             stop=stop,
         )
 
@@ -94,6 +95,13 @@ class Workspace:
                 key=f"{key}.strategy",
                 fix=f"use one of: {', '.join(plugin.strategies)}",
             )
+        if plan.reconcile == "auto" and not isinstance(plugin, AdminReset):
+            raise ConfigError(
+                f"plugin {plan.plugin.type!r} cannot reconcile (it has no admin reset)",
+                file=str(self.config.path),
+                key=f"{key}.reconcile",
+                fix='remove reconcile = "auto" (postgres, mysql and redis can reconcile)',
+            )
         return plugin
 
     def bind(self, plan: PlanConfig) -> BoundPlan:
@@ -115,6 +123,7 @@ class Workspace:
             required_notifiers=frozenset(n for n in plan.notify if self.config.model.notifiers[n].required),
             revoke_deadline=plan.revoke_deadline,
             rollback_on_failure=plan.rollback_on_failure,
+            reconcile_auto=plan.reconcile == "auto",
             notifier_events={name: self.config.model.notifiers[name].event_kinds for name in plan.notify},
         )
         self._bound[plan.id] = bound
