@@ -3,50 +3,302 @@
 Redaction works two ways (invariant 6):
 - a field whose name says it holds a secret (password, token, secret_access_key, ...) is replaced;
 - every secret value the engine has handled in this process is registered (`register_secret`) and scrubbed
-  out of every string of every event, exception text included, whatever the field is called.
+  out of every string of every event, exception text included, whatever the field is called: in the forms a
+  vendor or a library echoes it (percent-encoded, JSON- or HTML-escaped, base64 at any byte offset) and any piece
+  of 12 or more characters of those (a vendor answering "key sk/EvAG... invalid").
+
+Standard-library logging (urllib3, APScheduler, botocore, ...) goes through the same processors and renderer: a
+structlog ProcessorFormatter on the root logger's one handler.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import json as json_text
 import logging
 import re
 import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, MutableMapping
+from itertools import compress
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
 
 import structlog
 
 REDACTED = "[REDACTED]"
 _SECRET_FIELD = re.compile(r"pass(word)?|secret|token|api_?key|private|credential|authorization", re.I)
-_MAX_REMEMBERED = 8192
+
+# Values shorter than this are not scrubbed at all: they would mangle ordinary words.
+MIN_SECRET_LENGTH = 6
+# A piece this long of any form of a registered secret is redacted wherever it appears ("key sk/EvAG... invalid").
+# Secrets shorter than this are replaced only where one of their forms appears whole.
+MIN_PIECE_LENGTH = 12
+# Bounds (the oldest secrets are forgotten first): how many secrets, and how many entries their index may hold
+# (about 100 bytes each: a 32-character password takes about 100 entries, a 4096-character one about 10,000).
+MAX_SECRETS = 4096
+MAX_INDEX_ENTRIES = 300_000
+
+# How a text is searched for pieces of 12 or more characters, in time linear in the text and with a small index.
+# A text's 6-character grams are looked up at every 3rd position; a form's grams are indexed at the positions
+# p with p % 6 in (0, 1, 2). A 12-character piece holds 7 consecutive gram starts; among any 7 consecutive
+# positions of a form, the indexed ones cover every remainder modulo 3, so one of them lines up with a looked-up
+# position of the text, whatever the piece's offset (tests/unit/test_scrub.py checks every case). A hit is then
+# extended both ways against the form it came from; a run of 12 or more characters is redacted.
+_GRAM = 6
+_TEXT_STRIDE = 3
+_FORM_PERIOD = 6
+_FORM_PHASES = (0, 1, 2)
+
+
+def _percent_forms(value: str) -> set[str]:
+    """As URLs carry it: urllib's quote (with and without "/" kept) and quote_plus (form bodies, requests' params)."""
+    return {quote(value, safe=""), quote(value), quote_plus(value), quote_plus(value, safe="/")}
+
+
+def _json_forms(value: str) -> set[str]:
+    """As a JSON string's body: with and without \\u escapes, "/" also as "\\/" (PHP, some Java libraries), and
+    escaped twice (JSON inside a JSON string)."""
+    forms: set[str] = set()
+    for text in (json_text.dumps(value)[1:-1], json_text.dumps(value, ensure_ascii=False)[1:-1]):
+        forms.update((text, text.replace("/", "\\/"), json_text.dumps(text)[1:-1]))
+    return forms
+
+
+def _base64_forms(value: str) -> set[str]:
+    """base64 of the value's UTF-8 bytes, standard and URL-safe alphabets: the whole encoding (padded and not), and
+    the characters that depend on the value alone when it starts 1 or 2 bytes into the encoded data (as in
+    HTTP Basic auth's base64("user:" + password))."""
+    data = value.encode()
+    forms: set[str] = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        whole = encode(data).decode()
+        forms.update((whole, whole.rstrip("=")))
+        for offset in (1, 2):
+            shifted = encode(b"\0" * offset + data).decode()
+            # Character i holds bits 6i..6i+5: it depends on the value alone from bit 8*offset to 8*(offset+len).
+            forms.add(shifted[-(-8 * offset // 6) : 8 * (offset + len(data)) // 6])
+    return forms
+
+
+def secret_forms(value: str) -> set[str]:
+    """The forms in which `value` may be echoed back: itself, percent-encoded, JSON-escaped, HTML-escaped, base64
+    (those of MIN_SECRET_LENGTH characters or more)."""
+    forms = {value, html.escape(value), *_percent_forms(value), *_json_forms(value), *_base64_forms(value)}
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+def _contained_dropped(forms: Iterable[str]) -> list[str]:
+    """`forms` without those found inside a longer one (longest first)."""
+    kept: list[str] = []
+    for form in sorted(forms, key=len, reverse=True):
+        if not any(form in longer for longer in kept):
+            kept.append(form)
+    return kept
+
+
+def _indexed_grams(form: str) -> set[str]:
+    return {
+        form[start : start + _GRAM]
+        for base in range(0, len(form) - _GRAM + 1, _FORM_PERIOD)
+        for start in (base + phase for phase in _FORM_PHASES)
+        if start + _GRAM <= len(form)
+    }
+
+
+def _common_prefix(text: str, start: int, form: str, at: int) -> int:
+    """How many characters text[start:] and form[at:] have in common (binary search over C-level compares)."""
+    low, high = 0, min(len(text) - start, len(form) - at)
+    if text[start : start + high] == form[at : at + high]:
+        return high
+    while high - low > 1:  # text[start:start+low] matches, text[start:start+high] does not
+        middle = (low + high) // 2
+        if text[start : start + middle] == form[at : at + middle]:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _common_suffix(text: str, end: int, form: str, at: int) -> int:
+    """How many characters end text[:end] and form[:at] alike."""
+    low, high = 0, min(end, at)
+    if text[end - high : end] == form[at - high : at]:
+        return high
+    while high - low > 1:
+        middle = (low + high) // 2
+        if text[end - middle : end] == form[at - middle : at]:
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 class _SecretRegistry:
-    """The secret strings seen by this process, newest kept, for scrubbing free text."""
+    """The secret strings seen by this process, with their encoded forms, for scrubbing free text.
 
-    def __init__(self) -> None:
+    A secret of MIN_PIECE_LENGTH or more characters: each of its forms goes into the gram index, so any piece of
+    12 or more characters of any form is found. A shorter one: each form is replaced where it appears whole.
+    Bounded: past MAX_SECRETS secrets or MAX_INDEX_ENTRIES index entries the least recently registered is dropped.
+    Readers take no lock: an index value is replaced, never changed in place, and the exact forms are one tuple.
+    """
+
+    def __init__(self, max_secrets: int = MAX_SECRETS, max_index_entries: int = MAX_INDEX_ENTRIES) -> None:
+        self.max_secrets = max_secrets
+        self.max_index_entries = max_index_entries
         self._lock = threading.Lock()
-        self._values: OrderedDict[str, None] = OrderedDict()
+        # secret -> (its indexed forms, its exact forms), least recently registered first
+        self._secrets: OrderedDict[str, tuple[tuple[str, ...], tuple[str, ...]]] = OrderedDict()
+        self._indexed_users: dict[str, int] = {}  # indexed form -> how many registered secrets have it
+        self._exact_users: dict[str, int] = {}  # exact form -> how many registered secrets have it
+        self._grams: dict[str, str | tuple[str, ...]] = {}  # gram -> the indexed form(s) holding it
+        self._entries = 0  # (gram, form) pairs in the index
+        self._exact: tuple[str, ...] = ()  # longest first
 
-    def add(self, values: Iterable[str]) -> None:
+    def __len__(self) -> int:
+        return len(self._secrets)
+
+    @property
+    def index_entries(self) -> int:
+        return self._entries
+
+    def add(self, values: Iterable[Any]) -> None:
         with self._lock:
+            exact_changed = False
             for value in values:
-                if len(value) < 6:
-                    continue  # too short to scrub without mangling ordinary words
-                self._values[value] = None
-                self._values.move_to_end(value)
-            while len(self._values) > _MAX_REMEMBERED:
-                self._values.popitem(last=False)
+                if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
+                    continue
+                if value in self._secrets:
+                    self._secrets.move_to_end(value)
+                    continue
+                forms = secret_forms(value)
+                if len(value) >= MIN_PIECE_LENGTH:
+                    indexed = tuple(_contained_dropped(f for f in forms if len(f) >= MIN_PIECE_LENGTH))
+                    exact = tuple(f for f in forms if len(f) < MIN_PIECE_LENGTH)
+                else:
+                    indexed, exact = (), tuple(forms)
+                self._secrets[value] = (indexed, exact)
+                for form in indexed:
+                    self._index(form)
+                for form in exact:
+                    self._exact_users[form] = self._exact_users.get(form, 0) + 1
+                exact_changed = exact_changed or bool(exact)
+            while len(self._secrets) > 1 and (
+                len(self._secrets) > self.max_secrets or self._entries > self.max_index_entries
+            ):
+                _oldest, (indexed, exact) = self._secrets.popitem(last=False)
+                for form in indexed:
+                    self._unindex(form)
+                for form in exact:
+                    self._exact_users[form] -= 1
+                    if not self._exact_users[form]:
+                        del self._exact_users[form]
+                exact_changed = exact_changed or bool(exact)
+            if exact_changed:
+                self._exact = tuple(sorted(self._exact_users, key=len, reverse=True))
+
+    def _index(self, form: str) -> None:
+        users = self._indexed_users.get(form, 0)
+        self._indexed_users[form] = users + 1
+        if users:
+            return
+        for gram in _indexed_grams(form):
+            held = self._grams.get(gram)
+            self._grams[gram] = form if held is None else (held, form) if isinstance(held, str) else (*held, form)
+            self._entries += 1
+
+    def _unindex(self, form: str) -> None:
+        users = self._indexed_users[form] - 1
+        if users:
+            self._indexed_users[form] = users
+            return
+        del self._indexed_users[form]
+        for gram in _indexed_grams(form):
+            held = self._grams[gram]
+            rest = () if isinstance(held, str) else tuple(f for f in held if f != form)
+            if not rest:
+                del self._grams[gram]
+            else:
+                self._grams[gram] = rest[0] if len(rest) == 1 else rest
+            self._entries -= 1
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Where registered secret material sits in `text`, as merged (start, end) spans."""
+        found: list[tuple[int, int]] = []
+        grams = self._grams
+        if grams and len(text) >= MIN_PIECE_LENGTH:
+            last = len(text) - _GRAM
+            slices = (
+                _SLICES[: last // _TEXT_STRIDE + 1]
+                if last < _SLICED_TEXT
+                else map(slice, range(0, last + 1, _TEXT_STRIDE), range(_GRAM, len(text) + 1, _TEXT_STRIDE))
+            )
+            hits = compress(range(0, last + 1, _TEXT_STRIDE), map(grams.__contains__, map(text.__getitem__, slices)))
+            done: dict[tuple[int, int], int] = {}  # (form, diagonal) -> end of the run already found on it
+            for start in hits:
+                found.extend(_runs_at(text, start, grams.get(text[start : start + _GRAM]), done))
+        for form in self._exact:
+            at = text.find(form)
+            while at != -1:
+                found.append((at, at + len(form)))
+                at = text.find(form, at + 1)
+        return _merged(found)
 
     def scrub(self, text: str) -> str:
-        with self._lock:
-            values = list(self._values)
-        for value in values:
-            if value in text:
-                text = text.replace(value, REDACTED)
-        return text
+        if len(text) < MIN_SECRET_LENGTH or not (self._grams or self._exact):
+            return text
+        spans = self.spans(text)
+        if not spans:
+            return text
+        parts: list[str] = []
+        kept = 0
+        for start, end in spans:
+            parts += (text[kept:start], REDACTED)
+            kept = end
+        parts.append(text[kept:])
+        return "".join(parts)
+
+
+# The slices a text of up to _SLICED_TEXT characters is looked up at (made once: cheaper than per call).
+_SLICED_TEXT = 8192
+_SLICES = [slice(start, start + _GRAM) for start in range(0, _SLICED_TEXT, _TEXT_STRIDE)]
+
+
+def _runs_at(
+    text: str, start: int, held: str | tuple[str, ...] | None, done: dict[tuple[int, int], int]
+) -> list[tuple[int, int]]:
+    """The runs of MIN_PIECE_LENGTH or more characters that text and a form holding text[start:start+6] share
+    through that gram (each form and offset once: `done` remembers where a run found earlier ends)."""
+    if held is None:  # dropped by another thread meanwhile
+        return []
+    gram = text[start : start + _GRAM]
+    runs = []
+    for form in (held,) if isinstance(held, str) else held:
+        at = form.find(gram)
+        while at != -1:
+            diagonal = (id(form), start - at)
+            if done.get(diagonal, -1) < start + _GRAM:
+                left = _common_suffix(text, start, form, at)
+                right = _common_prefix(text, start + _GRAM, form, at + _GRAM)
+                if left + _GRAM + right >= MIN_PIECE_LENGTH:
+                    runs.append((start - left, start + _GRAM + right))
+                    done[diagonal] = start + _GRAM + right
+            at = form.find(gram, at + 1)
+    return runs
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping or touching spans as one, in order."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
 
 
 _registry = _SecretRegistry()
@@ -83,9 +335,15 @@ def redact_processor(_logger: Any, _method: str, event_dict: MutableMapping[str,
     return event_dict
 
 
+# Libraries whose debug output is every request and response in full: never below info.
+_VERBOSE_LIBRARIES = ("botocore", "boto3", "s3transfer")
+
+
 def configure(*, json: bool | None = None, level: str = "info", stream: TextIO | None = None) -> None:
-    """Set up structlog. `json=None` chooses JSON when the stream is not a terminal."""
+    """Set up structlog, and standard-library logging through the same processors and renderer. `json=None`
+    chooses JSON when the stream is not a terminal. An unknown `level` raises KeyError."""
     stream = stream or sys.stderr
+    level_number = logging.getLevelNamesMapping()[level.upper()]
     if json is None:
         json = not stream.isatty()
     renderer: Any
@@ -95,20 +353,36 @@ def configure(*, json: bool | None = None, level: str = "info", stream: TextIO |
         renderer = structlog.dev.ConsoleRenderer(
             colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
         )
-    processors: list[Any] = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
-        redact_processor,  # after format_exc_info, so that tracebacks are scrubbed too
-        renderer,
     ]
+    # format_exc_info before redact_processor, so that tracebacks are scrubbed too
+    processors: list[Any] = [*shared, structlog.processors.format_exc_info, redact_processor, renderer]
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        wrapper_class=structlog.make_filtering_bound_logger(level_number),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact_processor,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    # The only handler: an earlier one (ours, or a runtime's such as AWS Lambda's) would print unredacted text.
+    root.handlers = [handler]
+    root.setLevel(level_number)
+    for name in _VERBOSE_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level_number, logging.INFO))
 
 
 def get_logger(name: str = "rotator") -> Any:

@@ -1,0 +1,280 @@
+"""The scrubber (rotator/logs.py): every registered secret is redacted in the forms a vendor or a library echoes it,
+and any piece of 12 or more characters of those; standard-library logging goes through the same redaction.
+
+The encodings are computed here with the standard library, independently of rotator.logs, so that a form the
+scrubber forgot shows up as a failure rather than agreeing with itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import secrets
+import string
+import threading
+import time
+from collections.abc import Callable, Iterator
+from urllib.parse import quote, quote_plus
+
+import pytest
+import structlog
+
+from rotator import logs
+from rotator.logs import REDACTED, _SecretRegistry
+
+# Every character class a password policy may draw from, and the characters that encode differently everywhere.
+ALPHABET = string.ascii_letters + string.digits + "!#$%&()*+,-./;<=>?[]^_`{|}~ \"'\\"
+
+
+def random_secret(length: int = 40) -> str:
+    # Always one of the awkward characters, so that every encoding below differs from the raw value.
+    body = "".join(secrets.choice(ALPHABET) for _ in range(length - 8))
+    return f"{body[:5]}/+= &<\"{body[5:]}"
+
+
+def b64_at(value: str, prefix: str, urlsafe: bool = False) -> str:
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    return encode((prefix + value).encode()).decode()
+
+
+# name -> how a vendor or library might echo the value (the whole text it would send back)
+ENCODINGS: dict[str, Callable[[str], str]] = {
+    "raw": lambda v: v,
+    "quote": lambda v: quote(v, safe=""),
+    "quote-keep-slash": lambda v: quote(v),
+    "quote_plus": lambda v: quote_plus(v),
+    "json": lambda v: json.dumps(v),
+    "json-unicode": lambda v: json.dumps(v, ensure_ascii=False),
+    "json-slash-escaped": lambda v: json.dumps(v).replace("/", "\\/"),
+    "json-in-json": lambda v: json.dumps(json.dumps(v)),
+    "html": lambda v: html.escape(v),
+    "base64": lambda v: b64_at(v, ""),
+    "base64-urlsafe": lambda v: b64_at(v, "", urlsafe=True),
+    "basic-auth": lambda v: "Basic " + b64_at(v, "user:"),  # 5 bytes before the value: offset 2 of 3
+    "base64-offset-1": lambda v: b64_at(v, "a"),
+    "base64-offset-2": lambda v: b64_at(v, "ab"),
+    "base64-urlsafe-offset-1": lambda v: b64_at(v, "a", urlsafe=True),
+    "base64-urlsafe-offset-2": lambda v: b64_at(v, "ab", urlsafe=True),
+}
+
+
+def windows(text: str, size: int = 12) -> set[str]:
+    return {text[i : i + size] for i in range(len(text) - size + 1)}
+
+
+def core(name: str, value: str) -> str:
+    """The part of an encoding that depends on the value alone: without a JSON string's quotes, and without the
+    edges of a base64 encoding (a shifted encoding's edge characters also hold its neighbours' bits)."""
+    encoded = ENCODINGS[name](value)
+    if name == "basic-auth":  # "Basic " and base64("user:"): 5 bytes, so the value's own bits start at character 7
+        return encoded[len("Basic ") + 7 : -4]
+    if name.startswith("base64"):
+        return encoded[4:-4]
+    if name == "json-in-json":
+        return encoded[3:-3]
+    if name.startswith("json"):
+        return encoded[1:-1]
+    return encoded
+
+
+def leaked(output: str, value: str) -> list[str]:
+    """Which encodings of `value` still have a 12-character piece in `output`."""
+    return [name for name in ENCODINGS if any(piece in output for piece in windows(core(name, value)))]
+
+
+@pytest.fixture
+def registry() -> _SecretRegistry:
+    return _SecretRegistry()
+
+
+@pytest.mark.parametrize("encoding", list(ENCODINGS))
+def test_every_encoding_is_redacted_inside_a_message(registry: _SecretRegistry, encoding: str) -> None:
+    value = random_secret()
+    registry.add([value])
+    text = f"vendor said: invalid credential <{ENCODINGS[encoding](value)}> for account 42"
+    scrubbed = registry.scrub(text)
+    assert REDACTED in scrubbed
+    assert leaked(scrubbed, value) == [], scrubbed
+    assert scrubbed.startswith("vendor said: invalid credential <") and scrubbed.endswith("> for account 42")
+
+
+@pytest.mark.parametrize("encoding", list(ENCODINGS))
+def test_every_piece_of_12_characters_is_redacted_at_every_offset(registry: _SecretRegistry, encoding: str) -> None:
+    """The gram index samples a text at every 3rd position and a form at 3 of every 6: this checks that every
+    12-character piece of every form is found at each of the 6 offsets that matter."""
+    value = random_secret(30)
+    registry.add([value])
+    form = core(encoding, value)
+    for start in range(len(form) - 11):
+        piece = form[start : start + 12]
+        for offset in range(6):
+            text = "x" * offset + f" key {piece}... invalid"
+            scrubbed = registry.scrub(text)
+            assert piece not in scrubbed, (encoding, start, offset, scrubbed)
+
+
+def test_pieces_shorter_than_12_and_unrelated_text_are_kept(registry: _SecretRegistry) -> None:
+    value = random_secret()
+    registry.add([value])
+    assert registry.scrub(f"key {value[:11]}... invalid") == f"key {value[:11]}... invalid"
+    ordinary = "rotation step finished plan=orders-db run=3f2a9c1b7d4e step=test seconds=0.0123 " * 20
+    assert registry.scrub(ordinary) == ordinary
+
+
+def test_short_secrets_are_replaced_only_whole_in_each_form(registry: _SecretRegistry) -> None:
+    short = "p@ss/w0rd"  # 9 characters: too short for pieces, long enough to be scrubbed
+    registry.add([short])
+    for encoding in ("raw", "quote", "quote_plus", "json-slash-escaped", "base64", "html"):
+        text = f"[{ENCODINGS[encoding](short)}]"
+        assert registry.scrub(text) == f"[{REDACTED}]" if encoding != "json-slash-escaped" else f'["{REDACTED}"]'
+    assert registry.scrub("p@ss/w0r and more") == "p@ss/w0r and more"
+    registry.add(["five5"])  # under 6 characters: never scrubbed (it would mangle words)
+    assert registry.scrub("five5 words") == "five5 words"
+
+
+def test_a_secret_at_the_start_the_end_and_twice(registry: _SecretRegistry) -> None:
+    value = random_secret()
+    registry.add([value])
+    assert registry.scrub(value) == REDACTED
+    assert registry.scrub(f"{value}{value}") == REDACTED
+    assert registry.scrub(f"{value} and {quote_plus(value)}") == f"{REDACTED} and {REDACTED}"
+
+
+def test_many_secrets_and_a_long_one(registry: _SecretRegistry) -> None:
+    values = [random_secret() for _ in range(300)]
+    registry.add(values)
+    long_value = "".join(secrets.choice(string.ascii_letters) for _ in range(4096))
+    registry.add([long_value])
+    text = " | ".join(quote(v, safe="") for v in values[::7]) + f" tail {long_value[1000:3000]} end"
+    scrubbed = registry.scrub(text)
+    assert all(leaked(scrubbed, v) == [] for v in values[::7])
+    assert scrubbed.endswith(f"tail {REDACTED} end")
+
+
+def test_memory_is_bounded_and_the_oldest_secrets_go_first() -> None:
+    registry = _SecretRegistry(max_secrets=50, max_index_entries=100_000)
+    values = [random_secret() for _ in range(120)]
+    for value in values:
+        registry.add([value])
+    assert len(registry) == 50
+    assert leaked(registry.scrub(values[-1]), values[-1]) == []
+    assert registry.scrub(values[0]) == values[0]  # forgotten
+    # Registering again makes a secret the most recent: it survives the next evictions.
+    registry.add([values[80]])
+    registry.add([random_secret() for _ in range(40)])
+    assert registry.scrub(values[80]) == REDACTED
+
+    by_entries = _SecretRegistry(max_secrets=10_000, max_index_entries=2_000)
+    for _ in range(200):
+        by_entries.add([random_secret()])
+    assert by_entries.index_entries <= 2_000
+    assert 0 < len(by_entries) < 200
+
+
+def test_forgetting_a_secret_keeps_a_form_another_still_has() -> None:
+    registry = _SecretRegistry(max_secrets=2)
+    first = random_secret()
+    second = quote(first, safe="")  # its raw form is the first's percent-encoded form
+    registry.add([first, second])
+    registry.add([random_secret()])  # forgets `first`
+    assert registry.scrub(f"<{second}>") == f"<{REDACTED}>"
+
+
+def test_scrub_while_another_thread_registers(registry: _SecretRegistry) -> None:
+    value = random_secret()
+    registry.add([value])
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def register() -> None:
+        try:
+            while not stop.is_set():
+                registry.add([random_secret() for _ in range(20)])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=register)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            assert registry.scrub(f"x {quote_plus(value)} y") == f"x {REDACTED} y"
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+
+
+# -- standard-library logging through the same formatter and redaction ------------------------------------------
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stream = io.StringIO()
+    logs.configure(json=True, level="debug", stream=stream)
+    yield stream
+    structlog.configure(**saved)
+    root.handlers, root.level = handlers, level
+
+
+def json_lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]  # every line must be JSON
+
+
+def test_standard_library_logging_is_json_and_redacted(log_stream: io.StringIO) -> None:
+    value = random_secret()
+    logs.register_secret(value)
+    logging.getLogger("urllib3.connectionpool").debug('"GET /v1/whoami?api_key=%s HTTP/1.1" 401', quote_plus(value))
+    try:
+        raise RuntimeError(f"vendor echoed {json.dumps(value)}")
+    except RuntimeError:
+        logging.getLogger("some.library").exception("call failed")
+    lines = json_lines(log_stream)
+    assert [line["level"] for line in lines] == ["debug", "error"]
+    assert lines[0]["logger"] == "urllib3.connectionpool" and REDACTED in str(lines[0]["event"])
+    assert "Traceback" in str(lines[1]["exception"]) and REDACTED in str(lines[1]["exception"])
+    assert leaked(log_stream.getvalue(), value) == []
+
+
+def test_an_apscheduler_job_failure_is_one_json_error_event(log_stream: io.StringIO) -> None:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    value = random_secret()
+    logs.register_secret(value)
+    done = threading.Event()
+
+    def job() -> None:
+        done.set()
+        raise ConnectionError(f"journal unreachable: password={quote(value, safe='')}")
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.add_job(job)
+    scheduler.start()
+    try:
+        assert done.wait(10)
+        deadline = time.monotonic() + 10
+        while "journal unreachable" not in log_stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        scheduler.shutdown(wait=True)
+    errors = [line for line in json_lines(log_stream) if line["level"] == "error"]
+    assert errors and str(errors[0]["logger"]).startswith("apscheduler")
+    assert "ConnectionError" in str(errors[0]["exception"])
+    assert leaked(log_stream.getvalue(), value) == []
+
+
+def test_configure_keeps_one_root_handler(log_stream: io.StringIO) -> None:
+    logs.configure(json=True, level="info", stream=log_stream)
+    logs.configure(json=True, level="info", stream=log_stream)
+    assert len(logging.getLogger().handlers) == 1
+    logging.getLogger("x").debug("hidden at info")
+    logging.getLogger("botocore.endpoint").info("shown")
+    logs.configure(json=True, level="debug", stream=log_stream)
+    logging.getLogger("botocore.endpoint").debug("request body in full")  # never below info
+    assert [line["event"] for line in json_lines(log_stream)] == ["shown"]
