@@ -32,7 +32,7 @@ ALPHABET = string.ascii_letters + string.digits + "!#$%&()*+,-./;<=>?[]^_`{|}~ \
 def random_secret(length: int = 40) -> str:
     # Always one of the awkward characters, so that every encoding below differs from the raw value.
     body = "".join(secrets.choice(ALPHABET) for _ in range(length - 8))
-    return f"{body[:5]}/+= &<\"{body[5:]}"
+    return f'{body[:5]}/+= &<"{body[5:]}'
 
 
 def b64_at(value: str, prefix: str, urlsafe: bool = False) -> str:
