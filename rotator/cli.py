@@ -90,6 +90,14 @@ def _workspace(config_path: Path | None) -> Workspace:
     return Workspace(load_config(config_path))
 
 
+def _checked_workspace(config_path: Path | None) -> Workspace:
+    """The config as `validate` accepts it, or the same ConfigError (exit 2): what runs is what validate passed,
+    every plugin kind and every notifier built once, whether or not a plan uses it."""
+    workspace = _workspace(config_path)
+    workspace.check_components()
+    return workspace
+
+
 def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -519,7 +527,7 @@ def _summary(outcomes: list[RunOutcome], title: str) -> None:
             (o.run_id or "-")[:8],
             "yes" if o.revoked else "-",
             f"{sum(o.step_seconds.values()):.2f}" if o.step_seconds else "-",
-            "; ".join(x for x in [o.error or "", *o.notes] if x) or "-",
+            "; ".join(x for x in [o.error or "", *o.notes, f"fix: {o.fix}" if o.fix and not o.ok else ""] if x) or "-",
         )
     out.print(table)
     failed = sum(1 for o in outcomes if not o.ok)
@@ -555,7 +563,7 @@ def rotate_now(
             raise ConfigError(f"unknown value {revoke_old!r}", key="--revoke-old", fix="use 'now' or 'grace'")
         if not plans and not tag and not all_plans:
             raise ConfigError("no plans chosen", key="rotate-now", fix="name plans, or use --tag T or --all")
-        workspace = _workspace(config)
+        workspace = _checked_workspace(config)
         chosen = workspace.select(plans or [], tag or [], all_plans)
         bound = [workspace.bind(plan) for plan in chosen]  # every plan's components load before any rotation
         runner = workspace.runner()
@@ -604,10 +612,11 @@ def resume(
     json_output: JsonOption = False,
     log_level: LogLevelOption = "warning",
 ) -> None:
-    """Finish or roll back every interrupted run, and revoke what is due."""
+    """Finish or roll back every interrupted run, and revoke what is due (exit 1 if any run it touched ended rolled
+    back, stuck or failed, or a revoke failed)."""
     _setup_logs(log_level)
     with _errors():
-        workspace = _workspace(config)
+        workspace = _checked_workspace(config)
         bound = [workspace.bind(plan) for plan in workspace.config.plans]
         runner = workspace.runner()
 
@@ -615,7 +624,7 @@ def resume(
             results = runner.resume(bp)
             if not results:
                 return RunOutcome(bp.plan_id, "nothing-to-do")
-            worst = next((r for r in results if not r.settled), results[-1])
+            worst = next((r for r in results if not _resumed_ok(r)), results[-1])
             worst.notes.extend(f"{r.run_id or '-'}: {r.outcome}" for r in results if r is not worst)
             return worst
 
@@ -632,7 +641,64 @@ def resume(
             _emit_json({"results": [o.as_dict() for o in outcomes]})
         else:
             _summary([o for o in outcomes if o.outcome != "nothing-to-do"] or outcomes, "resume summary")
-        if not all(o.settled for o in outcomes):
+        if not all(_resumed_ok(o) for o in outcomes):
+            raise typer.Exit(1)
+
+
+def _resumed_ok(outcome: RunOutcome) -> bool:
+    """For resume: the run went forward to its end (a rolled back one failed, even if cleanly)."""
+    return outcome.ok and not (outcome.error and outcome.outcome == RunState.AWAITING_REVOKE.value)
+
+
+@app.command()
+def reconcile(
+    plans: Annotated[list[str] | None, typer.Argument(help="Plan ids to reconcile.", show_default=False)] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Reconcile every plan with this tag.")] = None,
+    all_plans: Annotated[bool, typer.Option("--all", help="Reconcile every enabled plan.")] = False,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-j", min=1, max=256, help="Plans checked at once.")
+    ] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept in the history).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only check CURRENT and the admin credential; change nothing.")
+    ] = False,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+    log_level: LogLevelOption = "warning",
+) -> None:
+    """Repair drift: where CURRENT no longer logs in, reset the account with the plan's admin credential (the
+    secret's masterarn, or the plugin's admin_secret_id), prove it logs in and store it as CURRENT (exit 1 if any
+    plan could not be reconciled)."""
+    _setup_logs(log_level)
+    with _errors():
+        if not plans and not tag and not all_plans:
+            raise ConfigError("no plans chosen", key="reconcile", fix="name plans, or use --tag T or --all")
+        workspace = _checked_workspace(config)
+        chosen = workspace.select(plans or [], tag or [], all_plans)
+        bound = [workspace.bind(plan) for plan in chosen]
+        runner = workspace.runner()
+        operator = operator_name()
+        outcomes = _parallel(
+            bound,
+            lambda bp: runner.reconcile(bp, reason=reason, operator=operator, dry_run=dry_run),
+            concurrency or workspace.config.model.rotator.concurrency,
+            "dry run" if dry_run else "reconciling",
+            show_progress=not json_output and err.is_terminal,
+            name=lambda bp: bp.plan_id,
+        )
+        workspace.close()
+        if json_output:
+            _emit_json(
+                {
+                    "dry_run": dry_run,
+                    "results": [o.as_dict() for o in outcomes],
+                    "succeeded": sum(o.ok for o in outcomes),
+                    "failed": sum(not o.ok for o in outcomes),
+                }
+            )
+        else:
+            _summary(outcomes, "reconcile dry run" if dry_run else "reconcile summary")
+        if not all(o.ok for o in outcomes):
             raise typer.Exit(1)
 
 

@@ -34,9 +34,9 @@ from rotator.config import Config, PlanConfig, load_config
 from rotator.engine.runner import BoundPlan, RunOutcome, ShutdownRequested
 from rotator.errors import PlanBusy, RotatorError, describe
 from rotator.interfaces import Journal
-from rotator.logs import get_logger
+from rotator.logs import bound_contextvars, get_logger
 from rotator.metrics import HealthServer, JournalCollector, Metrics, health_app
-from rotator.model import NotifyStatus, RunState, Trigger
+from rotator.model import SUCCESS_EVENTS, NotifyStatus, RunState, Trigger
 from rotator.scheduler import FAILED, due_time, place_in_window, spread_catch_up
 from rotator.workspace import Workspace
 
@@ -217,17 +217,24 @@ class Daemon:
         busy = False
         try:
             plan = self.config.plan(plan_id)
-            bp = self.workspace.bind(plan)
 
             def still_due() -> bool:
                 when = self._due_for(plan, datetime.now(UTC))
                 return when is not None and when <= datetime.now(UTC) + timedelta(seconds=1)
 
-            outcome = self.runner.rotate(bp, trigger=Trigger.SCHEDULE, operator="daemon", still_due=still_due)
+            try:
+                bp = self.workspace.bind(plan)
+            except Exception as exc:
+                # The plan cannot even be set up (its store's key missing, a state directory left empty): record
+                # it as a failed run, so that the schedule backs off from it (never a hot loop), and status and
+                # history say why.
+                outcome = self._could_not_start(plan, exc)
+            else:
+                outcome = self.runner.rotate(bp, trigger=Trigger.SCHEDULE, operator="daemon", still_due=still_due)
             self.metrics.observe(outcome, Trigger.SCHEDULE.value)
             if outcome.outcome == "not-due":
                 log.info("plan rotated meanwhile; re-armed from the journal", plan=plan_id)
-            elif not outcome.ok:
+            elif not outcome.ok and outcome.outcome != RunState.FAILED.value:  # a failed start logged itself
                 log.error("scheduled rotation failed", plan=plan_id, outcome=outcome.outcome, error=outcome.error)
         except PlanBusy as exc:
             log.info("plan busy; will look again", plan=plan_id, detail=str(exc))
@@ -238,7 +245,34 @@ class Daemon:
         except Exception as exc:
             log.error("scheduled rotation failed", plan=plan_id, error=describe(exc))
         if not self.stopping.is_set():
-            self._rearm(plan_id, soon=busy)
+            try:
+                self._rearm(plan_id, soon=busy)
+            except Exception as exc:
+                # The journal cannot tell the next due time (an outage): look again in a minute, never at once.
+                log.error("cannot re-arm the plan; trying again in a minute", plan=plan_id, error=describe(exc))
+                self._arm(plan_id, datetime.now(UTC) + timedelta(seconds=random.uniform(45, 75)))
+
+    def _could_not_start(self, plan: PlanConfig, error: BaseException) -> RunOutcome:
+        """Journal a scheduled run that could not be set up as failed (and alert whoever subscribed)."""
+        notifiers = []
+        for name in plan.notify:
+            try:
+                notifiers.append((name, self.workspace.notifier(name)))
+            except Exception as exc:  # the alert goes to the others; this one's fault is in the same log line
+                log.error("notifier cannot be loaded for an alert", plan=plan.id, notifier=name, error=describe(exc))
+        events = {name: self.config.model.notifiers[name].event_kinds for name in plan.notify}
+        with bound_contextvars(plan=plan.id):
+            return self.runner.fail_to_start(
+                plan.id,
+                plan.secret,
+                plan.store,
+                error,
+                trigger=Trigger.SCHEDULE,
+                operator="daemon",
+                notifiers=tuple(notifiers),
+                wants=lambda name, kind: kind in events.get(name, SUCCESS_EVENTS),
+                tags=plan.tags,
+            )
 
     def sweep(self) -> None:
         """One tick: resume interrupted runs whose lease is free, revoke what is due, retry failed notifications.

@@ -152,16 +152,7 @@ class AwsIamKeyPlugin:
             raise TestFailed(
                 f"plan {ctx.plan_id}: test: PENDING has no SecretAccessKey", plan_id=ctx.plan_id, step="test"
             )
-        # One plain session for every probe: a new boto3 Session per call re-reads botocore's service models
-        # (tens of ms of CPU each); client() takes the new key explicitly and never uses the session's own.
-        sts = self._probe_session().client(
-            "sts",
-            endpoint_url=self.options.sts_endpoint_url or self.options.endpoint_url,
-            config=client_config(self.options),
-            aws_access_key_id=key_id,
-            aws_secret_access_key=secret,
-            aws_session_token=None,
-        )
+        sts = self._sts_as(key_id, secret)
 
         def probe() -> str:
             try:
@@ -197,6 +188,32 @@ class AwsIamKeyPlugin:
                 plan_id=ctx.plan_id,
                 step="test",
             )
+
+    def _sts_as(self, key_id: str, secret: str) -> Any:
+        # One plain session for every probe: a new boto3 Session per call re-reads botocore's service models
+        # (tens of ms of CPU each); client() takes the key explicitly and never uses the session's own.
+        return self._probe_session().client(
+            "sts",
+            endpoint_url=self.options.sts_endpoint_url or self.options.endpoint_url,
+            config=client_config(self.options),
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+            aws_session_token=None,
+        )
+
+    def dry_run(self, ctx: RotationContext, current: Credential) -> list[str]:
+        """Changes nothing: ``sts:GetCallerIdentity`` once, signed with CURRENT's key (no propagation wait)."""
+        self._check_strategy(ctx, "dry-run")
+        user, key_id = self._key(ctx, "dry-run", current, "CURRENT")
+        try:
+            arn = str(self._sts_as(key_id, str(current.get("SecretAccessKey") or "")).get_caller_identity()["Arn"])
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._map(ctx, "dry-run", "sts:GetCallerIdentity", user, exc) from None
+        return [
+            f"CURRENT's key {key_id} signs as {arn}",
+            f"the next rotation mints a second access key for IAM user {user!r} (iam:CreateAccessKey); the old one "
+            "is deactivated, then deleted, at revoke",
+        ]
 
     def revoke(self, ctx: RotationContext, previous: Credential, current: Credential) -> None:
         """``iam:UpdateAccessKey`` Status=Inactive on PREVIOUS's key, then ``iam:DeleteAccessKey`` (unless

@@ -87,6 +87,17 @@ class GeneratedSecretPlugin:
                 step="test",
             )
 
+    def dry_run(self, ctx: RotationContext, current: Credential) -> list[str]:
+        """Changes nothing, no remote call: CURRENT's shape, and what the next rotation makes."""
+        self._check_strategy(ctx, "dry-run")
+        facts = ["no target system: consumers read the value from the store"]
+        problem = self._problem(current.get(self.options.field), ctx.password_policy)
+        if problem:
+            facts.append(f"note: CURRENT's field {self.options.field!r} {problem} (the next value will not)")
+        made = "a password" if self.options.encoding == "password" else f"{self.options.bytes} random bytes"
+        facts.append(f"the next rotation writes {made} ({self.options.encoding}) into field {self.options.field!r}")
+        return facts
+
     def revoke(self, ctx: RotationContext, previous: Credential, current: Credential) -> None:
         """Nothing to do: no system accepts PREVIOUS except by reading it from the store, and the store drops it
         at the next rotation. (A consumer that still honours old values must stop doing so itself.)"""

@@ -239,6 +239,16 @@ class ApiKeyRotation:
                 step="test",
             ) from None
 
+    def dry_run(self, ctx: RotationContext, current: Credential) -> list[str]:
+        """Changes nothing: the vendor's probe once with CURRENT (no propagation wait: CURRENT is not new)."""
+        self._check_strategy(ctx, "dry-run")
+        key_id = self._key_id(ctx, "dry-run", current, "CURRENT")
+        self.api.probe(ctx, current)
+        return [
+            f"CURRENT's key {key_id} works at {self.api.vendor}",
+            f"the next rotation mints a new key named {self.key_name(ctx)!r}; the old key is deleted at revoke",
+        ]
+
     def revoke(self, ctx: RotationContext, previous: Credential, current: Credential) -> None:
         """Delete PREVIOUS's key (the vendor's `delete`); never CURRENT's. A key already gone is done."""
         self._check_strategy(ctx, "revoke")

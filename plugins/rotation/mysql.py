@@ -392,10 +392,10 @@ class MySQLPlugin:
         login = SECRET.login(ctx, "create", current, "CURRENT")
         value = dict(current.value)
         if ctx.strategy == ALTERNATING_USERS:
+            value["username"] = self._other_user(ctx, "create", login.user, current.get("engine"))
             # The admin secret is read (and checked) here, before anything is stored or applied: a missing one
             # fails the run at once, with the fix, instead of at stage.
             self._admin_login(ctx, "create", current, login)
-            value["username"] = self._other_user(ctx, "create", login.user, current.get("engine"))
         value["password"] = generate_password(ctx.password_policy)
         return value
 

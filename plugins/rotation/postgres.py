@@ -199,10 +199,10 @@ class PostgresPlugin:
         login = SECRET.login(ctx, "create", current, "CURRENT")
         value = dict(current.value)
         if ctx.strategy == ALTERNATING_USERS:
+            value["username"] = self._other_user(ctx, "create", login.user)
             # The admin secret is read (and checked) here, before anything is stored or applied: a missing one
             # fails the run at once, with the fix, instead of at stage.
             self._admin_login(ctx, "create", current, login)
-            value["username"] = self._other_user(ctx, "create", login.user)
         value["password"] = generate_password(ctx.password_policy)
         return value
 

@@ -23,7 +23,6 @@ from rotator.engine.alerts import failure_action, failure_event, fix_of, send_al
 from rotator.engine.states import (
     COMPENSATION,
     FAILED_STATES,
-    FORWARD,
     MAX_RETRY_DELAY,
     compensations_due,
     resume_point,
@@ -38,12 +37,14 @@ from rotator.errors import (
     RollbackError,
     RotatorError,
     SecretNotFound,
+    StepError,
     StepRefused,
     StoreError,
     describe,
 )
 from rotator.interfaces import (
     AdminReset,
+    DryRunProbe,
     Journal,
     Notifier,
     Reconciler,
@@ -68,6 +69,7 @@ from rotator.model import (
     Step,
     Trigger,
 )
+from rotator.passwords import generate_password
 from rotator.retry import call_with_retry
 
 T = TypeVar("T")
@@ -169,6 +171,11 @@ class ShutdownRequested(BaseException):
 
 class RequiredNotifyFailed(RotatorError):
     """A required notifier failed after promote, PREVIOUS still works and the plan asks to roll back."""
+
+
+def plugin_name(plugin: object) -> str:
+    """A plugin's name for messages: its class name, as the registry loaded it."""
+    return type(plugin).__name__
 
 
 def notify_backoff(attempts: int, first: float = 60.0) -> timedelta:
@@ -1051,6 +1058,10 @@ class Runner:
             outcome = RunOutcome(
                 run.bp.plan_id, RunState.ROLLED_BACK.value, run.run_id, reason, run.step_seconds, fix=fix_of(exc)
             )
+            if isinstance(exc, AuthenticationFailed) and isinstance(run.bp.plugin, AdminReset) and not run.reconciling:
+                # The target refused the stored credential: drift, which reconcile repairs.
+                repair = f"`rotator reconcile {run.bp.plan_id}` resets it with the admin credential"
+                outcome.fix = f"{outcome.fix}; or {repair}" if outcome.fix else repair
             if isinstance(exc, RequiredNotifyFailed):
                 self._tell_rolled_back(run, outcome)
             else:
@@ -1455,34 +1466,79 @@ class Runner:
         return outcome
 
     def dry_run(self, bp: BoundPlan) -> RunOutcome:
-        """Check that the plan could rotate now, changing nothing: the store has CURRENT, the plugin's probe
-        passes with it, and the lease is free."""
+        """What a rotation of `bp` would do now, probing what can be probed and changing nothing: the store has
+        CURRENT; CURRENT logs in (the plugin's DryRunProbe, which also checks the admin where the strategy needs
+        one); the password policy can produce a password; required notifiers answer their probe, where they have
+        one; the lease is free. Notes are the steps it would take, in order; no note speaks of a PENDING."""
         outcome = RunOutcome(bp.plan_id, "dry-run")
+        notes = outcome.notes
         holder = self.journal.lease_of(bp.plan_id)
         if holder is not None:
-            outcome.notes.append(f"busy now: lease held by {holder.host} pid {holder.pid}")
-        record = RunRecord(
-            run_id="dry-run",
-            plan_id=bp.plan_id,
-            state=RunState.RUNNING,
-            trigger=Trigger.MANUAL,
-            started_at=self.clock(),
-            store=bp.store_name,
-            secret_id=bp.secret_id,
-        )
-        probe = _Run(self, bp, record, lease=Lease(bp.plan_id, "", "", 0, 0, self.clock()))
+            notes.append(f"busy now: lease held by {holder.host} pid {holder.pid}")
+        probe = self._probe_run(bp)
+        plugin = bp.plugin
         try:
             current = probe.current()
-            probe.retry(lambda: bp.plugin.test(probe.ctx, current))
+            notes.append(f"{plugin_name(plugin)}, strategy {bp.strategy}: CURRENT is version {current.version_id}")
+            if isinstance(plugin, DryRunProbe):
+                notes.extend(probe.retry(lambda: plugin.dry_run(probe.ctx, current)))
+            else:
+                self._probe_with_test(probe, current)
+                notes.append("CURRENT passes the plugin's probe")
+            if bp.reconcile_auto and isinstance(plugin, AdminReset):
+                admin = probe.retry(lambda: plugin.check_admin(probe.ctx, current))
+                notes.append(f"reconcile = auto: CURRENT is checked first; {admin} logs in to reset it if refused")
+            generate_password(bp.password_policy)  # raises with the reason when the policy cannot produce one
         except Exception as exc:
             outcome.outcome = "error"
             outcome.error = describe(exc)
+            outcome.fix = fix_of(exc)
             return outcome
         open_runs = [r.run_id for r in self.journal.runs_in_state(*OPEN_STATES, plan_id=bp.plan_id)]
         if open_runs:
-            outcome.notes.append(f"interrupted runs to resume first: {', '.join(open_runs)}")
-        outcome.notes.append(
-            "CURRENT passes the plugin's probe; a rotation would run "
-            + " -> ".join(s.value for s in (*FORWARD, Step.NOTIFY, Step.REVOKE))
-        )
+            notes.append(f"interrupted runs are finished or rolled back first: {', '.join(open_runs)}")
+        notes.append("steps: create (a new value, stored before it is applied) -> stage -> test -> promote")
+        notes.extend(self._dry_run_notifiers(bp, outcome))
+        notes.append(self._dry_run_revoke(bp))
         return outcome
+
+    @staticmethod
+    def _probe_with_test(probe: _Run, current: Credential) -> None:
+        """A plugin without DryRunProbe: its `test` with CURRENT. Its messages name the credential it was given
+        as PENDING (that is what `test` is for), so they are reworded: here it is CURRENT."""
+        try:
+            probe.retry(lambda: probe.bp.plugin.test(probe.ctx, current))
+        except RotatorError as exc:
+            raise StepError(str(exc).replace("PENDING", "CURRENT")) from None
+
+    def _dry_run_notifiers(self, bp: BoundPlan, outcome: RunOutcome) -> list[str]:
+        if not bp.notifiers:
+            return ["notify: no notifiers"]
+        lines = []
+        for name, notifier in bp.notifiers:
+            kinds = ", ".join(sorted(bp.notifier_events.get(name, SUCCESS_EVENTS)))
+            required = " (required: revoke waits for it)" if name in bp.required_notifiers else ""
+            line = f"notify {name}{required}: events {kinds}"
+            check = getattr(notifier, "probe", None)
+            if callable(check):
+                try:
+                    line += f"; {call_with_retry(check, attempts=2, deadline_seconds=self.step_timeout)}"
+                except Exception as exc:
+                    line += f"; probe failed: {describe(exc)}"
+                    if name in bp.required_notifiers:
+                        outcome.outcome = "error"
+                        outcome.error = f"required notifier {name} does not answer: {describe(exc)}"
+                        outcome.fix = fix_of(exc)
+            lines.append(line)
+        return lines
+
+    @staticmethod
+    def _dry_run_revoke(bp: BoundPlan) -> str:
+        grace = "at once" if bp.grace <= timedelta(0) else f"after grace {bp.grace}"
+        gates = []
+        if bp.required_notifiers:
+            gates.append("until " + ", ".join(sorted(bp.required_notifiers)) + " succeeded")
+        if isinstance(bp.plugin, UsageProbe):
+            gates.append(f"while the old credential is still in use, up to {bp.revoke_deadline}")
+        gated = f", waiting {' and '.join(gates)}" if gates else ""
+        return f"revoke: the old credential is revoked {grace}{gated}"

@@ -67,26 +67,28 @@ def test_failing_step_rolls_back(tmp_path: Path, pg_server: PgServer, strategy: 
     plan.assert_invariants()
 
 
-def test_wrong_current_password_fails_at_once_and_resume_recovers(tmp_path: Path, pg_server: PgServer) -> None:
-    """The role's password was changed behind the rotator's back: stage fails on authentication without a
-    retry; neither CURRENT nor PENDING logs in, so rollback cannot prove invariant 1 and the run is stuck,
-    with a fix. After the operator stores the real password, `resume` finishes the rollback."""
+def test_wrong_current_password_rolls_back_cleanly_without_resume(tmp_path: Path, pg_server: PgServer) -> None:
+    """The role's password was changed behind the rotator's back: stage is refused at login (one attempt: an
+    authentication failure is never retried), before anything was sent, so there is nothing to compensate: the run
+    ends rolled back with PENDING discarded, and after the operator stores the real password the next rotate-now
+    works without `resume`."""
     plan = pg_plan_config(tmp_path, pg_server, "single-user")
     pg_server.make_role(plan.username, "changed-behind-our-back-0000")
     result = plan.cli.run("rotate-now", plan.plan_id, "--json")
     assert result.code == 1
     [outcome] = result.json()["results"]
-    assert outcome["outcome"] == "stuck" and "AuthenticationFailed" in outcome["error"]
-    assert "rotator resume" in outcome["error"]
+    assert outcome["outcome"] == "rolled_back" and "LoginRefused" in outcome["error"]
+    assert "rotator reconcile" in outcome["fix"] or "CURRENT value" in outcome["fix"]
     assert "changed-behind-our-back" not in result.stdout + result.stderr
+    assert plan.stage("PENDING") is None
     [run] = plan.cli.run("history", plan.plan_id, "--json").json()
-    assert [(s["step"], s["status"]) for s in run["steps"] if s["action"] == "forward"] == [
-        ("create", "succeeded"),
-        ("stage", "failed"),
-    ]  # one attempt: auth errors are not retried
-    assert plan.cli.run("rotate-now", plan.plan_id).code == 1  # a stuck plan does not rotate again
+    assert run["state"] == "rolled_back"
+    assert [(s["step"], s["action"], s["status"]) for s in run["steps"]] == [
+        ("create", "forward", "succeeded"),
+        ("stage", "forward", "refused"),  # one attempt, refused at login: nothing to undo at the server
+        ("create", "rollback", "succeeded"),  # discard PENDING
+    ]
     plan.cli.seed(plan.secret, pg_server.secret(plan.username, "changed-behind-our-back-0000"))
-    assert plan.cli.run("resume").code == 0
     assert plan.cli.run("rotate-now", plan.plan_id).code == 0
     plan.assert_invariants()
 
