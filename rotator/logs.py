@@ -14,6 +14,7 @@ structlog ProcessorFormatter on the root logger's one handler.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json as json_text
 import logging
@@ -22,6 +23,7 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
 from itertools import compress
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus
@@ -36,21 +38,70 @@ MIN_SECRET_LENGTH = 6
 # A piece this long of any form of a registered secret is redacted wherever it appears ("key sk/EvAG... invalid").
 # Secrets shorter than this are replaced only where one of their forms appears whole.
 MIN_PIECE_LENGTH = 12
-# Bounds (the oldest secrets are forgotten first): how many secrets, and how many entries their index may hold
-# (about 100 bytes each: a 32-character password takes about 100 entries, a 4096-character one about 10,000).
+# Bounds (the least recently registered secrets are forgotten first): how many secrets, and how many entries
+# their index may hold (about 115 bytes each, so at most about 23 MB: a 32-character password takes about 110
+# entries in the sparse layout below, a 4096-character one about 15,000; bench/scrub.py measures it).
 MAX_SECRETS = 4096
-MAX_INDEX_ENTRIES = 300_000
+MAX_INDEX_ENTRIES = 200_000
+# Up to this many entries the index uses the dense layout (fewer lookups per text); past it, the sparse one.
+DENSE_INDEX_ENTRIES = 40_000
 
-# How a text is searched for pieces of 12 or more characters, in time linear in the text and with a small index.
-# A text's 6-character grams are looked up at every 3rd position; a form's grams are indexed at the positions
-# p with p % 6 in (0, 1, 2). A 12-character piece holds 7 consecutive gram starts; among any 7 consecutive
-# positions of a form, the indexed ones cover every remainder modulo 3, so one of them lines up with a looked-up
-# position of the text, whatever the piece's offset (tests/unit/test_scrub.py checks every case). A hit is then
-# extended both ways against the form it came from; a run of 12 or more characters is redacted.
 _GRAM = 6
-_TEXT_STRIDE = 3
-_FORM_PERIOD = 6
-_FORM_PHASES = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How texts are searched for pieces of MIN_PIECE_LENGTH (12) or more characters, in time linear in the text.
+
+    A text's 6-character grams are looked up every `stride` positions; a form's grams are in the index at the
+    positions p with p % period in `phases`. A 12-character piece holds 7 consecutive gram starts, so the layout
+    must index, among any 7 consecutive positions of a form, one of every remainder modulo `stride`: then one of
+    them lines up with a looked-up position of the text whatever the piece's offset (tests/unit/test_scrub.py
+    checks both layouts at every offset). A hit is extended both ways against its form; a run of 12 or more
+    characters is redacted.
+    """
+
+    stride: int
+    period: int
+    phases: tuple[int, ...]
+
+    def grams(self, form: str) -> set[str]:
+        """The grams of `form` the index holds."""
+        length = len(form)
+        slices = self._form_slices(length) if length <= 256 else self._form_slices.__wrapped__(self, length)
+        return set(map(form.__getitem__, slices))
+
+    @functools.lru_cache(maxsize=512)  # noqa: B019 - two layouts, short forms' lengths, for the process's life
+    def _form_slices(self, length: int) -> list[slice]:
+        return [
+            slice(start, start + _GRAM)
+            for base in range(0, length - _GRAM + 1, self.period)
+            for start in (base + phase for phase in self.phases)
+            if start + _GRAM <= length
+        ]
+
+    def slices(self, length: int) -> Iterable[slice]:
+        """Where a text of `length` characters is looked up."""
+        count = (length - _GRAM) // self.stride + 1
+        if count <= len(self._slices):
+            return self._slices[:count]
+        return map(slice, range(0, length - _GRAM + 1, self.stride), range(_GRAM, length + 1, self.stride))
+
+    @functools.cached_property
+    def _slices(self) -> list[slice]:  # made once: cheaper than building slices for every text
+        return [slice(start, start + _GRAM) for start in range(0, 8192, self.stride)]
+
+
+# Dense: every gram of a form, a text looked up every 7th position. Sparse: half the grams (p % 6 in 0, 1, 2),
+# a text looked up every 3rd position (among 7 consecutive positions, 3 or 4 indexed ones: every remainder mod 3).
+_DENSE = _Layout(stride=7, period=1, phases=(0,))
+_SPARSE = _Layout(stride=3, period=6, phases=(0, 1, 2))
+
+
+def _one_alphabet(text: str) -> str:
+    """The two base64 alphabets as one, in the index and in a searched text: "-" and "_" stand for "+" and "/"
+    (two str.replace calls: ten times cheaper than str.translate)."""
+    return text.replace("-", "+").replace("_", "/")
 
 
 def _percent_forms(value: str) -> set[str]:
@@ -99,15 +150,6 @@ def _contained_dropped(forms: Iterable[str]) -> list[str]:
     return kept
 
 
-def _indexed_grams(form: str) -> set[str]:
-    return {
-        form[start : start + _GRAM]
-        for base in range(0, len(form) - _GRAM + 1, _FORM_PERIOD)
-        for start in (base + phase for phase in _FORM_PHASES)
-        if start + _GRAM <= len(form)
-    }
-
-
 def _common_prefix(text: str, start: int, form: str, at: int) -> int:
     """How many characters text[start:] and form[at:] have in common (binary search over C-level compares)."""
     low, high = 0, min(len(text) - start, len(form) - at)
@@ -141,19 +183,27 @@ class _SecretRegistry:
 
     A secret of MIN_PIECE_LENGTH or more characters: each of its forms goes into the gram index, so any piece of
     12 or more characters of any form is found. A shorter one: each form is replaced where it appears whole.
-    Bounded: past MAX_SECRETS secrets or MAX_INDEX_ENTRIES index entries the least recently registered is dropped.
-    Readers take no lock: an index value is replaced, never changed in place, and the exact forms are one tuple.
+    Bounded: past `max_secrets` secrets or `max_index_entries` index entries the least recently registered secret
+    is dropped. Readers take no lock: the (layout, index) pair is swapped whole, an index value is replaced, never
+    changed in place, and the exact forms are one tuple.
     """
 
-    def __init__(self, max_secrets: int = MAX_SECRETS, max_index_entries: int = MAX_INDEX_ENTRIES) -> None:
+    def __init__(
+        self,
+        max_secrets: int = MAX_SECRETS,
+        max_index_entries: int = MAX_INDEX_ENTRIES,
+        dense_index_entries: int = DENSE_INDEX_ENTRIES,
+    ) -> None:
         self.max_secrets = max_secrets
         self.max_index_entries = max_index_entries
+        self.dense_index_entries = dense_index_entries
         self._lock = threading.Lock()
         # secret -> (its indexed forms, its exact forms), least recently registered first
         self._secrets: OrderedDict[str, tuple[tuple[str, ...], tuple[str, ...]]] = OrderedDict()
         self._indexed_users: dict[str, int] = {}  # indexed form -> how many registered secrets have it
         self._exact_users: dict[str, int] = {}  # exact form -> how many registered secrets have it
-        self._grams: dict[str, str | tuple[str, ...]] = {}  # gram -> the indexed form(s) holding it
+        # the layout, and gram -> the indexed form(s) holding it
+        self._index: tuple[_Layout, dict[str, str | tuple[str, ...]]] = (_DENSE, {})
         self._entries = 0  # (gram, form) pairs in the index
         self._exact: tuple[str, ...] = ()  # longest first
 
@@ -163,6 +213,10 @@ class _SecretRegistry:
     @property
     def index_entries(self) -> int:
         return self._entries
+
+    @property
+    def layout(self) -> str:
+        return "dense" if self._index[0] is _DENSE else "sparse"
 
     def add(self, values: Iterable[Any]) -> None:
         with self._lock:
@@ -175,70 +229,77 @@ class _SecretRegistry:
                     continue
                 forms = secret_forms(value)
                 if len(value) >= MIN_PIECE_LENGTH:
-                    indexed = tuple(_contained_dropped(f for f in forms if len(f) >= MIN_PIECE_LENGTH))
+                    canonical = {_one_alphabet(f) for f in forms if len(f) >= MIN_PIECE_LENGTH}
+                    indexed = tuple(_contained_dropped(canonical))
                     exact = tuple(f for f in forms if len(f) < MIN_PIECE_LENGTH)
                 else:
                     indexed, exact = (), tuple(forms)
                 self._secrets[value] = (indexed, exact)
                 for form in indexed:
-                    self._index(form)
+                    self._add_indexed(form)
                 for form in exact:
                     self._exact_users[form] = self._exact_users.get(form, 0) + 1
                 exact_changed = exact_changed or bool(exact)
-            while len(self._secrets) > 1 and (
-                len(self._secrets) > self.max_secrets or self._entries > self.max_index_entries
-            ):
-                _oldest, (indexed, exact) = self._secrets.popitem(last=False)
-                for form in indexed:
-                    self._unindex(form)
-                for form in exact:
-                    self._exact_users[form] -= 1
-                    if not self._exact_users[form]:
-                        del self._exact_users[form]
-                exact_changed = exact_changed or bool(exact)
+                # Evicted at once, so that the index never grows far past its bound (a dict does not shrink).
+                while len(self._secrets) > 1 and (
+                    len(self._secrets) > self.max_secrets or self._entries > self.max_index_entries
+                ):
+                    exact_changed = self._forget_oldest() or exact_changed
+                if self._index[0] is _DENSE and self._entries > self.dense_index_entries:
+                    self._rebuild(_SPARSE)
             if exact_changed:
                 self._exact = tuple(sorted(self._exact_users, key=len, reverse=True))
 
-    def _index(self, form: str) -> None:
+    def _forget_oldest(self) -> bool:
+        """Drop the least recently registered secret; whether it had exact forms."""
+        _oldest, (indexed, exact) = self._secrets.popitem(last=False)
+        for form in indexed:
+            users = self._indexed_users[form] - 1
+            if users:
+                self._indexed_users[form] = users
+            else:
+                del self._indexed_users[form]
+                self._unindex(form)
+        for form in exact:
+            self._exact_users[form] -= 1
+            if not self._exact_users[form]:
+                del self._exact_users[form]
+        return bool(exact)
+
+    def _add_indexed(self, form: str) -> None:
         users = self._indexed_users.get(form, 0)
         self._indexed_users[form] = users + 1
-        if users:
-            return
-        for gram in _indexed_grams(form):
-            held = self._grams.get(gram)
-            self._grams[gram] = form if held is None else (held, form) if isinstance(held, str) else (*held, form)
-            self._entries += 1
+        if not users:
+            layout, grams = self._index
+            self._entries += _index_form(grams, layout, form)
 
     def _unindex(self, form: str) -> None:
-        users = self._indexed_users[form] - 1
-        if users:
-            self._indexed_users[form] = users
-            return
-        del self._indexed_users[form]
-        for gram in _indexed_grams(form):
-            held = self._grams[gram]
+        layout, grams = self._index
+        for gram in layout.grams(form):
+            held = grams[gram]
             rest = () if isinstance(held, str) else tuple(f for f in held if f != form)
             if not rest:
-                del self._grams[gram]
+                del grams[gram]
             else:
-                self._grams[gram] = rest[0] if len(rest) == 1 else rest
+                grams[gram] = rest[0] if len(rest) == 1 else rest
             self._entries -= 1
+
+    def _rebuild(self, layout: _Layout) -> None:
+        grams: dict[str, str | tuple[str, ...]] = {}
+        self._entries = sum(_index_form(grams, layout, form) for form in self._indexed_users)
+        self._index = (layout, grams)
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Where registered secret material sits in `text`, as merged (start, end) spans."""
         found: list[tuple[int, int]] = []
-        grams = self._grams
+        layout, grams = self._index
         if grams and len(text) >= MIN_PIECE_LENGTH:
-            last = len(text) - _GRAM
-            slices = (
-                _SLICES[: last // _TEXT_STRIDE + 1]
-                if last < _SLICED_TEXT
-                else map(slice, range(0, last + 1, _TEXT_STRIDE), range(_GRAM, len(text) + 1, _TEXT_STRIDE))
-            )
-            hits = compress(range(0, last + 1, _TEXT_STRIDE), map(grams.__contains__, map(text.__getitem__, slices)))
+            searched = _one_alphabet(text)
+            looked_up = map(searched.__getitem__, layout.slices(len(searched)))
+            hits = compress(range(0, len(searched) - _GRAM + 1, layout.stride), map(grams.__contains__, looked_up))
             done: dict[tuple[int, int], int] = {}  # (form, diagonal) -> end of the run already found on it
             for start in hits:
-                found.extend(_runs_at(text, start, grams.get(text[start : start + _GRAM]), done))
+                found.extend(_runs_at(searched, start, grams.get(searched[start : start + _GRAM]), done))
         for form in self._exact:
             at = text.find(form)
             while at != -1:
@@ -247,7 +308,7 @@ class _SecretRegistry:
         return _merged(found)
 
     def scrub(self, text: str) -> str:
-        if len(text) < MIN_SECRET_LENGTH or not (self._grams or self._exact):
+        if len(text) < MIN_SECRET_LENGTH or not (self._index[1] or self._exact):
             return text
         spans = self.spans(text)
         if not spans:
@@ -261,9 +322,15 @@ class _SecretRegistry:
         return "".join(parts)
 
 
-# The slices a text of up to _SLICED_TEXT characters is looked up at (made once: cheaper than per call).
-_SLICED_TEXT = 8192
-_SLICES = [slice(start, start + _GRAM) for start in range(0, _SLICED_TEXT, _TEXT_STRIDE)]
+def _index_form(grams: dict[str, str | tuple[str, ...]], layout: _Layout, form: str) -> int:
+    """Put `form`'s grams into `grams`; how many entries that added."""
+    added = 0
+    for gram in layout.grams(form):
+        held = grams.setdefault(gram, form)  # one call when the gram is new, the usual case
+        if held is not form:
+            grams[gram] = (held, form) if isinstance(held, str) else (*held, form)
+        added += 1
+    return added
 
 
 def _runs_at(

@@ -101,19 +101,33 @@ def test_every_encoding_is_redacted_inside_a_message(registry: _SecretRegistry, 
     assert scrubbed.startswith("vendor said: invalid credential <") and scrubbed.endswith("> for account 42")
 
 
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
 @pytest.mark.parametrize("encoding", list(ENCODINGS))
-def test_every_piece_of_12_characters_is_redacted_at_every_offset(registry: _SecretRegistry, encoding: str) -> None:
-    """The gram index samples a text at every 3rd position and a form at 3 of every 6: this checks that every
-    12-character piece of every form is found at each of the 6 offsets that matter."""
+def test_every_piece_of_12_characters_is_redacted_at_every_offset(encoding: str, layout: str) -> None:
+    """The gram index looks a text up every 7th position (dense) or every 3rd (sparse, past DENSE_INDEX_ENTRIES):
+    every 12-character piece of every form is found at each of the offsets that matter, in both layouts."""
+    registry = _SecretRegistry(dense_index_entries=10**9 if layout == "dense" else 0)
     value = random_secret(30)
     registry.add([value])
+    assert registry.layout == layout
     form = core(encoding, value)
     for start in range(len(form) - 11):
         piece = form[start : start + 12]
-        for offset in range(6):
+        for offset in range(7):
             text = "x" * offset + f" key {piece}... invalid"
             scrubbed = registry.scrub(text)
             assert piece not in scrubbed, (encoding, start, offset, scrubbed)
+
+
+def test_the_index_turns_sparse_when_it_grows_and_still_finds_everything() -> None:
+    registry = _SecretRegistry(dense_index_entries=5_000)
+    values = [random_secret() for _ in range(60)]
+    registry.add(values[:2])
+    assert registry.layout == "dense"
+    registry.add(values[2:])
+    assert registry.layout == "sparse"
+    for value in values:
+        assert leaked(registry.scrub(f"<{quote_plus(value)}> <{b64_at(value, 'user:')}>"), value) == []
 
 
 def test_pieces_shorter_than_12_and_unrelated_text_are_kept(registry: _SecretRegistry) -> None:
