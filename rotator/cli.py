@@ -276,9 +276,14 @@ def status(config: ConfigOption = None, json_output: JsonOption = False) -> None
         for plan in workspace.config.plans:
             last, success = latest.get(plan.id), successes.get(plan.id)
 
-            def failures(plan_id: str = plan.id) -> int:
-                runs = journal.runs(plan_id, limit=12)
-                return max(1, next((i for i, r in enumerate(runs) if r.state not in FAILED), len(runs)))
+            # Failed runs in a row (only looked up when the newest run failed: one query per failing plan).
+            failing = 0
+            if last is not None and last.state in FAILED:
+                runs = journal.runs(plan.id, limit=100)
+                failing = next((i for i, r in enumerate(runs) if r.state not in FAILED), len(runs))
+
+            def failures(count: int = failing) -> int:
+                return max(1, count)
 
             due = due_time(plan, last, success, now, failures)
             lease = leases.get(plan.id)
@@ -295,6 +300,7 @@ def status(config: ConfigOption = None, json_output: JsonOption = False) -> None
                     "last_run": last.started_at if last else None,
                     "last_result": last.state.value if last else None,
                     "last_error": last.error if last else None,
+                    "consecutive_failures": failing,
                     "last_rotated": success.started_at if success else None,
                     "credential_age_seconds": int((now - success.started_at).total_seconds()) if success else None,
                     "next_due": due,
@@ -342,6 +348,7 @@ def status(config: ConfigOption = None, json_output: JsonOption = False) -> None
                 "succeeded": "green",
                 "awaiting_revoke": "green",
                 "rolled_back": "red",
+                "failed": "red",
                 "stuck": "bold red",
                 "running": "yellow",
                 "rolling_back": "yellow",
@@ -354,8 +361,12 @@ def status(config: ConfigOption = None, json_output: JsonOption = False) -> None
                 *(f"revoke waits: {w}" for w in row["revoke_waiting_for"]),
                 *(f"revoked while in use: {u}" for u in row["revoked_while_in_use"][:3]),
             ]
-            if row["last_result"] in ("rolled_back", "stuck") and row["last_error"]:
+            if row["last_result"] in ("rolled_back", "stuck", "failed") and row["last_error"]:
                 attention.insert(0, row["last_error"])
+            if row["consecutive_failures"] > 1:
+                attention.insert(
+                    0, f"failed {row['consecutive_failures']} times in a row; next try {_when(row['next_due'])}"
+                )
             table.add_row(
                 row["plan"],
                 row["plugin"],

@@ -98,8 +98,8 @@ def send_alert(
             call_with_retry(functools.partial(notifier, event), attempts=ALERT_TRIES, deadline_seconds=deadline_seconds)
         except Exception as exc:
             results[name] = f"failed: {describe(exc)}"
-            log.error("could not deliver an alert", notifier=name, event=event.kind, error=describe(exc))
+            log.error("could not deliver an alert", notifier=name, kind=event.kind, error=describe(exc))
             continue
         results[name] = "delivered"
-        log.info("alert delivered", notifier=name, event=event.kind)
+        log.info("alert delivered", notifier=name, kind=event.kind)
     return results

@@ -445,7 +445,8 @@ class _Run:
         retried on later ticks (Runner.retry_notifications) and, if it is required, holds back revoke. A failure
         never rolls back, unless the plan has rollback_on_failure, a required notifier failed and PREVIOUS still
         works (then RequiredNotifyFailed makes the run roll back, unpromote first)."""
-        if not self.bp.notifiers:
+        told = [(name, notifier) for name, notifier in self.bp.notifiers if self.bp.wants(name, EventKind.ROTATED)]
+        if not told:
             return
         failed: list[str] = []
 
@@ -453,7 +454,7 @@ class _Run:
             self.refreshed()
             event = self.event()
             records = {r.notifier: r for r in self.journal.notifications(run_id=self.run_id)}
-            for name, notifier in self.bp.notifiers:
+            for name, notifier in told:
                 record = records.get(name)
                 if record is not None and record.status is NotifyStatus.SUCCEEDED:
                     continue  # delivered before a crash: never twice
@@ -761,7 +762,7 @@ class Runner:
                 if not due:
                     return outcomes
                 newest = self.journal.last_success(bp.plan_id)
-                notifiers = dict(bp.notifiers)
+                notifiers = {name: n for name, n in bp.notifiers if bp.wants(name, EventKind.ROTATED)}
                 for record in due:
                     run_record = self.journal.get_run(record.run_id)
                     reason = None
@@ -1112,7 +1113,7 @@ class Runner:
         told = {r.notifier for r in self.journal.notifications(run_id=run.run_id) if r.status is NotifyStatus.SUCCEEDED}
         event = run.event(kind="credential.rolled_back")
         for name, notifier in run.bp.notifiers:
-            if name not in told:
+            if name not in told or not run.bp.wants(name, EventKind.ROLLED_BACK):
                 continue
             try:
                 call_with_retry(
