@@ -7,6 +7,7 @@ stuck); 2 bad usage or config. Every command that a script would read has --json
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -121,15 +122,24 @@ def _age(value: datetime | None, now: datetime) -> str:
 
 @app.command()
 def init(config: ConfigOption = None, json_output: JsonOption = False) -> None:
-    """Create state_dir (0700), the local store's key (0600) and the journal."""
-    from rotator.local_store import KEY_FILE_NAME, LocalStoreOptions, create_key_file
+    """Create state_dir (0700), the local store's key (0600) and database, and the journal.
+
+    Never a new key for a store that holds versions (they could not be decrypted): everything is checked before
+    anything is created, and a missing key next to stored versions, a key that does not decrypt them, or a corrupt
+    database stops init with the recovery (exit 2)."""
+    from rotator.local_store import (
+        DB_FILE_NAME,
+        KEY_FILE_NAME,
+        LocalStore,
+        LocalStoreOptions,
+        create_key_file,
+        stored_versions,
+    )
     from rotator.options import OptionsError, parse_options
 
     with _errors():
         cfg = load_config(config)
-        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        cfg.state_dir.chmod(0o700)
-        created: list[str] = []
+        planned: list[tuple[str, Path | None, Path]] = []  # (store name, key file or None for key_env, database)
         names = {plan.store for plan in cfg.plans} | set(cfg.model.stores)
         for name in sorted(names):
             component = cfg.store_config(name)
@@ -140,21 +150,71 @@ def init(config: ConfigOption = None, json_output: JsonOption = False) -> None:
             except OptionsError as exc:  # named as `validate` names it: the file, the option's full key, the fix
                 key = f"stores.{name}.{exc.option}" if exc.option else f"stores.{name}"
                 raise ConfigError(exc.message, file=str(cfg.path), key=key, fix=exc.fix) from None
-            if options.key_env:
-                continue
-            key_path = cfg.setup(name).path(options.key_file) if options.key_file else cfg.state_dir / KEY_FILE_NAME
-            if create_key_file(key_path):
+            setup = cfg.setup(name)
+            db_path = setup.path(options.path) if options.path else cfg.state_dir / DB_FILE_NAME
+            key_path = None if options.key_env else setup.path(options.key_file or cfg.state_dir / KEY_FILE_NAME)
+            planned.append((name, key_path, db_path))
+            if options.key_env and not os.environ.get(options.key_env):
+                raise ConfigError(
+                    f"environment variable {options.key_env} is not set",
+                    file=str(cfg.path),
+                    key=f"stores.{name}.key_env",
+                    fix=f"export {options.key_env}=$(openssl rand -base64 32) for a new store, or the existing "
+                    "store's key, then run init again",
+                )
+            if (key_path is None or key_path.exists()) and db_path.exists():
+                LocalStore(component.options, setup).close()  # the key decrypts what is stored, or exit 2
+            elif key_path is not None and not key_path.exists() and (versions := stored_versions(db_path)):
+                raise ConfigError(
+                    f"the local store key {key_path} does not exist, but {db_path} holds {versions} encrypted "
+                    "versions: a new key could not decrypt them, so init makes none",
+                    file=str(cfg.path),
+                    key=f"stores.{name}",
+                    fix=f"restore {key_path} (mode 0600) from the backup of this store, or set key_env to a "
+                    "variable holding that key, then run init again",
+                )
+        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cfg.state_dir.chmod(0o700)
+        created: list[str] = []
+        stores_created: list[str] = []
+        notes: list[str] = []
+        for name, key_path, db_path in planned:
+            key_was_there = key_path is None or key_path.exists()
+            if key_path is not None and create_key_file(key_path):
                 created.append(str(key_path))
+            if not db_path.exists():
+                LocalStore(cfg.store_config(name).options, cfg.setup(name), create=True).close()
+                stores_created.append(str(db_path))
+                if key_was_there:
+                    notes.append(
+                        f"{db_path} was missing beside an existing key: an empty store was created; if it held "
+                        "secrets, restore it from your backup over this empty one"
+                    )
         workspace = Workspace(cfg)
         workspace.journal  # noqa: B018 - opening it creates the file and its tables
         journal_where = cfg.model.rotator.journal or str(cfg.state_dir / "journal.db")
         workspace.close()
         if json_output:
-            _emit_json({"state_dir": str(cfg.state_dir), "keys_created": created, "journal": journal_where})
+            _emit_json(
+                {
+                    "state_dir": str(cfg.state_dir),
+                    "keys_created": created,
+                    "stores_created": stores_created,
+                    "notes": notes,
+                    "journal": journal_where,
+                }
+            )
             return
         out.print(f"state directory: {cfg.state_dir}")
         for path in created:
-            out.print(f"created local store key: {path} (mode 0600; back it up: without it the store is unreadable)")
+            out.print(
+                f"created local store key: {path} (mode 0600; back it up apart from the store: without it the store "
+                "is unreadable)"
+            )
+        for path in stores_created:
+            out.print(f"created local store: {path}")
+        for note in notes:
+            err.print(Text.assemble(("warning: ", "yellow"), note), highlight=False)
         out.print(f"journal: {journal_where}")
 
 

@@ -23,11 +23,28 @@ class ComponentSetup:
     config_dir: Path
     state_dir: Path
     config_file: str = ""
+    # What no component may write over: the state directory, the local stores' databases and keys, the journal
+    # (Config.setup fills it in; a component writing files checks its paths with `protected_by`).
+    protected_paths: tuple[Path, ...] = ()
 
     def path(self, value: str | os.PathLike[str]) -> Path:
         """A path from the config, relative to the config file."""
         path = Path(value).expanduser()
         return path if path.is_absolute() else (self.config_dir / path)
+
+    def protected_by(self, path: str | os.PathLike[str]) -> Path | None:
+        """The protected path that `path` (relative to the config file) would write into or over, symlinks
+        resolved (a directory: anything inside it; a file: it, and SQLite's -wal, -shm and -journal beside it)."""
+        target = Path(os.path.realpath(self.path(path)))
+        for protected in self.protected_paths:
+            real = Path(os.path.realpath(protected))
+            if target == real or real in target.parents:
+                return protected
+            if target.parent == real.parent and target.name in {
+                f"{real.name}{s}" for s in ("-wal", "-shm", "-journal")
+            }:
+                return protected
+        return None
 
 
 def is_secret_ref(value: object) -> bool:

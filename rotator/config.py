@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from rotator.components import SECRET_REF_PREFIXES, ComponentSetup
 from rotator.errors import ConfigError
 from rotator.model import SUCCESS_EVENTS, EventKind, PasswordPolicy
+from rotator.passwords import policy_problem
 from rotator.schedules import SCHEDULE_FIX, Schedule, Window, parse_duration, parse_schedule, parse_window
 
 DEFAULT_CONFIG = "rotator.toml"
@@ -35,6 +37,21 @@ _LOCAL_STORE_NAME = "local"
 # Fixes shown with pydantic's errors, by the key that failed.
 _FIXES = {
     "schedule": SCHEDULE_FIX,
+    "lease_seconds": "use a number of seconds above 5 and at most 86400 (default 600)",
+    "step_timeout": "use a number of seconds above 0 and at most 86400 (default 120)",
+    "revoke_sweep_seconds": "use a number of seconds above 0 and at most 86400 (default 30)",
+    "catch_up_spread_seconds": "use a number of seconds from 0 to 86400 (default 300)",
+    "notify_retry_seconds": "use a number of seconds above 0 and at most 86400 (default 60)",
+    "revoke_recheck_seconds": "use a number of seconds above 0 and at most 86400 (default 60)",
+    "concurrency": "use a whole number from 1 to 256 (default 8)",
+    "password_policy": (
+        "exclude fewer character classes or characters, or set a length that holds one of each required class "
+        "(12 to 4096), or require_each_included_type = false"
+    ),
+    "journal": (
+        "use sqlite:///PATH, or postgresql://USER@HOST/DB without a password: libpq reads it from PGPASSFILE "
+        "(default ~/.pgpass) or PGPASSWORD in the daemon's environment"
+    ),
     "window": 'use "HH:MM-HH:MM" in UTC, e.g. "02:00-04:00"',
     "grace": 'use a duration such as "1h", "30m", "2d" or "0"',
     "revoke_deadline": 'use a duration such as "24h", "30m" or "0" (do not wait)',
@@ -54,24 +71,27 @@ class RotatorSection(_Strict):
     state_dir: str = "state"
     journal: str | None = None  # None: SQLite in state_dir; "postgresql://..." for several daemons
     plans_dir: str | None = None
-    lease_seconds: float = Field(default=600, gt=5)
-    step_timeout: float = Field(default=120, gt=0)
+    # Every number is finite and bounded (a day at most for the seconds below): inf, nan or 1e308 is a config error.
+    lease_seconds: float = Field(default=600, gt=5, le=86400, allow_inf_nan=False)
+    step_timeout: float = Field(default=120, gt=0, le=86400, allow_inf_nan=False)
     log_level: str = "info"
     concurrency: int = Field(default=8, ge=1, le=256)
-    revoke_sweep_seconds: float = Field(default=30, gt=0)
+    revoke_sweep_seconds: float = Field(default=30, gt=0, le=86400, allow_inf_nan=False)
     # How the daemon serves /healthz and /metrics: "HOST:PORT" (e.g. "127.0.0.1:9465"); unset: not served.
     metrics_address: str | None = None
     # After downtime, overdue plans start spread over at most this many seconds (never hundreds at once).
-    catch_up_spread_seconds: float = Field(default=300, ge=0)
+    catch_up_spread_seconds: float = Field(default=300, ge=0, le=86400, allow_inf_nan=False)
     # A failed notification is retried on later ticks: first after this many seconds, then doubling (at most an
     # hour between tries), for notify_retry_for after the rotation.
-    notify_retry_seconds: float = Field(default=60, gt=0)
+    notify_retry_seconds: float = Field(default=60, gt=0, le=86400, allow_inf_nan=False)
     notify_retry_for: timedelta = timedelta(hours=24)
     # While PREVIOUS is still in use (or a required notifier has not succeeded), the revoke looks again this often.
-    revoke_recheck_seconds: float = Field(default=60, gt=0)
+    revoke_recheck_seconds: float = Field(default=60, gt=0, le=86400, allow_inf_nan=False)
     # After this many failed runs of a plan in a row (and every as many more), a credential.rotation_stuck alert
     # goes to the notifiers that subscribed to it; scheduled retries go on with backoff. 0: never.
     alert_after_failures: int = Field(default=3, ge=0, le=1000)
+    # A plan whose target connection does not verify TLS (validate warns for each) is refused instead.
+    require_verified_tls: bool = False
 
     @field_validator("notify_retry_for", mode="before")
     @classmethod
@@ -102,8 +122,8 @@ class RotatorSection(_Strict):
             raise ValueError(
                 f"unknown journal URL scheme {value.split(':', 1)[0]!r}: use sqlite:///PATH or postgresql://..."
             )
-        if value and "@" in value.split("//", 1)[-1].split("/", 1)[0] and ":" in value.split("//", 1)[-1].split("@")[0]:
-            raise ValueError("the journal URL holds a password: put it in PGPASSWORD or ~/.pgpass, not the config")
+        if value and value.startswith(("postgresql://", "postgres://")) and (where := _password_in_url(value)):
+            raise ValueError(f"the journal URL holds a password ({where}); the config must not")
         return value
 
     @field_validator("log_level")
@@ -112,6 +132,17 @@ class RotatorSection(_Strict):
         if value.lower() not in ("debug", "info", "warning", "error"):
             raise ValueError("log_level must be debug, info, warning or error")
         return value.lower()
+
+
+def _password_in_url(url: str) -> str | None:
+    """Where a libpq URL carries a password (never the password itself), or None."""
+    parts = urlsplit(url)
+    if ":" in parts.netloc.rpartition("@")[0]:
+        return "in the user part, user:password@"
+    for name, _value in parse_qsl(parts.query, keep_blank_values=True):
+        if name.lower() in ("password", "sslpassword"):
+            return f"as ?{name.lower()}="
+    return None
 
 
 class ComponentConfig(BaseModel):
@@ -185,6 +216,14 @@ class PasswordPolicyConfig(_Strict):
     exclude_uppercase: bool = False
     exclude_numbers: bool = False
     exclude_punctuation: bool = False
+
+    @model_validator(mode="after")
+    def _characters_left(self) -> PasswordPolicyConfig:
+        # The generator's own check, at load: a policy that leaves nothing to draw from fails here, not at create.
+        problem = policy_problem(self.policy())
+        if problem is not None:
+            raise ValueError(problem[1])  # the fix: _FIXES["password_policy"]
+        return self
 
     def policy(self) -> PasswordPolicy:
         return PasswordPolicy(**self.model_dump())
@@ -322,8 +361,31 @@ class Config:
 
     def setup(self, name: str) -> ComponentSetup:
         return ComponentSetup(
-            name=name, config_dir=self.config_dir, state_dir=self.state_dir, config_file=str(self.path)
+            name=name,
+            config_dir=self.config_dir,
+            state_dir=self.state_dir,
+            config_file=str(self.path),
+            protected_paths=self.protected_paths,
         )
+
+    @functools.cached_property
+    def protected_paths(self) -> tuple[Path, ...]:
+        """What no component may write over: state_dir, each local store's database and key file, the SQLite
+        journal (wherever the config puts them)."""
+        setup = ComponentSetup(name="", config_dir=self.config_dir, state_dir=self.state_dir)
+        found = [self.state_dir]
+        journal = self.model.rotator.journal
+        if journal and journal.startswith("sqlite:///"):
+            found.append(Path(journal.removeprefix("sqlite:///")))  # as rotator.journal.open_journal reads it
+        names = {plan.store for plan in self.model.plans} | set(self.model.stores)
+        for name in sorted(names):
+            component = self.store_config(name)
+            if component.type == "local":
+                for option in ("path", "key_file"):
+                    value = component.options.get(option)
+                    if isinstance(value, str) and value:
+                        found.append(setup.path(value))
+        return tuple(found)
 
 
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -413,11 +475,66 @@ def _read_toml(path: Path, shown: str) -> dict[str, Any]:
         raise ConfigError(f"invalid TOML: {exc}", file=shown, fix="correct the syntax at that line") from None
 
 
+_TOP_LEVEL_SHAPES = {
+    "rotator": ("table", "a [rotator] section of settings"),
+    "stores": ("table of tables", '[stores.NAME] sections, each with type = "..."'),
+    "notifiers": ("table of tables", '[notifiers.NAME] sections, each with type = "..."'),
+    "plans": ("array of tables", "[[plans]] sections (or plans = [{...}, ...])"),
+}
+
+
+def _toml_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
+def _check_shape(data: Mapping[str, Any], shown: str) -> None:
+    """The top-level keys have the shape the models expect, so a wrong one is named as such (`stores = "x"`,
+    `plans = 5`), before anything iterates over it."""
+    for key, (shape, fix) in _TOP_LEVEL_SHAPES.items():
+        if key not in data:
+            continue
+        value = data[key]
+        if shape == "table" and isinstance(value, dict):
+            continue
+        if shape == "table of tables" and isinstance(value, dict):
+            for name, item in value.items():
+                if not isinstance(item, dict):
+                    raise ConfigError(
+                        f"must be a table, not {_toml_type(item)}", file=shown, key=f"{key}.{name}", fix=f"write {fix}"
+                    )
+            continue
+        if shape == "array of tables" and isinstance(value, list):
+            for index, item in enumerate(value):
+                if not isinstance(item, dict):
+                    raise ConfigError(
+                        f"must be a table, not {_toml_type(item)}",
+                        file=shown,
+                        key=f"{key}[{index}]",
+                        fix=f"write {fix}",
+                    )
+            continue
+        article = "an" if shape.startswith("a") else "a"
+        raise ConfigError(
+            f"must be {article} {shape}, not {_toml_type(value)}", file=shown, key=key, fix=f"write {fix}"
+        )
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Read and validate the config (and plans_dir); ConfigError naming file, key and fix otherwise."""
     path = config_path(path)
     shown = str(path)
     data = _read_toml(path, shown)
+    _check_shape(data, shown)
     plan_files: dict[str, Path] = {}
     plans_dir = data.get("rotator", {}).get("plans_dir") if isinstance(data.get("rotator"), dict) else None
     if plans_dir:
@@ -432,6 +549,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         extra_plans = list(data.get("plans", []))
         for plan_file in sorted(directory.glob("*.toml")):
             plan_data = _read_toml(plan_file, str(plan_file))
+            _check_shape({"plans": plan_data["plans"]} if "plans" in plan_data else {}, str(plan_file))
             entries = plan_data.get("plans", [plan_data])
             for entry in entries:
                 try:

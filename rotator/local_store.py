@@ -86,21 +86,70 @@ def _decode_key(text: str, where: str) -> bytes:
     return key
 
 
-class LocalStore:
-    """Type `local`. Options: path, key_file, key_env (see LocalStoreOptions)."""
+_RESTORE = (
+    "restore {db} and its key from the same backup (README: backing up the local store); "
+    "if it never held a secret, delete it and run `rotator init` to start an empty one"
+)
 
-    def __init__(self, options: Mapping[str, Any] | None = None, setup: ComponentSetup | None = None):
+
+def stored_versions(path: Path) -> int:
+    """How many versions the store database at `path` holds (0 when it does not exist), opened without creating
+    anything; a ConfigError naming the file when it is not a readable store database."""
+    if not path.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=30)
+        try:
+            count: int = db.execute("select count(*) from versions").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise _unreadable(path, exc) from None
+    return count
+
+
+def _unreadable(path: Path, exc: sqlite3.DatabaseError) -> ConfigError:
+    return ConfigError(
+        f"the local store database {path} cannot be read: {exc} (corrupt or truncated, or not a store)",
+        fix=_RESTORE.format(db=path),
+    )
+
+
+class LocalStore:
+    """Type `local`. Options: path, key_file, key_env (see LocalStoreOptions).
+
+    The database is created only when `create` is true; by default, only when the store is not opened for a config
+    file (setup.config_file empty: tests, tools). Every command opens it for its config, and there a missing
+    database next to an existing key is an error, not a new empty store: `rotator init` creates it. A corrupt
+    database, or a key that does not decrypt the stored versions, is a ConfigError (exit 2) naming the file and the
+    recovery; a read or write that fails on a database corrupted later is a StoreError (exit 1).
+    """
+
+    def __init__(
+        self,
+        options: Mapping[str, Any] | None = None,
+        setup: ComponentSetup | None = None,
+        *,
+        create: bool | None = None,
+    ):
         opts = parse_options(LocalStoreOptions, options)
         setup = setup or ComponentSetup(name="local", config_dir=Path.cwd(), state_dir=Path.cwd() / "state")
         self.path = setup.path(opts.path) if opts.path else setup.state_dir / DB_FILE_NAME
-        self._aead = AESGCM(self._load_key(opts, setup))
+        self.key_source = (
+            f"${opts.key_env}"
+            if opts.key_env
+            else str(setup.path(opts.key_file) if opts.key_file else setup.state_dir / KEY_FILE_NAME)
+        )
+        self._name = setup.name
+        self._aead = AESGCM(self._load_key(opts, setup, self.path))
         self._lock = threading.RLock()
-        self._db = self._open(self.path)
+        self._db = self._open(self.path, not setup.config_file if create is None else create)
+        self._check_key()
 
     # -- set-up ---------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _load_key(opts: LocalStoreOptions, setup: ComponentSetup) -> bytes:
+    def _load_key(opts: LocalStoreOptions, setup: ComponentSetup, db_path: Path) -> bytes:
         if opts.key_env:
             value = os.environ.get(opts.key_env)
             if not value:
@@ -114,6 +163,14 @@ class LocalStore:
         try:
             mode = key_path.stat().st_mode
         except FileNotFoundError:
+            versions = stored_versions(db_path)
+            if versions:
+                raise ConfigError(
+                    f"the local store key {key_path} does not exist, but {db_path} holds {versions} encrypted versions",
+                    key=f"stores.{setup.name}",
+                    fix=f"restore {key_path} (mode 0600) from your backup, or set key_env to a variable holding the "
+                    "key; a new key cannot decrypt them, so `rotator init` will not make one",
+                ) from None
             raise ConfigError(
                 f"the local store key {key_path} does not exist",
                 key=f"stores.{setup.name}",
@@ -127,16 +184,63 @@ class LocalStore:
             )
         return _decode_key(key_path.read_text(), str(key_path))
 
-    @staticmethod
-    def _open(path: Path) -> sqlite3.Connection:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _open(self, path: Path, create: bool) -> sqlite3.Connection:
         if not path.exists():
+            if not create:
+                raise ConfigError(
+                    f"the local store database {path} does not exist, but its key {self.key_source} does",
+                    key=f"stores.{self._name}",
+                    fix=f"restore {path} from your backup; for a new, empty store run `rotator init`",
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # SQLite gives -wal/-shm the same mode
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        db.execute("pragma journal_mode=wal")
-        db.execute("pragma synchronous=full")
-        db.executescript(_SCHEMA)
+        elif path.stat().st_size == 0 and not create:
+            raise ConfigError(
+                f"the local store database {path} is empty (0 bytes): truncated?",
+                key=f"stores.{self._name}",
+                fix=_RESTORE.format(db=path),
+            )
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("pragma journal_mode=wal")
+            db.execute("pragma synchronous=full")
+            db.executescript(_SCHEMA)
+            problem = db.execute("pragma quick_check(1)").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise _unreadable(path, exc) from None
+        if problem != "ok":
+            db.close()
+            raise _unreadable(path, sqlite3.DatabaseError(problem))
         return db
+
+    def _check_key(self) -> None:
+        """The key must decrypt what is stored (one version tried): a wrong key is found at open, not mid-run."""
+        row = self._db.execute("select secret_id, version_id, nonce, ciphertext from versions limit 1").fetchone()
+        if row is None:
+            return
+        try:
+            self._aead.decrypt(row[2], row[3], f"{row[0]}\0{row[1]}".encode())
+        except Exception:
+            self._db.close()
+            raise ConfigError(
+                f"the local store key {self.key_source} does not decrypt the versions in {self.path}",
+                key=f"stores.{self._name}",
+                fix="restore the key that goes with this database (the same backup), or point key_file or key_env "
+                "at it; `rotator init` never replaces an existing key",
+            ) from None
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A database failure after open (corrupted since) as a StoreError naming the file and the recovery."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise StoreError(f"local store {self.path}: {exc}; retry when the other writer is done") from None
+            raise StoreError(
+                f"local store {self.path}: the database cannot be read or written ({exc}); fix: "
+                + _RESTORE.format(db=self.path)
+            ) from None
 
     def close(self) -> None:
         with self._lock:
@@ -177,7 +281,7 @@ class LocalStore:
         return Credential(version_id, self._open_value(secret_id, version_id, row[0], row[1]), stages)
 
     def get(self, secret_id: str, stage: Stage = Stage.CURRENT) -> Credential | None:
-        with self._lock:
+        with self._lock, self._reading():
             labels = self._labels(secret_id)
             if not labels:
                 raise SecretNotFound(f"local store: no secret named {secret_id!r} (seed it with `rotator store put`)")
@@ -185,11 +289,11 @@ class LocalStore:
             return self._credential(secret_id, version_id, labels) if version_id else None
 
     def get_version(self, secret_id: str, version_id: str) -> Credential | None:
-        with self._lock:
+        with self._lock, self._reading():
             return self._credential(secret_id, version_id, self._labels(secret_id))
 
     def secret_ids(self) -> list[str]:
-        with self._lock:
+        with self._lock, self._reading():
             return [r[0] for r in self._db.execute("select distinct secret_id from labels order by 1")]
 
     # -- writes ---------------------------------------------------------------------------------------------
@@ -213,7 +317,7 @@ class LocalStore:
         )
 
     def put_pending(self, secret_id: str, value: Mapping[str, Any], version_id: str) -> Credential:
-        with self._lock:
+        with self._lock, self._reading():
             labels = self._labels(secret_id)
             if not labels:
                 raise SecretNotFound(f"local store: no secret named {secret_id!r} (seed it with `rotator store put`)")
@@ -239,7 +343,7 @@ class LocalStore:
         return Credential(version_id, dict(value), frozenset({Stage.PENDING}))
 
     def promote(self, secret_id: str, version_id: str) -> None:
-        with self._lock:
+        with self._lock, self._reading():
             labels = self._labels(secret_id)
             if labels.get(Stage.CURRENT.value) == version_id:
                 return
@@ -260,7 +364,7 @@ class LocalStore:
                 self._drop_unlabelled(secret_id)
 
     def unpromote(self, secret_id: str, version_id: str) -> None:
-        with self._lock:
+        with self._lock, self._reading():
             labels = self._labels(secret_id)
             previous = labels.get(Stage.PREVIOUS.value)
             if labels.get(Stage.CURRENT.value) != version_id or previous is None:
@@ -277,7 +381,7 @@ class LocalStore:
                 db.execute("delete from labels where secret_id = ? and stage = ?", (secret_id, Stage.PREVIOUS.value))
 
     def discard_pending(self, secret_id: str, version_id: str) -> None:
-        with self._lock:
+        with self._lock, self._reading():
             if self._labels(secret_id).get(Stage.PENDING.value) != version_id:
                 return
             with self._transaction() as db:
@@ -287,7 +391,7 @@ class LocalStore:
     def put_current(self, secret_id: str, value: Mapping[str, Any]) -> Credential:
         version_id = uuid.uuid4().hex
         nonce, ciphertext = self._seal(secret_id, version_id, value)
-        with self._lock, self._transaction() as db:
+        with self._lock, self._reading(), self._transaction() as db:
             current = self._labels(secret_id).get(Stage.CURRENT.value)
             db.execute(
                 "insert into versions values (?, ?, ?, ?, ?)",

@@ -27,26 +27,37 @@ def character_classes(policy: PasswordPolicy) -> list[str]:
     return classes
 
 
-def check_policy(policy: PasswordPolicy) -> None:
+def policy_problem(policy: PasswordPolicy) -> tuple[str, str, str] | None:
+    """Why `policy` cannot make a password, as (option, reason, fix); None when it can."""
     classes = character_classes(policy)
     if not classes:
-        raise ConfigError(
-            "the password policy leaves no characters to choose from",
-            key="password_policy",
-            fix="exclude fewer character classes or characters",
+        return (
+            "password_policy",
+            "the password policy leaves no characters to choose from (every class excluded, or exclude_characters "
+            "covers what the others leave)",
+            "exclude fewer character classes or characters",
         )
     if policy.length < 12 or policy.length > 4096:
-        raise ConfigError(
+        return (
+            "password_policy.length",
             f"password length {policy.length} is out of range",
-            key="password_policy.length",
-            fix="use a length from 12 to 4096 (32 or more is recommended)",
+            "use a length from 12 to 4096 (32 or more is recommended)",
         )
     if policy.require_each_included_type and len(classes) > policy.length:
-        raise ConfigError(
-            "the password is shorter than the number of required character classes",
-            key="password_policy.length",
-            fix="raise the length or set require_each_included_type = false",
+        return (
+            "password_policy.length",
+            f"a password of {policy.length} characters cannot hold one of each of the {len(classes)} required classes",
+            "raise the length or set require_each_included_type = false",
         )
+    return None
+
+
+def check_policy(policy: PasswordPolicy) -> None:
+    """ConfigError naming the option and the fix when `policy` cannot make a password."""
+    problem = policy_problem(policy)
+    if problem is not None:
+        key, reason, fix = problem
+        raise ConfigError(reason, key=key, fix=fix)
 
 
 def generate_password(policy: PasswordPolicy | None = None) -> str:

@@ -6,17 +6,24 @@ stay light. rotator.scheduler turns a parsed Schedule into an APScheduler trigge
   day-of-week 1-7 is SUN-SAT (or SUN, MON, ...); `L` (last) and `#` (nth weekday) as AWS. `W` is refused.
 - a 5-field crontab `min hour dom month dow` (dow 0-7, 0 and 7 are Sunday).
 - `manual`: only `rotate-now` rotates the plan.
+
+Bounds: a rate of at most 1000 days (Secrets Manager's longest rotation interval), a cron expression that matches
+some date from now on (not February 30, not a year gone), a window of some length, durations of at most 365 days.
+Every refusal is a ValueError with the reason; the config names the file, the key and the fix.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass, field
-from datetime import time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 _RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
 _DURATION_PART = re.compile(r"(\d+)\s*(d|h|m|s)")
+MAX_RATE = timedelta(days=1000)  # Secrets Manager's longest rotation interval
+MAX_DURATION = timedelta(days=365)  # grace, revoke_deadline, notify_retry_for: a year is already far too long
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _ORDINALS = {1: "1st", 2: "2nd", 3: "3rd", 4: "4th", 5: "5th"}
 
@@ -122,6 +129,8 @@ def parse_schedule(text: str) -> Schedule:
             right = unit.rstrip("s") if number == 1 else unit + ("" if unit.endswith("s") else "s")
             raise ValueError(f"AWS wants rate({number} {right})")
         seconds = {"minute": 60, "hour": 3600, "day": 86400}[unit.rstrip("s")]
+        if number * seconds > MAX_RATE.total_seconds():
+            raise ValueError(f"rate({number} {unit}) is longer than {MAX_RATE.days} days (Secrets Manager's longest)")
         return Schedule(spec, "rate", interval=timedelta(seconds=number * seconds))
     if spec.startswith("cron(") and spec.endswith(")"):
         fields = spec[5:-1].split()
@@ -142,9 +151,14 @@ def _check_cron(kwargs: dict[str, str]) -> None:
     from apscheduler.triggers.cron import CronTrigger
 
     try:
-        CronTrigger(timezone="UTC", **kwargs)
+        trigger = CronTrigger(timezone="UTC", **kwargs)
     except ValueError as exc:
         raise ValueError(str(exc)) from None
+    # A day that no month has (February 30, April 31) or a year gone: the plan would never rotate.
+    if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+        raise ValueError(
+            "this cron expression matches no date from now on (a day the month does not have, or a past year)"
+        )
 
 
 @dataclass(frozen=True)
@@ -163,26 +177,35 @@ class Window:
 
 @functools.lru_cache(maxsize=4096)
 def parse_window(text: str) -> Window:
+    """ "HH:MM-HH:MM" in UTC; it may wrap past midnight ("23:00-01:00"); "00:00-24:00" is the whole day."""
     match = re.fullmatch(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})", text.strip())
     if not match:
         raise ValueError(f"bad window {text!r}")
     h1, m1, h2, m2 = (int(g) for g in match.groups())
     if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
         raise ValueError(f"bad window {text!r}: hours 00-23, minutes 00-59")
+    if (h1, m1) == (h2, m2):
+        raise ValueError(f"window {text!r} has no length (for the whole day, leave window out or use 00:00-24:00)")
     return Window(time(h1, m1), time(h2 % 24, m2))
 
 
 def parse_duration(text: str | int | float) -> timedelta:
-    """`"1h"`, `"30m"`, `"1h30m"`, `"2d"`, `"90s"`, `"0"`, or a number of seconds."""
+    """`"1h"`, `"30m"`, `"1h30m"`, `"2d"`, `"90s"`, `"0"`, or a number of seconds; at most MAX_DURATION."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if not math.isfinite(text):
+            raise ValueError("a duration must be a finite number of seconds")
         if text < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=text)
-    spec = str(text).strip().replace(" ", "")
-    if spec == "0":
-        return timedelta(0)
-    parts = _DURATION_PART.findall(spec)
-    if not parts or "".join(n + u for n, u in parts) != spec:
-        raise ValueError(f"bad duration {text!r}")
-    unit_seconds = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-    return timedelta(seconds=sum(int(n) * unit_seconds[u] for n, u in parts))
+        seconds = float(text)
+    else:
+        spec = str(text).strip().replace(" ", "")
+        if spec == "0":
+            return timedelta(0)
+        parts = _DURATION_PART.findall(spec)
+        if not parts or "".join(n + u for n, u in parts) != spec or any(len(n) > 12 for n, _ in parts):
+            raise ValueError(f"bad duration {text!r}")
+        unit_seconds = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+        seconds = float(sum(int(n) * unit_seconds[u] for n, u in parts))
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"duration {text!r} is longer than {MAX_DURATION.days} days")
+    return timedelta(seconds=seconds)

@@ -5,6 +5,10 @@ This is the one notifier that handles a secret value: it reads CURRENT from the 
 config snippet for a proxy). The value goes to the file only: its secret strings are registered for scrubbing
 (rotator.register_secret) before anything else happens, and errors name keys and paths, never values.
 
+The file, the reload's `cwd` and any path its argv names must not resolve (symlinks too) into `state_dir` or onto
+a local store's database, its key file or the journal (ComponentSetup.protected_paths): refused at load, and the
+file's path checked again before each write.
+
 The file is replaced atomically: the text is rendered first (a rendering error leaves the old file as it was),
 then written to a temporary file in the same directory created with mode `mode` (default 0600) and, if given,
 `owner`/`group`, fsynced, renamed over `path`, and the directory fsynced. A reader sees the old file or the new
@@ -14,7 +18,9 @@ Formats (`format`):
 - `json`: the value as a JSON object (`keys` picks some of its keys);
 - `env`: `NAME=value` lines, NAME = `env_prefix` + the key upper-cased (other characters than A-Z, 0-9 and _
   become _), the value quoted for a POSIX shell when needed (`set -a; . FILE` reads it back; systemd's
-  EnvironmentFile too); objects and lists as JSON;
+  EnvironmentFile too); objects and lists as JSON. A NAME that changes how a program runs (PATH, LD_*, PYTHON*,
+  IFS, BASH_ENV, ... see _EXECUTION_VARIABLES) is never written: refused at load when `keys` says which names
+  there will be, else by a NotifyError naming the key when the value has one (fix: `env_prefix`);
 - `template`: the file `template`, with `{key}` placeholders replaced by the value's keys (`{{` and `}}` for
   literal braces); a placeholder naming a key the value lacks is an error (naming the key).
 
@@ -49,6 +55,7 @@ from rotator import (
     Credential,
     NotifyError,
     Options,
+    OptionsError,
     RotationEvent,
     RotatorError,
     TransientError,
@@ -60,6 +67,32 @@ from rotator import (
 
 _ENV_NAME_CHAR = re.compile(r"[^A-Z0-9_]")
 _SHELL_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]*\Z")
+
+# Variables that change how a program runs (what it executes, loads, trusts or where it connects), which an env
+# file read by `set -a; . FILE` or systemd's EnvironmentFile would set for the consumer: never written. An
+# env_prefix ("APP_") makes a name harmless; a prefix that is itself one of these ("LD_") does not.
+_EXECUTION_VARIABLES = frozenset(
+    {
+        "PATH", "IFS", "ENV", "BASH_ENV", "SHELL", "SHELLOPTS", "BASHOPTS", "CDPATH", "GLOBIGNORE",
+        "PROMPT_COMMAND", "PS1", "PS2", "PS3", "PS4", "HOME", "TMPDIR", "GLIBC_TUNABLES", "GCONV_PATH", "LOCPATH",
+        "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF", "OPENSSL_CONF", "OPENSSL_MODULES", "SSL_CERT_FILE",
+        "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+        "NO_PROXY", "PERLLIB", "PERLIO", "RUBYOPT", "RUBYLIB", "GEM_HOME", "GEM_PATH", "CLASSPATH",
+        "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "EDITOR", "VISUAL", "PAGER", "BROWSER",
+    }
+)  # fmt: skip
+_EXECUTION_PREFIXES = ("LD_", "DYLD_", "PYTHON", "PERL5", "NODE_", "NPM_CONFIG_", "PIP_", "RUBY", "GIT_", "BASH_FUNC_")
+
+
+def execution_variable(name: str) -> bool:
+    """Whether setting the variable `name` changes how a program runs (see _EXECUTION_VARIABLES)."""
+    return name in _EXECUTION_VARIABLES or name.startswith(_EXECUTION_PREFIXES)
+
+
+def env_name(key: str, prefix: str) -> str:
+    """The variable an env file sets for `key`: the prefix and the key upper-cased, other characters as _."""
+    name = prefix + _ENV_NAME_CHAR.sub("_", key.upper())
+    return f"_{name}" if name[:1].isdigit() else name
 
 
 class FileOptions(Options):
@@ -166,6 +199,36 @@ class FileNotifier:
                 ) from None
             self.template = parse_template(text, str(source))
         self.reload = self.options.reload_run()
+        self._refuse_protected_outputs()
+        if self.options.format == "env" and self.options.keys:
+            for name in self.options.keys:
+                if execution_variable(variable := env_name(name, self.options.env_prefix)):
+                    raise OptionsError(
+                        f"keys: {name!r} becomes the variable {variable}, which changes how the programs reading "
+                        "the file run",
+                        option="env_prefix" if self.options.env_prefix else "keys",
+                        fix='set env_prefix (e.g. env_prefix = "APP_") so that every name is the application\'s own',
+                    )
+
+    def _refuse_protected_outputs(self) -> None:
+        """The file (and the reload's working directory, and any path its argv names) must not resolve into
+        state_dir or onto the local store, its key or the journal: a file written over store.key makes every
+        secret unreadable."""
+        outputs: list[tuple[str, str | os.PathLike[str]]] = [("path", self.options.path)]
+        if self.reload is not None:
+            if self.reload.cwd:
+                outputs.append(("reload.cwd", self.reload.cwd))
+            base = self.setup.path(self.reload.cwd) if self.reload.cwd else self.setup.config_dir
+            outputs += [("reload", base / arg) for arg in self.reload.argv[1:] if "/" in arg or (base / arg).exists()]
+        for option, output in outputs:
+            protected = self.setup.protected_by(output)
+            if protected is not None:
+                raise OptionsError(
+                    f"{output} resolves into or onto {protected}, which the rotator keeps (its state, a store or its "
+                    "key, the journal): writing there would destroy them",
+                    option=option,
+                    fix="write the file outside state_dir, e.g. /etc/myapp/credentials.env",
+                )
 
     @staticmethod
     def _id(value: str | int, lookup: Any, what: str, key: str) -> int:
@@ -232,8 +295,12 @@ class FileNotifier:
             return json.dumps(dict(value), indent=2, sort_keys=True) + "\n"
         lines: dict[str, str] = {}
         for key in sorted(value):
-            name = self.options.env_prefix + _ENV_NAME_CHAR.sub("_", str(key).upper())
-            name = f"_{name}" if name[:1].isdigit() else name
+            name = env_name(str(key), self.options.env_prefix)
+            if execution_variable(name):
+                raise NotifyError(
+                    f"{self._what}: the secret's key {key!r} would set {name}, which changes how the programs "
+                    'reading the file run; fix: set env_prefix (e.g. "APP_") or keys (the keys to write)'
+                )
             if name in lines:
                 raise NotifyError(f"{self._what}: keys {key!r} and another both become the variable {name}")
             lines[name] = f"{name}={_shell_quote(_text(value[key]))}\n"
@@ -242,6 +309,9 @@ class FileNotifier:
     def write(self, text: str) -> None:
         """Temporary file in the same directory (mode, owner, group set before any byte is written), fsync,
         rename over the path, fsync the directory."""
+        protected = self.setup.protected_by(self.path)
+        if protected is not None:  # checked at load too; again here, as a directory may have become a symlink
+            raise NotifyError(f"{self._what}: {self.path} now resolves into or onto {protected}; nothing written")
         directory = self.path.parent
         try:
             fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")

@@ -55,8 +55,9 @@ def store_factory(
     setup = ComponentSetup(
         name=kind, config_dir=tmp_path, state_dir=tmp_path / "state", config_file=str(tmp_path / "rotator.toml")
     )
-    if kind == "local":
+    if kind == "local":  # as `rotator init` makes them: the key, then the empty database
         create_key_file(setup.state_dir / "store.key")
+        LocalStore({}, setup, create=True).close()
     if kind == "vault-kv2":
         monkeypatch.setenv(VAULT_TOKEN_ENV, request.getfixturevalue("vault_server").root_token)
     options = store_options(kind, request)
