@@ -64,6 +64,7 @@ from rotator_plugins.rotation.http_keys import (
     MintedKey,
 )
 from rotator_plugins.rotation.http_template import (
+    Placeholder,
     Template,
     TemplateError,
     compile_tree,
@@ -178,6 +179,10 @@ class HttpApiKeyOptions(KeyOptions, kw_only=True):
     list_keys: ListSpec | None = msgspec.field(default=None, name="list")
     id_field: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\Z")] = "key_id"
     key_field: Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\Z")] = "api_key"
+    # A secret ({key.api_key}, {admin.token}, ...) in a URL is refused: servers, proxies and clients log URLs, and
+    # vendors echo them (percent-encoded) in errors. true: the API takes the key only there (the scrubber still
+    # redacts it in every encoding).
+    secret_in_url: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -200,9 +205,32 @@ class HttpApiKeyOptions(KeyOptions, kw_only=True):
                             f"{name} uses {placeholder}, but admin has no {placeholder.field!r}: add admin = "
                             f'{{{placeholder.field} = "env:VAR"}} or admin_secret = "<secret in the store>"',
                         )
+        if not self.secret_in_url:
+            for name, spec in self.requests().items():
+                secret = next((str(p) for p in url_placeholders(spec) if self.is_secret(p)), None)
+                if secret is not None:
+                    raise invalid(
+                        f"{name}.url",
+                        f"{name}.url puts {secret}, a secret, into the URL (logged by servers and proxies, echoed in "
+                        f'errors): send it in a header, e.g. headers = {{ Authorization = "Bearer {secret}" }}, or '
+                        "set secret_in_url = true if the API takes it only in the URL",
+                    )
         pages = self.list_keys is not None and any(p.root == "page" for p in self.list_keys.placeholders())
         if pages and self.list_keys is not None and self.list_keys.page_start is None:
             raise invalid("list.page_start", "list uses {page}: set page_start (the first page number)")
+
+    def is_secret(self, placeholder: Placeholder) -> bool:
+        """Whether a placeholder stands for a secret: any admin field, and a key's or a stored version's secret
+        fields (key_field, and names the scrubber treats as secret, but for id_field, name and other ids)."""
+        if placeholder.root == "admin":
+            return True
+        if placeholder.root not in ("key", "current", "pending", "previous") or placeholder.field is None:
+            return False
+        field = placeholder.field
+        if field == self.key_field:
+            return True
+        public = field in (self.id_field, "name") or field.endswith(("_id", "_name", "_arn"))
+        return not public and bool(SECRET_FIELD.search(field))
 
     def requests(self) -> dict[str, RequestSpec]:
         found: dict[str, RequestSpec] = {"create": self.create, "test": self.test, "revoke": self.revoke}
@@ -395,6 +423,11 @@ class TemplatedKeyApi:
             missing_ok=missing_ok,
             fix_auth=fix_auth or self.fix_auth,
         )
+
+
+def url_placeholders(spec: RequestSpec) -> tuple[Placeholder, ...]:
+    """The placeholders of a request's URL (path and query)."""
+    return Template.compile(spec.url, spec.ROOTS).placeholders
 
 
 def _compile(spec: RequestSpec) -> dict[str, Any]:

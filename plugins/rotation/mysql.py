@@ -957,6 +957,23 @@ class MySQLPlugin:
                 step=step,
             )
 
+    def unverified_tls(self) -> str | None:
+        """Why this plugin's connections may not verify the server's certificate, or None when they do: an optional
+        method that `rotator validate` asks (a warning per plan; an error with [rotator] require_verified_tls)."""
+        mode = self.options.ssl_mode
+        if mode is None:
+            return (
+                'ssl_mode is unset, so the secret\'s "ssl" field decides: true gives verify_identity, but false '
+                "gives no TLS and absent (or any other value) gives preferred, TLS without a certificate check that "
+                'falls back to plain text; set ssl_mode = "verify_identity"'
+            )
+        if mode in ("verify_ca", "verify_identity"):
+            return None
+        return (
+            f'ssl_mode = "{mode}" does not verify the server\'s certificate: use "verify_identity" (with ssl_ca '
+            "for a private CA)"
+        )
+
 
 # The mode for each "ssl" choice. The samples, without "ssl", try a verified TLS connection and fall back to a
 # plain one on any failure; "preferred" (PyMySQL's default) uses TLS when the server offers it, else plain.

@@ -657,3 +657,20 @@ class PostgresPlugin:
                 plan_id=ctx.plan_id,
                 step=step,
             )
+
+    def unverified_tls(self) -> str | None:
+        """Why this plugin's connections may not verify the server's certificate, or None when they do: an optional
+        method that `rotator validate` asks (a warning per plan; an error with [rotator] require_verified_tls)."""
+        mode = self.options.sslmode
+        if mode is None:
+            return (
+                'sslmode is unset, so the secret\'s "ssl" field decides: true gives verify-full, but false gives no '
+                "TLS and absent (or any other value) gives prefer, TLS without a certificate check that falls back to "
+                'plain text; set sslmode = "verify-full"'
+            )
+        if mode in ("verify-ca", "verify-full"):
+            return None
+        return (
+            f'sslmode = "{mode}" does not verify the server\'s certificate: use "verify-full" (with sslrootcert '
+            "for a private CA)"
+        )

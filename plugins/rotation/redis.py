@@ -473,6 +473,22 @@ class RedisPlugin:
                 step=step,
             )
 
+    def unverified_tls(self) -> str | None:
+        """Why this plugin's connections may not verify the server's certificate, or None when they do: an optional
+        method that `rotator validate` asks (a warning per plan; an error with [rotator] require_verified_tls)."""
+        mode = self.options.tls
+        if mode is None:
+            return (
+                'tls is unset, so the secret\'s "ssl" field decides: true gives verify_identity, anything else no TLS '
+                'at all; set tls = "verify_identity"'
+            )
+        if mode in ("verify_ca", "verify_identity"):
+            return None
+        return (
+            f'tls = "{mode}" does not verify the server\'s certificate: use "verify_identity" (with ssl_ca '
+            "for a private CA)"
+        )
+
 
 def _flag(value: Any) -> bool:
     if isinstance(value, str):
