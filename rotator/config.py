@@ -44,6 +44,7 @@ _FIXES = {
     "notify_retry_seconds": "use a number of seconds above 0 and at most 86400 (default 60)",
     "revoke_recheck_seconds": "use a number of seconds above 0 and at most 86400 (default 60)",
     "concurrency": "use a whole number from 1 to 256 (default 8)",
+    "length": "use a password length from 12 to 4096 (32 or more is recommended)",
     "password_policy": (
         "exclude fewer character classes or characters, or set a length that holds one of each required class "
         "(12 to 4096), or require_each_included_type = false"
