@@ -119,18 +119,24 @@ def _json_forms(value: str) -> set[str]:
 
 
 def _base64_forms(value: str) -> set[str]:
-    """base64 of the value's UTF-8 bytes, standard and URL-safe alphabets: the whole encoding (padded and not), and
-    the characters that depend on the value alone when it starts 1 or 2 bytes into the encoded data (as in
-    HTTP Basic auth's base64("user:" + password))."""
-    data = value.encode()
+    """base64 of the value's UTF-8 bytes (and Latin-1, as requests encodes Basic credentials, when that differs),
+    standard and URL-safe alphabets: the whole encoding (padded and not), and the characters that depend on the
+    value alone when it starts 1 or 2 bytes into the encoded data (as in Basic auth's base64("user:" + password))."""
+    encodings = [value.encode()]
+    try:
+        if (latin1 := value.encode("latin-1")) != encodings[0]:
+            encodings.append(latin1)
+    except UnicodeEncodeError:
+        pass
     forms: set[str] = set()
-    for encode in (base64.b64encode, base64.urlsafe_b64encode):
-        whole = encode(data).decode()
-        forms.update((whole, whole.rstrip("=")))
-        for offset in (1, 2):
-            shifted = encode(b"\0" * offset + data).decode()
-            # Character i holds bits 6i..6i+5: it depends on the value alone from bit 8*offset to 8*(offset+len).
-            forms.add(shifted[-(-8 * offset // 6) : 8 * (offset + len(data)) // 6])
+    for data in encodings:
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            whole = encode(data).decode()
+            forms.update((whole, whole.rstrip("=")))
+            for offset in (1, 2):
+                shifted = encode(b"\0" * offset + data).decode()
+                # Character i holds bits 6i..6i+5: it depends on the value alone from bit 8*offset to 8*(offset+len).
+                forms.add(shifted[-(-8 * offset // 6) : 8 * (offset + len(data)) // 6])
     return forms
 
 

@@ -7,8 +7,6 @@ scrubber forgot shows up as a failure rather than agreeing with itself.
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 import logging
@@ -16,7 +14,7 @@ import secrets
 import string
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import quote, quote_plus
 
@@ -25,65 +23,7 @@ import structlog
 
 from rotator import logs
 from rotator.logs import REDACTED, _SecretRegistry
-
-# Every character class a password policy may draw from, and the characters that encode differently everywhere.
-ALPHABET = string.ascii_letters + string.digits + "!#$%&()*+,-./;<=>?[]^_`{|}~ \"'\\"
-
-
-def random_secret(length: int = 40) -> str:
-    # Always one of the awkward characters, so that every encoding below differs from the raw value.
-    body = "".join(secrets.choice(ALPHABET) for _ in range(length - 8))
-    return f'{body[:5]}/+= &<"{body[5:]}'
-
-
-def b64_at(value: str, prefix: str, urlsafe: bool = False) -> str:
-    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
-    return encode((prefix + value).encode()).decode()
-
-
-# name -> how a vendor or library might echo the value (the whole text it would send back)
-ENCODINGS: dict[str, Callable[[str], str]] = {
-    "raw": lambda v: v,
-    "quote": lambda v: quote(v, safe=""),
-    "quote-keep-slash": lambda v: quote(v),
-    "quote_plus": lambda v: quote_plus(v),
-    "json": lambda v: json.dumps(v),
-    "json-unicode": lambda v: json.dumps(v, ensure_ascii=False),
-    "json-slash-escaped": lambda v: json.dumps(v).replace("/", "\\/"),
-    "json-in-json": lambda v: json.dumps(json.dumps(v)),
-    "html": lambda v: html.escape(v),
-    "base64": lambda v: b64_at(v, ""),
-    "base64-urlsafe": lambda v: b64_at(v, "", urlsafe=True),
-    "basic-auth": lambda v: "Basic " + b64_at(v, "user:"),  # 5 bytes before the value: offset 2 of 3
-    "base64-offset-1": lambda v: b64_at(v, "a"),
-    "base64-offset-2": lambda v: b64_at(v, "ab"),
-    "base64-urlsafe-offset-1": lambda v: b64_at(v, "a", urlsafe=True),
-    "base64-urlsafe-offset-2": lambda v: b64_at(v, "ab", urlsafe=True),
-}
-
-
-def windows(text: str, size: int = 12) -> set[str]:
-    return {text[i : i + size] for i in range(len(text) - size + 1)}
-
-
-def core(name: str, value: str) -> str:
-    """The part of an encoding that depends on the value alone: without a JSON string's quotes, and without the
-    edges of a base64 encoding (a shifted encoding's edge characters also hold its neighbours' bits)."""
-    encoded = ENCODINGS[name](value)
-    if name == "basic-auth":  # "Basic " and base64("user:"): 5 bytes, so the value's own bits start at character 7
-        return encoded[len("Basic ") + 7 : -4]
-    if name.startswith("base64"):
-        return encoded[4:-4]
-    if name == "json-in-json":
-        return encoded[3:-3]
-    if name.startswith("json"):
-        return encoded[1:-1]
-    return encoded
-
-
-def leaked(output: str, value: str) -> list[str]:
-    """Which encodings of `value` still have a 12-character piece in `output`."""
-    return [name for name in ENCODINGS if any(piece in output for piece in windows(core(name, value)))]
+from tests.secret_forms import ENCODINGS, b64_at, core, leaked, random_secret
 
 
 @pytest.fixture
@@ -129,6 +69,14 @@ def test_the_index_turns_sparse_when_it_grows_and_still_finds_everything() -> No
     assert registry.layout == "sparse"
     for value in values:
         assert leaked(registry.scrub(f"<{quote_plus(value)}> <{b64_at(value, 'user:')}>"), value) == []
+
+
+def test_a_non_ascii_secret_in_every_encoding(registry: _SecretRegistry) -> None:
+    """UTF-8 and Latin-1 bytes differ (requests sends Basic credentials as Latin-1), and JSON writes \\u escapes."""
+    value = "sk/Évé+x=9Qp&r<T>zü2!#$%^()" + random_secret(20)
+    registry.add([value])
+    for name, encode in ENCODINGS.items():
+        assert leaked(registry.scrub(f"x {encode(value)} y"), value) == [], name
 
 
 def test_pieces_shorter_than_12_and_unrelated_text_are_kept(registry: _SecretRegistry) -> None:
