@@ -431,12 +431,14 @@ def configure(*, json: bool | None = None, level: str = "info", stream: TextIO |
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    handler = logging.StreamHandler(stream)
     # format_exc_info before redact_processor, so that tracebacks are scrubbed too
     processors: list[Any] = [*shared, structlog.processors.format_exc_info, redact_processor, renderer]
+    writer = _LineWriter(handler, stream)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level_number),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=lambda *_args: writer,
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
@@ -448,7 +450,6 @@ def configure(*, json: bool | None = None, level: str = "info", stream: TextIO |
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     # The only handler: an earlier one (ours, or a runtime's such as AWS Lambda's) would print unredacted text.
@@ -456,6 +457,26 @@ def configure(*, json: bool | None = None, level: str = "info", stream: TextIO |
     root.setLevel(level_number)
     for name in _VERBOSE_LIBRARIES:
         logging.getLogger(name).setLevel(max(level_number, logging.INFO))
+
+
+class _LineWriter:
+    """structlog's output: each line in one write, under the root handler's lock, so that a structlog line and a
+    standard-library record (another thread) never interleave on the stream (structlog's PrintLogger has a lock of
+    its own and writes the newline apart)."""
+
+    def __init__(self, handler: logging.Handler, stream: TextIO) -> None:
+        self._handler = handler
+        self._stream = stream
+
+    def msg(self, message: str) -> None:
+        self._handler.acquire()
+        try:
+            self._stream.write(message + "\n")
+            self._stream.flush()
+        finally:
+            self._handler.release()
+
+    debug = info = warning = warn = error = critical = exception = fatal = failure = err = log = msg
 
 
 def get_logger(name: str = "rotator") -> Any:

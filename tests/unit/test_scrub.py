@@ -247,3 +247,22 @@ def test_configure_keeps_one_root_handler(log_stream: io.StringIO) -> None:
     logs.configure(json=True, level="debug", stream=log_stream)
     logging.getLogger("botocore.endpoint").debug("request body in full")  # never below info
     assert [line["event"] for line in json_lines(log_stream)] == ["shown"]
+
+
+def test_structlog_and_standard_library_lines_never_interleave(log_stream: io.StringIO) -> None:
+    """Threads logging through both at once: every line is one whole JSON object (they share one lock)."""
+    log = logs.get_logger("test")
+    stdlib = logging.getLogger("urllib3.connectionpool")
+
+    def chatter(index: int) -> None:
+        for n in range(300):
+            log.info("structlog line", thread=index, n=n)
+            stdlib.info("stdlib line %s %s", index, n)
+
+    threads = [threading.Thread(target=chatter, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = json_lines(log_stream)
+    assert len(lines) == 4 * 300 * 2
