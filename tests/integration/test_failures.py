@@ -271,7 +271,9 @@ allow_plain_http = true
     assert ok.code == 0
     kinds = sorted(e["event"] for e in receiver.events())
     # the resumed rollback is a rotation_failed for `alerts`; the good rotation a rotated event for `deploy`
-    assert kinds == ["credential.rotated", "credential.rotation_failed"], [(e["event"], e["run_id"], e["trigger"]) for e in receiver.events()]
+    assert kinds == ["credential.rotated", "credential.rotation_failed"], [
+        (e["event"], e["run_id"], e["trigger"]) for e in receiver.events()
+    ]
 
     passwords = {v["password"] for v in (before, plan.stage("CURRENT"), plan.stage("PREVIOUS")) if v}
     everything = b"".join(receiver.bodies) + failed.stdout.encode() + stuck.stdout.encode()

@@ -210,6 +210,17 @@ class PgServer:
             "-o", " ".join(options), "start",
         )  # fmt: skip
 
+    def restart(self, mode: str = "immediate") -> None:
+        """`pg_ctl restart -m <mode>` with the options it was started with: with "immediate", every backend is
+        killed at once (no checkpoint) and the server recovers from its WAL, as after a crash."""
+        try:
+            self._run(
+                str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.log_path), "-m", mode,
+                "-w", "-t", "60", "restart",
+            )  # fmt: skip
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"pg_ctl restart failed:\n{self._tail_log() or exc.stderr}") from None
+
     def _tail_log(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
