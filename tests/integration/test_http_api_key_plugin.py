@@ -223,11 +223,13 @@ def test_https_without_the_ca_bundle_fails_clearly_and_is_not_retried(https_rig:
     assert not isinstance(caught.value, TransientError)
     assert "TLS verification of 127.0.0.1 failed" in text and "set ca_bundle" in text and "POST /v3/api_keys" in text
     assert rig.fake.requests == [] and rig.sleeps == []  # nothing reached the server; nothing was retried
-    # Through the engine: the first call (reconcile's list) fails, and so does the rollback's reconcile, which
-    # cannot prove that nothing was minted: the run stops stuck, with the fix in its error, until `resume`.
+    # Through the engine: the first call (reconcile's list) fails before the create call was made, so nothing was
+    # minted and the create step is "refused": the run rolls back cleanly, with the fix, and needs no `resume`.
     outcome = Runner(rig.journal).rotate(rig.bound(rig.plugin()))
-    assert outcome.outcome == "stuck" and "TLS verification" in (outcome.error or "")
-    assert "fix: set ca_bundle" in (outcome.error or "")
+    assert outcome.outcome == "rolled_back" and "TLS verification" in (outcome.error or "")
+    assert "set ca_bundle" in (outcome.fix or "")
+    [run] = rig.journal.runs()
+    assert [(s.step.value, s.status) for s in run.steps] == [("create", "refused")]
     assert rig.current()["key_id"] == rig.seeded["key_id"] and rig.store.get(SECRET, Stage.PENDING) is None
 
 

@@ -29,7 +29,15 @@ from rotator_plugins.rotation.mysql import (
 )
 
 from rotator.components import ComponentSetup
-from rotator.errors import AuthenticationFailed, ConfigError, SecretNotFound, StepError, TestFailed, TransientError
+from rotator.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    SecretNotFound,
+    StepError,
+    StepRefused,
+    TestFailed,
+    TransientError,
+)
 from rotator.interfaces import RotationPlugin
 from rotator.model import Credential, PasswordPolicy, RotationContext, Stage
 from rotator.options import OptionsError
@@ -594,14 +602,16 @@ def test_alternating_needs_masterarn_and_a_working_admin(
     elsewhere = make_ctx("alternating-users", {ADMIN_ARN: {**admin, "host": "db.elsewhere.example"}})
     with pytest.raises(StepError, match="is for host"):
         plugin.stage(elsewhere, current, pending)
-    with pytest.raises(SecretNotFound):
+    # a missing admin secret is refused before anything is sent, naming the fix
+    with pytest.raises(StepRefused, match="rotator store put"):
         plugin.stage(make_ctx("alternating-users", {}), current, pending)
     with pytest.raises(StepError, match="own user"):
         plugin.stage(ctx, current, cred({**current.value, "password": "x-12345678"}))
 
 
 def test_alternating_user_name_length_limits(plugin: MySQLPlugin) -> None:
-    ctx = make_ctx("alternating-users")
+    # create reads the admin secret (so a missing one fails before anything is stored): give it one
+    ctx = make_ctx("alternating-users", {ADMIN_ARN: {"username": "admin", "password": "admin-password-1"}})
     base = {"host": "db", "password": "p-12345678", "masterarn": ADMIN_ARN}
     ok = cred({**base, "engine": "mysql", "username": "u" * 26})
     assert plugin.create(ctx, ok)["username"] == "u" * 26 + "_clone"  # exactly 32

@@ -19,7 +19,15 @@ import redis
 from rotator_plugins.rotation.redis import RedisPlugin, password_hash
 
 from rotator.components import ComponentSetup
-from rotator.errors import AuthenticationFailed, ConfigError, SecretNotFound, StepError, TestFailed, TransientError
+from rotator.errors import (
+    AuthenticationFailed,
+    ConfigError,
+    SecretNotFound,
+    StepError,
+    StepRefused,
+    TestFailed,
+    TransientError,
+)
 from rotator.interfaces import RotationPlugin
 from rotator.model import Credential, PasswordPolicy, RotationContext, Stage
 from rotator.options import OptionsError
@@ -243,7 +251,7 @@ def test_admin_from_the_option_and_a_wrong_admin(
     elsewhere = make_ctx({"redis/admin": {**admin, "host": "cache.elsewhere.example"}})
     with pytest.raises(StepError, match="is for host"):
         plugin.stage(elsewhere, current, pending)
-    with pytest.raises(SecretNotFound):
+    with pytest.raises(StepRefused, match="rotator store put redis/admin"):  # refused before anything is sent
         plugin.stage(make_ctx(), current, pending)
 
 

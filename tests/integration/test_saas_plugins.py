@@ -579,11 +579,14 @@ admin = {{ api_key = "env:DD_ADMIN_API_KEY", application_key = "env:DD_ADMIN_APP
         assert failed.code == 1 and failed.json()["results"][0]["outcome"] == "rolled_back"
         assert stage("CURRENT") == third and stage("PENDING") is None and harness.live() == {third["key_id"]}
         refused = cli.run("rotate-now", "metrics-key", "--json", env={**env, "DD_ADMIN_APP_KEY": "wrong" * 8})
-        # Refused at the first call (reconcile's list): not retried; the error names the call and the fix. The run
-        # stops stuck, since its rollback's reconcile is refused too: resume once the credentials are fixed.
+        # Refused at the first call (reconcile's list): not retried; the error names the call and the fix. No
+        # create call was made, so nothing was minted: the run rolls back cleanly and needs no `resume`.
         result = refused.json()["results"][0]
-        assert refused.code == 1 and result["outcome"] == "stuck", result
-        assert "refused GET /api/v2/api_keys with 403" in result["error"] and "DD-APPLICATION-KEY" in result["error"]
+        assert refused.code == 1 and result["outcome"] == "rolled_back", result
+        assert "refused GET /api/v2/api_keys with 403" in result["error"]
+        assert "DD-APPLICATION-KEY" in result["error"] + (result["fix"] or "")
+        assert stage("PENDING") is None and harness.live() == {third["key_id"]}
+        assert cli.run("rotate-now", "metrics-key", "--json", env=env).code == 0  # fixed: rotates at once
         text = "\n".join(r.stdout + r.stderr for r in (rotated, now, failed, refused))
         files = b"".join(p.read_bytes() for p in cli.state_files())
         for secret in (seeded["api_key"], second["api_key"], third["api_key"], *env.values()):
