@@ -31,7 +31,10 @@ from rotator.interfaces import (
 )
 from rotator.logs import get_logger, register_secret, scrub
 from rotator.model import (
+    FAILURE_EVENTS,
+    SUCCESS_EVENTS,
     Credential,
+    EventKind,
     PasswordPolicy,
     RotationContext,
     RotationEvent,
@@ -44,12 +47,15 @@ from rotator.passwords import generate_password, generate_token
 __version__ = "0.1.0"
 
 __all__ = [
+    "FAILURE_EVENTS",
+    "SUCCESS_EVENTS",
     "AdminReset",
     "AuthenticationFailed",
     "ComponentSetup",
     "ConfigError",
     "Credential",
     "DryRunProbe",
+    "EventKind",
     "LoginRefused",
     "NotApplied",
     "Notifier",

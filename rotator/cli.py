@@ -218,42 +218,13 @@ def init(config: ConfigOption = None, json_output: JsonOption = False) -> None:
         out.print(f"journal: {journal_where}")
 
 
-def _tls_warnings(cfg: Config) -> list[str]:
-    """A warning per plan whose plugin says its target connection does not verify TLS (the optional plugin method
-    `unverified_tls() -> str | None`); with [rotator] require_verified_tls, a ConfigError for the first instead."""
-    from rotator.registry import load_plugin
-
-    reasons: dict[tuple[str, str], str | None] = {}  # one plugin built per distinct spec, as check_components
-    warnings: list[str] = []
-    for plan in cfg.plans:
-        kind = (plan.plugin.type, json.dumps(plan.plugin.options, sort_keys=True, default=str))
-        key = f"{cfg.plan_key(plan)}.plugin"
-        if kind not in reasons:
-            plugin = load_plugin(plan.plugin.type, plan.plugin.options, cfg.setup(plan.id), key)
-            probe = getattr(plugin, "unverified_tls", None)
-            reasons[kind] = probe() if callable(probe) else None
-        reason = reasons[kind]
-        if reason is None:
-            continue
-        if cfg.model.rotator.require_verified_tls:
-            raise ConfigError(
-                f"the connection to the target does not verify TLS, and rotator.require_verified_tls is set: {reason}",
-                file=str(cfg.path),
-                key=key,
-                fix="set the plugin's TLS option to a verifying mode (above), or require_verified_tls = false",
-            )
-        warnings.append(f"{key}: the connection to the target does not verify TLS: {reason}")
-    return warnings
-
-
 @app.command()
 def validate(config: ConfigOption = None, json_output: JsonOption = False) -> None:
     """Check the config: every error names the file, the key and the fix (exit 2)."""
     with _errors():
         cfg = load_config(config)
         workspace = Workspace(cfg)
-        workspace.check_components()
-        warnings = [*cfg.warnings, *_tls_warnings(cfg)]
+        warnings = [*cfg.warnings, *workspace.check_components()]
         summary = {
             "config": str(cfg.path),
             "ok": True,

@@ -396,7 +396,8 @@ class Daemon:
         """Everything but the wait loop: check the config, start serving, resume, schedule (for tests/benches)."""
         started = time.monotonic()
         log.info("daemon starting", config=str(self.config.path), plans=len(self.config.plans))
-        self.workspace.check_components()
+        for warning in self.workspace.check_components():
+            log.warning("config warning", warning=warning)
         address = self.config.model.rotator.metrics_host_port
         if address is not None:
             self.http = HealthServer(*address, health_app(self.metrics, self.health))

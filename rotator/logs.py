@@ -413,6 +413,9 @@ def redact_processor(_logger: Any, _method: str, event_dict: MutableMapping[str,
 
 # Libraries whose debug output is every request and response in full: never below info.
 _VERBOSE_LIBRARIES = ("botocore", "boto3", "s3transfer")
+# Libraries whose INFO lines say nothing an operator needs: APScheduler logs "Running job" / "executed
+# successfully" twice per job per tick (the daemon logs what its jobs did). Their warnings and errors still show.
+_CHATTY_LIBRARIES = ("apscheduler",)
 
 
 def configure(*, json: bool | None = None, level: str = "info", stream: TextIO | None = None) -> None:
@@ -460,6 +463,8 @@ def configure(*, json: bool | None = None, level: str = "info", stream: TextIO |
     root.setLevel(level_number)
     for name in _VERBOSE_LIBRARIES:
         logging.getLogger(name).setLevel(max(level_number, logging.INFO))
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level_number, logging.WARNING))
 
 
 class _LineWriter:

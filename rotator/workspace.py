@@ -129,17 +129,34 @@ class Workspace:
         self._bound[plan.id] = bound
         return bound
 
-    def check_components(self) -> None:
+    def check_components(self) -> list[str]:
         """Build every plan's plugin and notifiers (not stores: they may need the network) to find config
-        errors that only the component can see: unknown type, bad option, unknown strategy."""
-        checked: set[tuple[str, str, str]] = set()
+        errors that only the component can see: unknown type, bad option, unknown strategy. Returns a warning per
+        plan whose target connection does not verify TLS (the optional plugin method `unverified_tls() -> str |
+        None`); with [rotator] require_verified_tls, that is a ConfigError instead. Every command that runs calls
+        this, so what runs is what `validate` accepted."""
+        checked: dict[tuple[str, str, str], str | None] = {}
+        warnings: list[str] = []
         for plan in self.config.plans:
             # Plans with the same plugin type, options and strategy validate alike: build one of each (10,000
             # plans of a few kinds start in a fraction of a second). Each plan builds its own when it runs.
             kind = (plan.plugin.type, json.dumps(plan.plugin.options, sort_keys=True, default=str), plan.strategy)
             if kind not in checked:
-                self._plugin(plan)
-                checked.add(kind)
+                probe = getattr(self._plugin(plan), "unverified_tls", None)
+                checked[kind] = probe() if callable(probe) else None
+            reason = checked[kind]
+            if reason is None:
+                continue
+            key = f"{self.config.plan_key(plan)}.plugin"
+            if self.config.model.rotator.require_verified_tls:
+                raise ConfigError(
+                    "the connection to the target does not verify TLS, and rotator.require_verified_tls is set: "
+                    + reason,
+                    file=str(self.config.path),
+                    key=key,
+                    fix="set the plugin's TLS option to a verifying mode (above), or require_verified_tls = false",
+                )
+            warnings.append(f"{key}: the connection to the target does not verify TLS: {reason}")
         for name in self.config.model.notifiers:
             self.notifier(name)
         from rotator.registry import available
@@ -153,6 +170,7 @@ class Workspace:
                     key=f"stores.{name}.type",
                     fix="use an installed type, or install the package that provides it",
                 )
+        return warnings
 
     def select(
         self, plan_ids: Iterable[str] = (), tags: Iterable[str] = (), everything: bool = False
