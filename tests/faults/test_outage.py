@@ -1,5 +1,5 @@
-"""A real outage during a real rotate-now: `pg_ctl restart -m immediate` of the target, twice, while 25 plans
-rotate 8 at a time. Every run must end rotated or cleanly rolled back (zero stuck) and every CURRENT must log in,
+"""A real outage during a real rotate-now: `pg_ctl restart -m immediate` of the target, then an immediate stop with
+the server down for three seconds, while 25 plans rotate 8 at a time. Every run must end rotated or cleanly rolled back (zero stuck) and every CURRENT must log in,
 without `rotator resume`: transient errors are retried until the step's deadline, and a step refused at connect
 needs no compensation."""
 
@@ -79,16 +79,17 @@ def test_target_restarted_immediately_during_rotate_now_all(tmp_path: Path, rest
     journal = tmp_path / "state" / "journal.db"
     restarts = 0
     deadline = time.monotonic() + 120
-    for threshold in (12, 55):
+    for threshold, down in ((12, 0.0), (55, 3.0)):
         while _steps_journaled(journal) < threshold and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         if proc.poll() is None:
-            pg.restart("immediate")
+            pg.restart("immediate", down_seconds=down)
             restarts += 1
     out, err = proc.communicate(timeout=300)
     assert restarts == 2, "the rotation ended before both restarts: the test proved nothing"
     data = json.loads(out)
     outcomes = {r["plan"]: r["outcome"] for r in data["results"]}
+    print("OUTCOMES", " ".join(sorted(outcomes.values())))
     print("OUTCOMES", sorted(outcomes.values()))
     assert len(outcomes) == PLANS
     assert "stuck" not in outcomes.values(), (outcomes, err[-3000:])

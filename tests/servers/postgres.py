@@ -105,6 +105,7 @@ class PgServer:
     host: str = HOST
     superuser: str = SUPERUSER
     _stopped: bool = field(default=False, repr=False)
+    _options: tuple[str, ...] = field(default=(), repr=False)
 
     # -- life cycle --------------------------------------------------------------------------------------------
 
@@ -192,6 +193,7 @@ class PgServer:
             raise RuntimeError(f"initdb failed:\n{exc.stdout}\n{exc.stderr}") from None
 
     def _pg_ctl_start(self, extra_options: tuple[str, ...]) -> None:
+        self._options = extra_options
         options = [
             f"-p {self.port}",
             f"-k {self.sockdir}",
@@ -210,14 +212,20 @@ class PgServer:
             "-o", " ".join(options), "start",
         )  # fmt: skip
 
-    def restart(self, mode: str = "immediate") -> None:
+    def restart(self, mode: str = "immediate", *, down_seconds: float = 0.0) -> None:
         """`pg_ctl restart -m <mode>` with the options it was started with: with "immediate", every backend is
-        killed at once (no checkpoint) and the server recovers from its WAL, as after a crash."""
+        killed at once (no checkpoint) and the server recovers from its WAL, as after a crash. With
+        `down_seconds`, it stays stopped that long (connections refused) before it starts again."""
+        pg_ctl = str(self.bindir / "pg_ctl")
         try:
-            self._run(
-                str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.log_path), "-m", mode,
-                "-w", "-t", "60", "restart",
-            )  # fmt: skip
+            if not down_seconds:
+                self._run(
+                    pg_ctl, "-D", str(self.datadir), "-l", str(self.log_path), "-m", mode, "-w", "-t", "60", "restart"
+                )
+                return
+            self._run(pg_ctl, "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop")
+            time.sleep(down_seconds)
+            self._pg_ctl_start(self._options)
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"pg_ctl restart failed:\n{self._tail_log() or exc.stderr}") from None
 
