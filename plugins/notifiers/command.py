@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -182,6 +183,15 @@ class CommandNotifier:
         self.options = parse_options(CommandRun, options)
         self.setup = setup
         self._what = f"command notifier {setup.name}"
+
+    def probe(self) -> str:
+        """For dry runs: argv[0] resolves to an executable (nothing is run)."""
+        program = self.options.argv[0]
+        found = shutil.which(program, path=os.environ.get("PATH")) if "/" not in program else program
+        resolved = self.setup.path(found) if found else None
+        if resolved is None or not os.access(resolved, os.X_OK):
+            raise NotifyError(f"{self._what}: {program!r} is not an executable here\n  fix: install it or correct argv")
+        return f"{resolved} is executable"
 
     def __call__(self, event: RotationEvent) -> None:
         """Runs argv (a local process; no remote call)."""

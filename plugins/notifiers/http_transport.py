@@ -8,15 +8,18 @@ never put in a message: a Slack webhook URL is itself a secret, and requests' ow
 from __future__ import annotations
 
 import email.utils
+import socket
+import ssl
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from rotator import ComponentSetup, NotifyError, TransientError
 
-__all__ = ["require_https", "retry_after_seconds", "send", "tls_verify"]
+__all__ = ["probe_endpoint", "require_https", "retry_after_seconds", "send", "tls_verify"]
 
 
 def tls_verify(ca_bundle: str | None, setup: ComponentSetup) -> bool | str:
@@ -59,3 +62,25 @@ def retry_after_seconds(response: requests.Response, *, now: float | None = None
         when = when.replace(tzinfo=UTC)
     current = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     return max(0.0, (when - current).total_seconds())
+
+
+def probe_endpoint(url: str, *, verify: bool | str, timeout: float, what: str) -> str:
+    """A dry run's reachability probe: open a TCP connection to the URL's host and port and, for https, complete
+    the TLS handshake with the certificate verified as a delivery would; no HTTP request is sent. Returns a public
+    line (the host and port only: the URL may be a secret); raises TransientError or NotifyError like `send`."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if parts.scheme == "https":
+                context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+                with context.wrap_socket(sock, server_hostname=host):
+                    pass
+    except ssl.SSLError:
+        raise NotifyError(
+            f"{what}: TLS verification of {host}:{port} failed; check its certificate and ca_bundle"
+        ) from None
+    except OSError as exc:
+        raise TransientError(f"{what}: {host}:{port} does not answer ({type(exc).__name__})") from None
+    return f"{host}:{port} answers" + (" (TLS verified)" if parts.scheme == "https" else "")

@@ -39,7 +39,13 @@ from typing import Annotated, Any
 import requests
 from msgspec import Meta
 from rotator_plugins.notifiers.events import EVERY_KIND, ROLLED_BACK, ROTATION_FAILED, ROTATION_STUCK, one_line
-from rotator_plugins.notifiers.http_transport import require_https, retry_after_seconds, send, tls_verify
+from rotator_plugins.notifiers.http_transport import (
+    probe_endpoint,
+    require_https,
+    retry_after_seconds,
+    send,
+    tls_verify,
+)
 
 from rotator import (
     ComponentSetup,
@@ -247,6 +253,11 @@ class SlackNotifier:
         register_secret(url)
         require_https(url, what=self._what)
         return url
+
+    def probe(self) -> str:
+        """For dry runs: a TCP connection and TLS handshake to the webhook's host; nothing is posted."""
+        verify = tls_verify(self.options.ca_bundle, self.setup)
+        return probe_endpoint(self._webhook_url(), verify=verify, timeout=self.options.timeout, what=self._what)
 
     def __call__(self, event: RotationEvent) -> None:
         """POST <webhook_url> (Slack incoming webhook) with {"text", "blocks"}."""

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import requests
 from msgspec import Meta
 from rotator_plugins.notifiers.events import EVERY_KIND, event_json
+from rotator_plugins.notifiers.http_transport import probe_endpoint
 
 from rotator import (
     ComponentSetup,
@@ -68,6 +69,13 @@ class WebhookNotifier:
         if self.options.url.startswith("http://") and not self.options.allow_plain_http:
             raise ValueError("url must use https:// (set allow_plain_http = true only for a local receiver)")
         self._session = requests.Session()
+
+    def probe(self) -> str:
+        """For dry runs: a TCP connection (and TLS handshake) to `url`'s host; nothing is posted."""
+        verify: bool | str = str(self.setup.path(self.options.ca_bundle)) if self.options.ca_bundle else True
+        return probe_endpoint(
+            self.options.url, verify=verify, timeout=self.options.timeout, what=f"webhook {self.setup.name}"
+        )
 
     def __call__(self, event: RotationEvent) -> None:
         """POST `url` with the event JSON and signature headers."""

@@ -1,7 +1,7 @@
-"""A real outage during a real rotate-now: `pg_ctl restart -m immediate` of the target, then an immediate stop with
-the server down for three seconds, while 25 plans rotate 8 at a time. Every run must end rotated or cleanly rolled back (zero stuck) and every CURRENT must log in,
-without `rotator resume`: transient errors are retried until the step's deadline, and a step refused at connect
-needs no compensation."""
+"""A real outage during a real rotate-now: `pg_ctl restart -m immediate` of the target, then an immediate stop
+with the server down for three seconds, while 25 plans rotate 8 at a time. Every run must end rotated or cleanly
+rolled back (zero stuck) and every CURRENT must log in, without `rotator resume`: transient errors are retried
+until the step's deadline, and a step refused at connect needs no compensation."""
 
 from __future__ import annotations
 

@@ -146,3 +146,57 @@ def test_postgres_dry_run_probes_and_describes(tmp_path: Path, pg_server: PgServ
     [result] = refused.json()["results"]
     assert result["outcome"] == "error" and "CURRENT" in result["error"] and "PENDING" not in refused.stdout
     assert plan.cli.run("history", "--json").json() == []
+
+
+def test_dry_run_probes_notifiers_and_a_required_one_must_answer(tmp_path: Path) -> None:
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    body = """
+[rotator]
+state_dir = "state"
+
+[notifiers.deploy]
+type = "webhook"
+url = "http://127.0.0.1:{port}/rotated"
+allow_plain_http = true
+required = true
+
+[notifiers.hook]
+type = "command"
+argv = ["true"]
+events = ["credential.rotated", "credential.rotation_failed"]
+
+[[plans]]
+id = "k"
+plugin = "generated"
+secret = "app/k"
+notify = ["deploy", "hook"]
+"""
+    config = tmp_path / "rotator.toml"
+    try:
+        config.write_text(body.format(port=server.server_address[1]))
+        cli = CliEnv(tmp_path, config)
+        assert cli.run("init").code == 0
+        cli.seed("app/k", {"value": "v" * 43})
+        dry = cli.run("rotate-now", "k", "--dry-run", "--json")
+        assert dry.code == 0, dry.stdout
+        notes = "\n".join(dry.json()["results"][0]["notes"])
+        assert "notify deploy (required: revoke waits for it)" in notes and "answers" in notes
+        assert "notify hook: events credential.rotated, credential.rotation_failed" in notes
+        assert "is executable" in notes
+        assert server.RequestHandlerClass and dry.code == 0  # the probe connected; it posted nothing
+        config.write_text(body.format(port=dead_port))
+        down = cli.run("rotate-now", "k", "--dry-run", "--json")
+        assert down.code == 1
+        [result] = down.json()["results"]
+        assert result["outcome"] == "error" and "required notifier deploy does not answer" in result["error"]
+        assert cli.run("history", "--json").json() == []
+    finally:
+        server.shutdown()
