@@ -39,6 +39,7 @@ import psycopg
 from msgspec import Meta
 from psycopg import sql
 from rotator_plugins.rotation.database_secret import DatabaseLogin, SecretShape, ssl_choice
+from rotator_plugins.rotation.postgres_connections import ConnectionPool, ScramKeyring
 
 from rotator import (
     AuthenticationFailed,
@@ -175,6 +176,8 @@ class PostgresPlugin:
     def __init__(self, options: Mapping[str, Any] | None = None, setup: ComponentSetup | None = None) -> None:
         self.options = parse_options(PostgresOptions, options)
         self.setup = setup
+        self._keyring = ScramKeyring()
+        self._admin_pool = ConnectionPool()
         self._sslrootcert: str | None = None
         if self.options.sslrootcert:
             path = setup.path(self.options.sslrootcert) if setup else None
@@ -210,8 +213,10 @@ class PostgresPlugin:
         """Make PENDING's password valid. Idempotent.
 
         single-user: logs in with CURRENT and runs ``ALTER ROLE <self> PASSWORD '<SCRAM verifier>'``; CURRENT
-        stops working here. If CURRENT is refused, logs in with PENDING: if that works the stage was done before;
-        else, as AWS's sample, logs in with PREVIOUS and runs the same ALTER ROLE from there.
+        stops working here. With the ``admin_secret_id`` option, the admin runs ``ALTER ROLE <role> PASSWORD
+        '<verifier>'`` instead, on a pooled connection (no login as the role). If CURRENT is refused, logs in
+        with PENDING: if that works the stage was done before; else, as AWS's sample, logs in with PREVIOUS and runs
+        the same ALTER ROLE from there.
 
         alternating-users: logs in as the admin (``masterarn``) and runs
         ``SELECT 1 FROM pg_roles WHERE rolname = <pending>``, then either
@@ -226,6 +231,13 @@ class PostgresPlugin:
         new = SECRET.login(ctx, "stage", pending, "PENDING")
         old = SECRET.login(ctx, "stage", current, "CURRENT")
         self._same_user(ctx, "stage", old, new)
+        if self.options.admin_secret_id:
+            # With an admin configured, the admin sets the role's password on a pooled connection: no login as
+            # the role, and one connection serves every plan on the server.
+            admin = self._admin_login(ctx, "stage", current, old)
+            with self._session(ctx, "stage", admin, pooled=True) as conn:
+                self._set_password(conn, old.user, new.password)
+            return
         fix = (
             f"the role's password is neither the store's CURRENT nor PENDING value: set role {old.user!r} at "
             f"{old.where} to the CURRENT value (or store the working password as CURRENT), then run again"
@@ -293,7 +305,7 @@ class PostgresPlugin:
         if prev.user == cur.user:
             return
         admin = self._admin_login(ctx, "revoke", current, prev)
-        with self._session(ctx, "revoke", admin) as conn:
+        with self._session(ctx, "revoke", admin, pooled=True) as conn:
             if self._role_exists(conn, prev.user):
                 self._set_password(conn, prev.user, generate_password(ctx.password_policy))
 
@@ -302,6 +314,7 @@ class PostgresPlugin:
 
         single-user: logs in with CURRENT (``SELECT 1``); if that works, done (a role has one password, so
         PENDING cannot). Else logs in with PENDING and runs ``ALTER ROLE <self> PASSWORD '<CURRENT's verifier>'``.
+        With ``admin_secret_id``: the admin runs ``ALTER ROLE <role> PASSWORD '<CURRENT's verifier>'``.
 
         alternating-users: logs in as the admin, checks ``pg_roles`` for PENDING's role and, if it exists, runs
         ``ALTER ROLE <pending> PASSWORD '<verifier>'`` with a fresh random password that is never stored.
@@ -312,7 +325,7 @@ class PostgresPlugin:
         new = SECRET.login(ctx, "unstage", pending, "PENDING")
         if ctx.strategy == ALTERNATING_USERS:
             admin = self._admin_login(ctx, "unstage", current, new)
-            with self._session(ctx, "unstage", admin) as conn:
+            with self._session(ctx, "unstage", admin, pooled=True) as conn:
                 if not self._role_exists(conn, new.user):
                     return
                 if new.user == old.user:  # a broken PENDING that named CURRENT's own role: put CURRENT back
@@ -321,6 +334,11 @@ class PostgresPlugin:
                     self._set_password(conn, new.user, generate_password(ctx.password_policy))
             return
         self._same_user(ctx, "unstage", old, new)
+        if self.options.admin_secret_id:  # the admin puts CURRENT's password back (a role has one password)
+            admin = self._admin_login(ctx, "unstage", current, old)
+            with self._session(ctx, "unstage", admin, pooled=True) as conn:
+                self._set_password(conn, old.user, old.password)
+            return
         if self._logs_in(ctx, "unstage", old):
             return
         fix = (
@@ -352,7 +370,7 @@ class PostgresPlugin:
             return None
         login = SECRET.login(ctx, "in_use", credential, "the credential")
         session_login = self._admin_login(ctx, "in_use", credential, login)
-        with self._session(ctx, "in_use", session_login) as conn:
+        with self._session(ctx, "in_use", session_login, pooled=True) as conn:
             rows = conn.execute(
                 """SELECT pid, client_addr, application_name, backend_start,
                           query = '<insufficient privilege>' AS hidden
@@ -381,7 +399,7 @@ class PostgresPlugin:
     def check_admin(self, ctx: RotationContext, current: Credential) -> str:
         """Log in as the admin (option admin_secret_id, else the secret's masterarn) and run ``SELECT 1``."""
         admin = self._repair_admin(ctx, "check", current)
-        with self._session(ctx, "check", admin) as conn:
+        with self._session(ctx, "check", admin, pooled=True) as conn:
             conn.execute("SELECT 1")
         return f"admin {admin.user!r} ({admin.what}) at {admin.where}"
 
@@ -398,7 +416,7 @@ class PostgresPlugin:
         '<SCRAM verifier>'`` with `target`'s password (a role has one password, so no other one stays valid)."""
         login = SECRET.login(ctx, "reconcile", target, "the new value")
         admin = self._repair_admin(ctx, "reconcile", current)
-        with self._session(ctx, "reconcile", admin) as conn:
+        with self._session(ctx, "reconcile", admin, pooled=True) as conn:
             if not self._role_exists(conn, login.user):
                 raise StepRefused(
                     f"plan {ctx.plan_id}: reconcile: role {login.user!r} does not exist at {admin.where}\n  fix: "
@@ -419,7 +437,7 @@ class PostgresPlugin:
         if ctx.strategy == ALTERNATING_USERS:
             other = self._other_user(ctx, "dry-run", login.user)
             admin = self._admin_login(ctx, "dry-run", current, login)
-            with self._session(ctx, "dry-run", admin) as conn:
+            with self._session(ctx, "dry-run", admin, pooled=True) as conn:
                 exists = self._role_exists(conn, other)
             facts.append(f"admin {admin.user!r} ({admin.what}) logs in at {admin.where}")
             made = "exists" if exists else f"is created on first use, as a member of {login.user!r}"
@@ -457,7 +475,7 @@ class PostgresPlugin:
         pending_is_clone = new.user == cur.user + suffix
         original = cur.user if pending_is_clone else new.user
         admin = self._admin_login(ctx, "stage", current, new)
-        with self._session(ctx, "stage", admin) as conn:
+        with self._session(ctx, "stage", admin, pooled=True) as conn:
             if self._role_exists(conn, new.user):
                 if pending_is_clone and not self._is_member(conn, new.user, original):
                     conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(original), sql.Identifier(new.user)))
@@ -506,13 +524,15 @@ class PostgresPlugin:
 
     # -- SQL helpers -----------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _verifier(conn: psycopg.Connection[Any], user: str, password: str) -> sql.Literal:
-        # libpq (PQencryptPasswordConn) salts and hashes the password here, on the client. Only this SCRAM
-        # verifier goes to the server: the plaintext never appears in the server log (log_statement), in
-        # pg_stat_statements or pg_stat_activity, nor in any proxy's query log.
-        verifier = conn.pgconn.encrypt_password(password.encode(), user.encode(), b"scram-sha-256")
-        return sql.Literal(verifier.decode())
+    def _verifier(self, conn: psycopg.Connection[Any], user: str, password: str) -> sql.Literal:
+        # The password is salted and hashed here, on the client. Only this SCRAM verifier goes to the server: the
+        # plaintext never appears in the server log (log_statement), in pg_stat_statements or pg_stat_activity,
+        # nor in any proxy's query log. An ASCII password is hashed by the keyring, which keeps the keys for the
+        # test login (postgres_connections.py); another one by libpq (PQencryptPasswordConn), which SASLpreps it.
+        verifier = self._keyring.verifier(user, password)
+        if verifier is None:
+            verifier = conn.pgconn.encrypt_password(password.encode(), user.encode(), b"scram-sha-256").decode()
+        return sql.Literal(verifier)
 
     def _set_password(self, conn: psycopg.Connection[Any], user: str, password: str) -> None:
         conn.execute(
@@ -554,17 +574,33 @@ class PostgresPlugin:
         *,
         auth_error: type[StepError] = AuthenticationFailed,
         fix: str | None = None,
+        pooled: bool = False,
     ) -> Iterator[psycopg.Connection[Any]]:
-        """A connection as `login`, closed afterwards. The one place where psycopg errors become ours.
+        """A connection as `login`, closed afterwards (`pooled`: an admin's, kept for the next rotation on the same
+        server). The one place where psycopg errors become ours.
 
         A failure to connect (refused, unreachable, login refused) sent nothing: it is raised as its NotApplied
         kind, so the engine knows the step changed nothing at the server and needs no compensation. A failure
         after the connection was open may have changed something, and is raised as it is."""
-        try:
-            conn = psycopg.connect(**self._connect_args(login))
-        except (psycopg.Error, OSError) as exc:
-            mapped = self._map_error(ctx, step, login, exc, auth_error=auth_error, fix=fix)
-            raise as_not_applied(mapped) from (None if self._leaks(exc, login) else exc)
+
+        def connect() -> psycopg.Connection[Any]:
+            try:
+                return self._connect(login)
+            except (psycopg.Error, OSError) as exc:
+                mapped = self._map_error(ctx, step, login, exc, auth_error=auth_error, fix=fix)
+                raise as_not_applied(mapped) from (None if self._leaks(exc, login) else exc)
+
+        if pooled:
+            key = (login.host, login.port, login.dbname, login.user, login.password, login.ssl)
+            try:
+                with self._admin_pool.connection(key, connect) as (conn, _reused):
+                    yield conn
+            except (psycopg.Error, OSError) as exc:
+                raise self._map_error(ctx, step, login, exc, auth_error=auth_error, fix=fix) from (
+                    None if self._leaks(exc, login) else exc
+                )
+            return
+        conn = connect()
         try:
             with conn:
                 yield conn
@@ -572,6 +608,20 @@ class PostgresPlugin:
             raise self._map_error(ctx, step, login, exc, auth_error=auth_error, fix=fix) from (
                 None if self._leaks(exc, login) else exc
             )
+
+    def _connect(self, login: DatabaseLogin) -> psycopg.Connection[Any]:
+        """A new connection. For a password whose verifier this process made, libpq 18 logs in with its SCRAM
+        keys instead of deriving them again (postgres_connections.py); refused so, the password is tried."""
+        args = self._connect_args(login)
+        keys = self._keyring.keys(login.user, login.password)
+        if keys is None:
+            return psycopg.connect(**args)
+        try:
+            return psycopg.connect(**args, scram_client_key=keys.client_key, scram_server_key=keys.server_key)
+        except psycopg.OperationalError:
+            # Another verifier may be in place (a stage repeated elsewhere): the password decides, as a consumer's.
+            self._keyring.forget(login.user, login.password)
+            return psycopg.connect(**args)
 
     def _connect_args(self, login: DatabaseLogin) -> dict[str, Any]:
         # Keyword arguments, never a DSN string holding the password (it could end up in a log or a message).
