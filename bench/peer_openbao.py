@@ -17,6 +17,7 @@ in as the role with CURRENT to change its own password (no admin needed), logs i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -65,10 +66,8 @@ def postgres_cpu(pg: PgServer) -> float:
     pid = int((pg.datadir / "postmaster.pid").read_text().splitlines()[0])
     total = proc_cpu(pid, reaped=True)
     for child in children(pid):
-        try:
+        with contextlib.suppress(OSError):  # exited between the listing and the read: in cutime next time
             total += proc_cpu(child)
-        except OSError:
-            pass  # exited between the listing and the read: counted in cutime next time
     return total
 
 
@@ -102,7 +101,9 @@ def start_openbao(work: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("bao server did not answer in 30 s:\n" + (work / "bao.log").read_text()[-3000:])
 
 
-def bao_call(session: requests.Session, url: str, method: str, path: str, body: dict[str, object] | None = None) -> None:
+def bao_call(
+    session: requests.Session, url: str, method: str, path: str, body: dict[str, object] | None = None
+) -> None:
     response = session.request(method, f"{url}/v1/{path}", json=body, headers={"X-Vault-Token": TOKEN}, timeout=60)
     if response.status_code >= 300:
         raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:500]}")
@@ -158,19 +159,22 @@ def bench_openbao(pg: PgServer, work: Path, roles: int, concurrency: int) -> dic
         proc.wait(timeout=30)
 
 
-def rotator_config(pg: PgServer, work: Path, roles: int, concurrency: int) -> Path:
-    plans = "".join(
-        f'\n[[plans]]\nid = "r{n}"\nplugin = "postgres"\nsecret = "db/r{n}"\n' for n in range(roles)
-    )
-    config = work / "rotator.toml"
-    config.write_text(f'[rotator]\nstate_dir = "state"\nconcurrency = {concurrency}\n{plans}')
+def rotator_config(pg: PgServer, work: Path, roles: int, concurrency: int, *, admin: bool) -> Path:
+    """N single-user plans. With `admin`, the plugin's admin_secret_id names the superuser: stage runs on a pooled
+    admin connection, as OpenBao's does; without, each role changes its own password, logged in with CURRENT."""
+    plugin = '{type = "postgres", admin_secret_id = "db/admin"}' if admin else '"postgres"'
+    tag = "a" if admin else "s"
+    plans = "".join(f'\n[[plans]]\nid = "{tag}{n}"\nplugin = {plugin}\nsecret = "db/{tag}{n}"\n' for n in range(roles))
+    config = work / f"rotator-{tag}.toml"
+    config.write_text(f'[rotator]\nstate_dir = "state-{tag}"\nconcurrency = {concurrency}\n{plans}')
     subprocess.run([sys.executable, "-m", "rotator", "init", "-c", str(config)], check=True, capture_output=True)
     workspace = Workspace(load_config(config))
     store = workspace.store("local")
+    store.put_current("db/admin", pg.secret(pg.superuser, pg.superuser_password))
     for n in range(roles):
         password = generate_password()
-        pg.make_role(f"rot{n}", password)
-        store.put_current(f"db/r{n}", pg.secret(f"rot{n}", password))
+        pg.make_role(f"rot{tag}{n}", password)
+        store.put_current(f"db/{tag}{n}", pg.secret(f"rot{tag}{n}", password))
     workspace.close()
     return config
 
@@ -220,7 +224,7 @@ def bench_rotator_engine(pg: PgServer, config: Path, concurrency: int) -> dict[s
 def line(name: str, figures: dict[str, float]) -> str:
     cpu = figures["client"] + figures["server"] + figures["postgres"]
     return (
-        f"{name:<28} wall {figures['wall']:6.2f} s   CPU {cpu:6.2f} s (client {figures['client']:.2f}, "
+        f"{name:<34} wall {figures['wall']:6.2f} s   CPU {cpu:6.2f} s (client {figures['client']:.2f}, "
         f"server {figures['server']:.2f}, postgres {figures['postgres']:.2f})"
     )
 
@@ -235,22 +239,25 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rotator-peer-"))
     try:
         bao = bench_openbao(pg, work, args.roles, args.concurrency)
-        config = rotator_config(pg, work, args.roles, args.concurrency)
-        cli = bench_rotator_cli(pg, config, args.concurrency)
-        engine = bench_rotator_engine(pg, config, args.concurrency)
+        results = {"OpenBao database/rotate-role": bao}
+        for admin in (True, False):
+            config = rotator_config(pg, work, args.roles, args.concurrency, admin=admin)
+            how = "admin" if admin else "role itself"
+            results[f"rotator rotate-now ({how})"] = bench_rotator_cli(pg, config, args.concurrency)
+            results[f"rotator engine ({how})"] = bench_rotator_engine(pg, config, args.concurrency)
     finally:
         pg.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(f"{args.roles} single-user roles, each rotated once, {args.concurrency} at a time, on one PostgreSQL")
-    for name, figures in (("OpenBao database/rotate-role", bao), ("rotator rotate-now --all", cli),
-                          ("rotator engine (in process)", engine)):  # fmt: skip
+    for name, figures in results.items():
         print(line(name, figures))
 
     def cpu(f: dict[str, float]) -> float:
         return f["client"] + f["server"] + f["postgres"]
 
-    print(f"ratio rotate-now / OpenBao: wall {cli['wall'] / bao['wall']:.2f}, CPU {cpu(cli) / cpu(bao):.2f}")
-    print(f"ratio engine / OpenBao:     wall {engine['wall'] / bao['wall']:.2f}, CPU {cpu(engine) / cpu(bao):.2f}")
+    for name, figures in list(results.items())[1:]:
+        ratio_wall, ratio_cpu = figures["wall"] / bao["wall"], cpu(figures) / cpu(bao)
+        print(f"ratio {name} / OpenBao: wall {ratio_wall:.2f}, CPU {ratio_cpu:.2f}")
 
 
 if __name__ == "__main__":

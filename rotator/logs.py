@@ -215,22 +215,37 @@ class _SecretRegistry:
         self._index: tuple[_Layout, dict[str, str | tuple[str, ...]]] = (_DENSE, {})
         self._entries = 0  # (gram, form) pairs in the index
         self._exact: tuple[str, ...] = ()  # longest first
+        # Registered but not yet indexed: indexing a secret's forms costs ~100 us, and most secrets a rotation
+        # handles never meet a log line or an error. The first scrub indexes them (before it looks at any text).
+        self._waiting: dict[str, None] = {}
 
     def __len__(self) -> int:
+        self._index_waiting()
         return len(self._secrets)
 
     @property
     def index_entries(self) -> int:
+        self._index_waiting()
         return self._entries
 
     @property
     def layout(self) -> str:
+        self._index_waiting()
         return "dense" if self._index[0] is _DENSE else "sparse"
 
     def add(self, values: Iterable[Any]) -> None:
         with self._lock:
-            exact_changed = False
             for value in values:
+                if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
+                    self._waiting[value] = None
+
+    def _index_waiting(self) -> None:
+        if not self._waiting:
+            return
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+            exact_changed = False
+            for value in waiting:
                 if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
                     continue
                 if value in self._secrets:
@@ -300,6 +315,7 @@ class _SecretRegistry:
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Where registered secret material sits in `text`, as merged (start, end) spans."""
+        self._index_waiting()
         found: list[tuple[int, int]] = []
         layout, grams = self._index
         if grams and len(text) >= MIN_PIECE_LENGTH:
@@ -317,6 +333,7 @@ class _SecretRegistry:
         return _merged(found)
 
     def scrub(self, text: str) -> str:
+        self._index_waiting()
         if len(text) < MIN_SECRET_LENGTH or not (self._index[1] or self._exact):
             return text
         spans = self.spans(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import string
 
@@ -60,14 +61,35 @@ def check_policy(policy: PasswordPolicy) -> None:
         raise ConfigError(reason, key=key, fix=fix)
 
 
+@functools.lru_cache(maxsize=256)
+def _checked_classes(policy: PasswordPolicy) -> tuple[str, ...]:
+    """The policy's classes, checked once per policy (a policy is frozen; every plan of a kind shares one)."""
+    check_policy(policy)
+    return tuple(character_classes(policy))
+
+
+def _draw(alphabet: str, length: int) -> str:
+    """`length` characters of `alphabet`, uniformly, from one `secrets.token_bytes` call per batch: a byte is
+    kept only below the largest multiple of the alphabet's size (rejection sampling, so no character is favoured)."""
+    size = len(alphabet)
+    limit = 256 - 256 % size
+    chosen: list[str] = []
+    while len(chosen) < length:
+        for byte in secrets.token_bytes(2 * length):
+            if byte < limit:
+                chosen.append(alphabet[byte % size])
+                if len(chosen) == length:
+                    break
+    return "".join(chosen)
+
+
 def generate_password(policy: PasswordPolicy | None = None) -> str:
     """A password of `policy.length` characters; with require_each_included_type, one of each class at least."""
     policy = policy or PasswordPolicy()
-    check_policy(policy)
-    classes = character_classes(policy)
+    classes = _checked_classes(policy)
     alphabet = "".join(classes)
     while True:
-        candidate = "".join(secrets.choice(alphabet) for _ in range(policy.length))
+        candidate = _draw(alphabet, policy.length)
         if not policy.require_each_included_type or all(any(c in cls for c in candidate) for cls in classes):
             return candidate
 

@@ -39,7 +39,7 @@ import psycopg
 from msgspec import Meta
 from psycopg import sql
 from rotator_plugins.rotation.database_secret import DatabaseLogin, SecretShape, ssl_choice
-from rotator_plugins.rotation.postgres_connections import ConnectionPool, ScramKeyring
+from rotator_plugins.rotation.postgres_connections import ADMIN_POOL, ScramKeyring
 
 from rotator import (
     AuthenticationFailed,
@@ -177,7 +177,7 @@ class PostgresPlugin:
         self.options = parse_options(PostgresOptions, options)
         self.setup = setup
         self._keyring = ScramKeyring()
-        self._admin_pool = ConnectionPool()
+        self._admin_pool = ADMIN_POOL
         self._sslrootcert: str | None = None
         if self.options.sslrootcert:
             path = setup.path(self.options.sslrootcert) if setup else None

@@ -126,12 +126,20 @@ class ConnectionPool:
         return None
 
     def _give_back(self, login: tuple[Any, ...], conn: psycopg.Connection[Any]) -> None:
+        now = time.monotonic()
+        stale: list[psycopg.Connection[Any]] = []
         with self._lock:
+            for key, conns in list(self._idle.items()):  # connections of logins no longer used: not kept forever
+                stale.extend(c for since, c in conns if now - since > self._max_idle)
+                self._idle[key] = [(since, c) for since, c in conns if now - since <= self._max_idle]
             idle = self._idle.setdefault(login, [])
-            if len(idle) < self._max_per_login:
-                idle.append((time.monotonic(), conn))
-                return
-        conn.close()
+            keep = len(idle) < self._max_per_login
+            if keep:
+                idle.append((now, conn))
+        for old in stale:
+            old.close()
+        if not keep:
+            conn.close()
 
     @staticmethod
     def _reusable(conn: psycopg.Connection[Any]) -> bool:
@@ -143,3 +151,7 @@ class ConnectionPool:
         for conns in idle.values():
             for _since, conn in conns:
                 conn.close()
+
+
+# One pool per process: every plan's plugin object shares it, so plans on one server share its admin connections.
+ADMIN_POOL = ConnectionPool()

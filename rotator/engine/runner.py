@@ -247,6 +247,12 @@ class _Run:
             self._reads[key] = credential
         return self._reads[key]
 
+    def remember(self, stage: Stage, credential: Credential | None) -> None:
+        """Seed the run's read cache with a stage just read (under the run's lease)."""
+        if credential is not None:
+            register_secret(*credential.secret_strings())
+        self._reads[(self.bp.secret_id, stage)] = credential
+
     def current(self) -> Credential:
         credential = self.read(Stage.CURRENT)
         if credential is None:
@@ -1037,6 +1043,7 @@ class Runner:
         self.journal.begin_run(record, lease)
         log.info("rotation started", trigger=trigger.value, reason=reason)
         run = _Run(self, bp, record, lease)
+        run.remember(Stage.CURRENT, current)  # read under this lease a moment ago: no second read and decrypt
         outcome = self._drive(run, Step.CREATE, revoke_old_now)
         outcome.notes[:0] = notes
         return outcome

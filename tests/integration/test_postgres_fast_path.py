@@ -106,5 +106,11 @@ def test_single_user_with_an_admin_stages_on_one_pooled_connection(
         plugin.unstage(ctx, current, pending)
         assert_password(pg_server, user, "first-Password-00000000000", pending["password"])
     assert len(seen) == 1, f"one admin backend served every stage and unstage: {seen}"
+    other_plan = PostgresPlugin({"admin_secret_id": ADMIN}, None)  # another plan's plugin shares the pool
+    user = roles("pooled_other")
+    pg_server.make_role(user, "first-Password-00000000000")
+    current = cred(pg_server.secret(user, "first-Password-00000000000"))
+    other_plan.stage(ctx, current, cred(other_plan.create(ctx, current), Stage.PENDING))
+    assert set(_backends(pg_server, admin_user)) <= seen
     plugin._admin_pool.close()
     assert _backends(pg_server, admin_user) == [] or all(row not in seen for row in _backends(pg_server, admin_user))
