@@ -205,6 +205,11 @@ class Journal(Protocol):
         """The newest promoted run of every plan, in one query; without steps, as latest_runs."""
         ...
 
+    def failure_streaks(self) -> dict[str, int]:
+        """By plan, how many of its newest runs in a row ended failed, rolled back or stuck; plans whose newest run
+        did not fail are absent. One query, however many plans (status, the daemon's start)."""
+        ...
+
     def live_leases(self) -> dict[str, Lease]:
         """Leases held now (not expired, holder not known dead), by plan id."""
         ...

@@ -48,6 +48,7 @@ from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
+from rotator.engine.states import FAILED_STATES
 from rotator.errors import ConfigError, LeaseLost, RotatorError, TransientError
 from rotator.journal.leases import holder_is_dead, this_holder
 from rotator.journal.records import check_run_changes, notification_record, scrubbed, step_status
@@ -773,6 +774,18 @@ class PostgresJournal:
             with_steps=False,
         )
         return {r.plan_id: r for r in records}
+
+    def failure_streaks(self) -> dict[str, int]:
+        """By plan, how many of its newest runs in a row failed: one `SELECT plan_id, count(*) ... GROUP BY plan_id`
+        over the failed runs newer than the plan's newest other run (as the SQLite journal)."""
+        failed = [state.value for state in FAILED_STATES]
+        statement = self._sql(
+            "SELECT plan_id, count(*) FROM {runs} r WHERE state = ANY(%s::text[]) AND r.seq > coalesce("
+            "(SELECT max(seq) FROM {runs} s WHERE s.plan_id = r.plan_id AND s.state <> ALL(%s::text[])), 0) "
+            "GROUP BY plan_id"
+        )
+        rows = self._read("count failures in a row", lambda c: c.execute(statement, (failed, failed)).fetchall())
+        return {plan_id: int(count) for plan_id, count in rows}
 
     # -- notifications --------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from rotator.engine.states import FAILED_STATES
 from rotator.errors import LeaseLost
 from rotator.journal.leases import holder_is_dead, this_holder
 from rotator.journal.records import (
@@ -410,6 +411,20 @@ class SqliteJournal:
             with_steps=False,
         )
         return {r.plan_id: r for r in records}
+
+    def failure_streaks(self) -> dict[str, int]:
+        """By plan, how many of its newest runs in a row ended failed, rolled back or stuck (plans whose newest run
+        did not fail are left out), in one query: the failed runs newer than the plan's newest other run."""
+        failed = tuple(state.value for state in FAILED_STATES)
+        marks = ", ".join("?" * len(failed))
+        with self._lock:
+            rows = self._db.execute(
+                f"select plan_id, count(*) from runs r where state in ({marks}) and rowid > coalesce("
+                f"(select max(rowid) from runs s where s.plan_id = r.plan_id and s.state not in ({marks})), 0) "
+                "group by plan_id",
+                (*failed, *failed),
+            ).fetchall()
+        return {plan_id: count for plan_id, count in rows}
 
     def live_leases(self) -> dict[str, Lease]:
         with self._lock:

@@ -301,6 +301,36 @@ def test_batch_queries_agree_with_the_per_plan_queries(journal: Journal) -> None
     assert journal.runs_in_state(RunState.SUCCEEDED, plan_id="c") == []
 
 
+def test_failure_streaks_count_the_newest_failed_runs_in_a_row(journal: Journal) -> None:
+    base = datetime.now(UTC) - timedelta(days=1)
+    history = {
+        "ok": [RunState.ROLLED_BACK, RunState.SUCCEEDED],
+        "three": [RunState.SUCCEEDED, RunState.FAILED, RunState.ROLLED_BACK, RunState.STUCK],
+        "never-succeeded": [RunState.ROLLED_BACK, RunState.FAILED],
+        "running": [RunState.ROLLED_BACK, RunState.RUNNING],
+        "one": [RunState.ROLLED_BACK, RunState.AWAITING_REVOKE, RunState.FAILED],
+    }
+    minute = 0
+    for plan, states in history.items():
+        lease = leased(journal, plan)
+        for index, state in enumerate(states):
+            minute += 1
+            journal.begin_run(
+                make_run(f"{plan}{index}", plan, state=state, started_at=base + timedelta(minutes=minute)), lease
+            )
+        journal.release_lease(lease)
+    streaks = journal.failure_streaks()
+    assert streaks == {"three": 3, "never-succeeded": 2, "one": 1}
+    # the same as counting run by run
+    for plan in history:
+        counted = 0
+        for record in journal.runs(plan, limit=100):
+            if record.state not in (RunState.ROLLED_BACK, RunState.STUCK, RunState.FAILED):
+                break
+            counted += 1
+        assert streaks.get(plan, 0) == counted
+
+
 # -- notifications --------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,109 @@
+"""The command line at scale, in fresh processes as an operator runs them:
+
+- `rotator status` (table and --json) with N plans (default 10,000; goal: under 1 s), each with a run in the
+  journal (a quarter of them failed, so the failure counts are looked up too), against 1 plan as the baseline;
+- `rotator rotate-now --all` of 10, 100 and 500 PostgreSQL single-user plans (admin_secret_id set) on one
+  throwaway PostgreSQL: the time per plan at each size (goal: linear, so the per-plan time stays flat).
+
+Usage: python bench/cli_scale.py [--status-plans 10000] [--sizes 10,100,500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.daemon_scale import write_config  # noqa: E402
+from rotator.config import load_config  # noqa: E402
+from rotator.journal.sqlite import SqliteJournal  # noqa: E402
+from rotator.model import RunRecord, RunState, Trigger  # noqa: E402
+from rotator.passwords import generate_password  # noqa: E402
+from rotator.workspace import Workspace  # noqa: E402
+from tests.servers.postgres import PgServer  # noqa: E402
+
+
+def rotator(*args: str, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "rotator", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "120", **(env or {})},
+    )
+    return time.perf_counter() - started, done
+
+
+def status_times(plans: int, rounds: int = 3) -> tuple[float, float]:
+    root = Path(tempfile.mkdtemp(prefix="rotator-status-"))
+    config = write_config(root, plans)
+    rotator("init", "-c", str(config))
+    journal = SqliteJournal(root / "state" / "journal.db")
+    started = datetime.now(UTC) - timedelta(days=1)
+    for n in range(plans):
+        plan_id = f"key{n:05d}"
+        lease = journal.acquire_lease(plan_id, 60)
+        assert lease is not None
+        state = RunState.ROLLED_BACK if n % 4 == 0 else RunState.SUCCEEDED
+        record = RunRecord(f"{n:032x}", plan_id, state, Trigger.SCHEDULE, started, "local", f"app/{plan_id}")
+        journal.begin_run(record, lease)
+        journal.release_lease(lease)
+    journal.close()
+    table = min(rotator("status", "-c", str(config))[0] for _ in range(rounds))
+    as_json = min(rotator("status", "--json", "-c", str(config))[0] for _ in range(rounds))
+    return table, as_json
+
+
+def rotate_now_time(pg: PgServer, plans: int) -> float:
+    root = Path(tempfile.mkdtemp(prefix="rotator-scale-"))
+    blocks = "".join(
+        f'\n[[plans]]\nid = "p{n}"\nplugin = {{type = "postgres", admin_secret_id = "db/admin"}}\nsecret = "db/p{n}"\n'
+        for n in range(plans)
+    )
+    config = root / "rotator.toml"
+    config.write_text(f'[rotator]\nstate_dir = "state"\n{blocks}')
+    rotator("init", "-c", str(config))
+    workspace = Workspace(load_config(config))
+    store = workspace.store("local")
+    store.put_current("db/admin", pg.secret(pg.superuser, pg.superuser_password))
+    for n in range(plans):
+        password = generate_password()
+        pg.make_role(f"scale{plans}_{n}", password)
+        store.put_current(f"db/p{n}", pg.secret(f"scale{plans}_{n}", password))
+    workspace.close()
+    wall, done = rotator("rotate-now", "--all", "--json", "-c", str(config))
+    result = json.loads(done.stdout)
+    assert result["failed"] == 0, done.stdout[-2000:]
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--status-plans", type=int, default=10_000)
+    parser.add_argument("--sizes", default="10,100,500")
+    args = parser.parse_args()
+    one_table, one_json = status_times(1)
+    many_table, many_json = status_times(args.status_plans)
+    print(f"status, 1 plan:        table {one_table:.2f} s, --json {one_json:.2f} s")
+    print(f"status, {args.status_plans} plans: table {many_table:.2f} s, --json {many_json:.2f} s (goal < 1 s)")
+    pg = PgServer.start()
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            wall = rotate_now_time(pg, size)
+            print(f"rotate-now --all, {size:4d} plans: {wall:6.2f} s wall, {wall / size * 1000:6.1f} ms per plan")
+    finally:
+        pg.stop()
+
+
+if __name__ == "__main__":
+    main()
