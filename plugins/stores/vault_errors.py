@@ -6,6 +6,7 @@
 | 403 permission denied | StoreError naming the capability and the path the policy must grant |
 | 404 | SecretNotFound naming the path |
 | 400 "check-and-set parameter did not match the current version" | VersionConflict |
+| 400 "metadata check-and-set parameter does not match the current version" (OpenBao) | VersionConflict |
 | anything else | StoreError with Vault's error text |
 
 Vault's error texts never echo the data written, so they may be shown; hvac's own exception text (which adds the
@@ -30,6 +31,7 @@ TRANSIENT = (
     hvac_errors.VaultDown,
 )
 CAS_MISMATCH = "check-and-set parameter did not match"
+METADATA_CAS_MISMATCH = "metadata check-and-set parameter does not match"
 
 
 def vault_error_text(exc: hvac_errors.VaultError) -> str:
@@ -58,6 +60,11 @@ def map_vault_error(exc: BaseException, *, capability: str, path: str, secret: s
         return VersionConflict(
             f"{where}: check-and-set refused the write: another writer changed the secret since this run read it; "
             "nothing was overwritten"
+        )
+    if isinstance(exc, hvac_errors.InvalidRequest) and METADATA_CAS_MISMATCH in vault_error_text(exc):
+        return VersionConflict(
+            f"{where}: metadata check-and-set refused the write: another writer changed the secret's metadata since "
+            "this run read it; nothing was overwritten"
         )
     if isinstance(exc, hvac_errors.VaultError):
         return StoreError(f"{where} failed: {vault_error_text(exc)}")

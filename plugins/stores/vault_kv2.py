@@ -17,6 +17,23 @@ Where things live (mount `secret`, path_prefix `apps`, secret `orders/db`):
 - unpromote cannot move "latest" back (Vault has no such call): it writes PREVIOUS's value again as a new version
   (cas = the current version), records PREVIOUS's id for it, and stages the rolled-back value as PENDING again.
 
+Mounts as operators configure them (tested against a real OpenBao server, tests/unit/test_vault_mounts.py):
+
+- `cas_required` (mount-wide `<mount>/config`, or per secret): every data write passes `cas`, staging writes and
+  unpromote's included, so nothing depends on the setting.
+- `metadata_cas_required` (OpenBao): every metadata write passes `metadata_cas` (the `current_metadata_version`
+  just read) whenever the server reports one; a metadata write that loses a race with another writer is read
+  again and repeated (custom_metadata is merged, never replaced blind). If the record still fails after promote
+  wrote the version, unpromote recognises that unrecorded version as this run's and restores PREVIOUS, so a
+  rolled-back run never leaves its value as the latest version.
+- `max_versions = 1` (the secret's, else the mount's): Vault would delete CURRENT's value at promote's write, so
+  PREVIOUS (which revoke reads and a rollback restores) could not survive: put_pending refuses, before anything is
+  written, with the fix (2 or more). The mount's setting is read from `GET <mount>/config` (cached 5 minutes;
+  without `read` on it, the secret's own setting and its version history are used).
+- `delete_version_after`: Vault gives every version a deletion time, CURRENT's included; a version is readable
+  until then (PREVIOUS with a deletion time in the future is PREVIOUS). Once Vault deleted it, get(PREVIOUS) or
+  get(CURRENT) is None: set it longer than the rotation interval plus grace (README, section Stores).
+
 Crash safety: each method can be repeated after a crash at any point. promote recognises its own write that a
 crash kept from being recorded (the version right after base_version, unrecorded, holding the staged value);
 unpromote stages PENDING before it writes, and a retry recognises the restored version the same way. A staged
@@ -29,17 +46,19 @@ Options also: url (or VAULT_ADDR), namespace, mount_point, path_prefix, pending_
 client_cert/client_key, timeout. Errors are mapped in one place, rotator_plugins.stores.vault_errors.
 
 Each method's docstring names the Vault endpoints it calls, for the daemon's Vault policy:
-read, create and update on `<mount>/data/<prefix>/*` and `<mount>/data/<prefix>/<pending_prefix>/*`, read and
-update on `<mount>/metadata/<prefix>/*`, delete on `<mount>/metadata/<prefix>/<pending_prefix>/*`.
+read, create and update on `<mount>/data/<prefix>/*` (the staging paths are under it), read and update on
+`<mount>/metadata/<prefix>/*`, delete on `<mount>/metadata/<prefix>/<pending_prefix>/*`, read on `<mount>/config`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -56,6 +75,7 @@ from rotator import (
     SecretNotFound,
     Stage,
     StoreError,
+    TransientError,
     VersionConflict,
     invalid,
     is_secret_ref,
@@ -66,6 +86,8 @@ from rotator import (
 T = TypeVar("T")
 MAP_KEY = "rotator-version-"  # custom_metadata key prefix: rotator-version-<N> = version id of Vault version N
 KEEP_MAPPINGS = 12  # version ids kept in custom_metadata (Vault allows 64 keys); only CURRENT and PREVIOUS matter
+MOUNT_CONFIG_SECONDS = 300.0  # how long the mount's config (max_versions) is trusted before it is read again
+METADATA_RACE_TRIES = 3  # a metadata write refused by metadata_cas is read again and repeated this many times
 K8S_JWT = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
@@ -163,6 +185,27 @@ def _id_of(mapping: Mapping[int, str], version: int) -> str:
     return mapping.get(version, f"v{version}")
 
 
+def _vault_time(text: str) -> datetime | None:
+    """Vault's RFC 3339 times carry nanoseconds ("2027-01-04T12:32:35.112730894Z"); Python reads microseconds."""
+    if not text:
+        return None
+    head, _, tail = text.rstrip("Z").partition(".")
+    digits = "".join(ch for ch in tail if ch.isdigit())[:6]
+    try:
+        return datetime.fromisoformat(f"{head}.{digits or '0'}+00:00")
+    except ValueError:
+        return None
+
+
+def _deleted(info: Mapping[str, Any]) -> bool:
+    """Whether a version's metadata says it is gone now: destroyed, or a deletion time already past (with
+    delete_version_after every version carries its future deletion time from the moment it is written)."""
+    if info.get("destroyed"):
+        return True
+    when = _vault_time(str(info.get("deletion_time") or ""))
+    return when is not None and when <= datetime.now(UTC)
+
+
 class VaultKv2Store:
     """Type `vault-kv2` (see the module docstring)."""
 
@@ -182,6 +225,7 @@ class VaultKv2Store:
         self._expires_at: float | None = None  # monotonic time the token expires; None: never, or unknown
         self._ttl = 0.0
         self._renewable = False
+        self._mount_config: tuple[float, dict[str, Any] | None] | None = None  # (read at, config or None)
 
     @property
     def client(self) -> hvac.Client:
@@ -359,8 +403,9 @@ class VaultKv2Store:
 
         return self._op("read", self._api("metadata", path), secret_id, call)
 
-    def _write(self, secret_id: str, path: str, data: Mapping[str, Any], cas: int | None) -> int:
-        """POST /v1/<mount>/data/<path> with options.cas. Returns the new version number."""
+    def _write(self, secret_id: str, path: str, data: Mapping[str, Any], cas: int) -> int:
+        """POST /v1/<mount>/data/<path> with options.cas (always: a mount or secret with cas_required refuses a
+        write without it, and a concurrent writer is refused instead of overwritten). Returns the new version."""
         kv = self._client.secrets.kv.v2
 
         def call() -> int:
@@ -371,18 +416,58 @@ class VaultKv2Store:
 
         return self._op("create/update", self._api("data", path), secret_id, call)
 
-    def _record(self, secret_id: str, path: str, custom: Mapping[str, Any] | None, version: int, vid: str) -> None:
+    def _record(self, secret_id: str, path: str, meta: Mapping[str, Any], version: int, vid: str) -> None:
         """POST /v1/<mount>/metadata/<path> with only custom_metadata (Vault leaves max_versions, cas_required and
         delete_version_after as they are; hvac's update_metadata would reset delete_version_after, so the
-        adapter is used directly). Keeps the ids of the last few versions only."""
-        merged = {k: str(v) for k, v in (custom or {}).items()}
-        merged[f"{MAP_KEY}{version}"] = vid
-        for old in _mapping(merged):
-            if old <= version - KEEP_MAPPINGS:
-                del merged[f"{MAP_KEY}{old}"]
+        adapter is used directly), and `metadata_cas` = the current_metadata_version of `meta` when the server
+        reports one (OpenBao; with metadata_cas_required a write without it is refused). Refused because another
+        writer changed the metadata meanwhile: GET /v1/<mount>/metadata/<path> and the merge again (at most
+        METADATA_RACE_TRIES times). Keeps the ids of the last few versions only."""
         api = self._api("metadata", path)
-        body = {"custom_metadata": merged}
-        self._op("update", api, secret_id, lambda: self._client.adapter.post(f"/v1/{api}", json=body))
+        for attempt in range(1, METADATA_RACE_TRIES + 1):
+            merged = {k: str(v) for k, v in (meta.get("custom_metadata") or {}).items()}
+            merged[f"{MAP_KEY}{version}"] = vid
+            for old in _mapping(merged):
+                if old <= version - KEEP_MAPPINGS:
+                    del merged[f"{MAP_KEY}{old}"]
+            body: dict[str, Any] = {"custom_metadata": merged}
+            if meta.get("current_metadata_version") is not None:
+                body["metadata_cas"] = int(meta["current_metadata_version"])
+            try:
+                self._op(
+                    "update", api, secret_id, functools.partial(self._client.adapter.post, f"/v1/{api}", json=body)
+                )
+                return
+            except VersionConflict:
+                fresh = self._metadata(secret_id, path)
+                if attempt == METADATA_RACE_TRIES or fresh is None:
+                    raise
+                meta = fresh
+
+    def _max_versions(self, secret_id: str, meta: Mapping[str, Any]) -> int | None:
+        """How many versions Vault keeps of this secret: its own max_versions, else the mount's (GET
+        /v1/<mount>/config, read at most every MOUNT_CONFIG_SECONDS), else 10. None when the mount's config may
+        not be read and the secret's history cannot tell either."""
+        own = int(meta.get("max_versions") or 0)
+        if own:
+            return own
+        now = time.monotonic()
+        if self._mount_config is None or now - self._mount_config[0] > MOUNT_CONFIG_SECONDS:
+            api = f"{self.options.mount_point}/config"
+            try:
+                config = self._op("read", api, secret_id, lambda: self._client.adapter.get(f"/v1/{api}"))
+                data = config.get("data") if isinstance(config, dict) else None
+                self._mount_config = (now, data if isinstance(data, dict) else None)
+            except StoreError as exc:
+                if isinstance(exc, TransientError):
+                    raise
+                self._mount_config = (now, None)  # no `read` on <mount>/config: the policy did not grant it
+        config = self._mount_config[1]
+        if config is not None:
+            return int(config.get("max_versions") or 0) or 10
+        current, oldest = int(meta.get("current_version") or 0), int(meta.get("oldest_version") or 0)
+        # Vault moves oldest_version only when it drops versions beyond max_versions.
+        return 1 if current > 1 and oldest == current else None
 
     def _unstage(self, secret_id: str) -> None:
         """DELETE /v1/<mount>/metadata/<pending path>: every staged version and its metadata."""
@@ -423,8 +508,8 @@ class VaultKv2Store:
         )
         return staged, version
 
-    def _stage(self, secret_id: str, staged: Staged, cas: int | None) -> None:
-        """POST /v1/<mount>/data/<pending path>."""
+    def _stage(self, secret_id: str, staged: Staged, cas: int) -> None:
+        """POST /v1/<mount>/data/<pending path> with cas = the staging path's version (0: nothing staged)."""
         body: dict[str, Any] = {
             "version_id": staged.version_id,
             "base_version": staged.base_version,
@@ -461,7 +546,7 @@ class VaultKv2Store:
             raise SecretNotFound(f"{STORE}: no secret at {self._shown(self._api('metadata', path))} ({secret_id!r})")
         previous = int(meta.get("current_version") or 0) - 1
         info = (meta.get("versions") or {}).get(str(previous))
-        if previous < 1 or not info or info.get("destroyed") or info.get("deletion_time"):
+        if previous < 1 or not info or _deleted(info):
             return None
         found = self._read(secret_id, path, previous)
         if found is None or not isinstance(found.get("data"), dict):
@@ -470,20 +555,38 @@ class VaultKv2Store:
         return Credential(_id_of(mapping, previous), found["data"], frozenset({Stage.PREVIOUS}))
 
     def put_pending(self, secret_id: str, value: Mapping[str, Any], version_id: str) -> Credential:
-        """GET /v1/<mount>/data/<path> (the version PENDING is based on; is version_id CURRENT already?),
-        GET /v1/<mount>/data/<pending path> (same id staged already?), then POST /v1/<mount>/data/<pending path>
-        with cas (0 when nothing is staged), so two writers of PENDING cannot both win."""
-        latest = self._latest(secret_id)
-        if latest.mapping.get(latest.version) == version_id:
-            if latest.value != dict(value):
+        """GET /v1/<mount>/metadata/<path> (the version PENDING is based on; is version_id CURRENT already, then
+        also GET /v1/<mount>/data/<path> to compare the value; max_versions, with GET /v1/<mount>/config when
+        the secret has none of its own), GET /v1/<mount>/data/<pending path> (same id staged already?), then
+        POST /v1/<mount>/data/<pending path> with cas (0 when nothing is staged), so two writers of PENDING
+        cannot both win. Refuses a secret that keeps one version (max_versions = 1) before writing anything."""
+        path = self._path(secret_id)
+        meta = self._metadata(secret_id, path)
+        if meta is None:
+            raise SecretNotFound(
+                f"{STORE}: no secret at {self._shown(self._api('data', path))} (secret {secret_id!r}); "
+                "seed it with `rotator store put`"
+            )
+        current = int(meta.get("current_version") or 0)
+        if _mapping(meta.get("custom_metadata")).get(current) == version_id:
+            latest = self._latest(secret_id)
+            if latest.version != current or latest.value != dict(value):
                 raise self._different(secret_id, version_id)
             return Credential(version_id, dict(value), frozenset({Stage.CURRENT}))
+        if self._max_versions(secret_id, meta) == 1:
+            raise StoreError(
+                f"{STORE}: {self._shown(self._api('metadata', path))} keeps only one version (max_versions = 1), so "
+                "promote's write would delete CURRENT's value and leave no PREVIOUS to revoke or roll back to; "
+                "nothing was written. Fix: keep at least two versions, e.g. `bao kv metadata put -max-versions=2 "
+                f"-mount={self.options.mount_point} {path}` (or the mount's max_versions in {self.options.mount_point}"
+                "/config)"
+            )
         staged, staging_version = self._staged(secret_id)
         if staged is not None and staged.version_id == version_id:
             if staged.value != dict(value):
                 raise self._different(secret_id, version_id)
             return Credential(version_id, staged.value, frozenset({Stage.PENDING}))
-        self._stage(secret_id, Staged(version_id, latest.version, dict(value), None), cas=staging_version)
+        self._stage(secret_id, Staged(version_id, current, dict(value), None), cas=staging_version)
         return Credential(version_id, dict(value), frozenset({Stage.PENDING}))
 
     @staticmethod
@@ -505,8 +608,7 @@ class VaultKv2Store:
         if meta is None:
             raise SecretNotFound(f"{STORE}: no secret at {self._shown(self._api('metadata', path))} ({secret_id!r})")
         current = int(meta.get("current_version") or 0)
-        custom = meta.get("custom_metadata")
-        mapping = _mapping(custom)
+        mapping = _mapping(meta.get("custom_metadata"))
         staged, _ = self._staged(secret_id)
         if mapping.get(current) == version_id:
             if staged is not None and staged.version_id == version_id:
@@ -529,7 +631,7 @@ class VaultKv2Store:
                 f"(version {staged.base_version}, now {current}); the other writer's version was not overwritten: "
                 "start a new rotation"
             )
-        self._record(secret_id, path, custom, written, version_id)
+        self._record(secret_id, path, meta, written, version_id)
         self._unstage(secret_id)
 
     def _holds(self, secret_id: str, path: str, version: int, value: Mapping[str, Any]) -> bool:
@@ -537,30 +639,32 @@ class VaultKv2Store:
         return found is not None and found.get("data") == dict(value)
 
     def unpromote(self, secret_id: str, version_id: str) -> None:
-        """GET /v1/<mount>/metadata/<path>; GET /v1/<mount>/data/<path>?version=<current> and ?version=<current-1>;
-        POST /v1/<mount>/data/<pending path> (version_id is PENDING again), POST /v1/<mount>/data/<path> writing
-        PREVIOUS's value back as a new version with cas=<current>, POST /v1/<mount>/metadata/<path> giving that
-        version PREVIOUS's id. No-op unless version_id is CURRENT (a retry after a crash between the write and
-        the record, recognised through GET /v1/<mount>/data/<pending path>, finishes the record)."""
+        """GET /v1/<mount>/metadata/<path> and GET /v1/<mount>/data/<pending path>; GET
+        /v1/<mount>/data/<path>?version=<current> and ?version=<current-1>; POST /v1/<mount>/data/<pending path>
+        with cas (version_id is PENDING again), POST /v1/<mount>/data/<path> writing PREVIOUS's value back as a
+        new version with cas=<current>, POST /v1/<mount>/metadata/<path> giving that version PREVIOUS's id.
+
+        version_id is CURRENT when the metadata records it, or when promote wrote it and failed before recording
+        it (the version right after the staged base, unrecorded, holding the staged value: checked with GET
+        ?version=<current>): both are restored. No-op otherwise; a retry after a crash between the restoring
+        write and its record finishes the record (checked with GET ?version=<current-1> and <current-2>)."""
         path = self._path(secret_id)
         meta = self._metadata(secret_id, path)
         if meta is None:
             return
         current = int(meta.get("current_version") or 0)
-        custom = meta.get("custom_metadata")
-        mapping = _mapping(custom)
+        mapping = _mapping(meta.get("custom_metadata"))
+        staged, staging_version = self._staged(secret_id)
         if mapping.get(current) != version_id:
-            staged, _ = self._staged(secret_id)
-            if (
-                staged is not None
-                and staged.version_id == version_id
-                and staged.restore_id
-                and staged.base_version == current
-                and current not in mapping
-                and mapping.get(current - 1) == version_id
-            ):
-                self._record(secret_id, path, custom, current, staged.restore_id)
-            return
+            if staged is None or staged.version_id != version_id or current in mapping:
+                return
+            if staged.restore_id:
+                if staged.base_version == current and self._restored(secret_id, path, current, staged.value):
+                    self._record(secret_id, path, meta, current, staged.restore_id)
+                return
+            if current != staged.base_version + 1 or not self._holds(secret_id, path, current, staged.value):
+                return  # never written to the path, or another writer's version is the latest: nothing to undo
+            # promote wrote this run's value and failed before recording it: it is live, so restore PREVIOUS.
         previous = self._read(secret_id, path, current - 1) if current > 1 else None
         mine = self._read(secret_id, path, current)
         if previous is None or not isinstance(previous.get("data"), dict) or mine is None or mine.get("data") is None:
@@ -570,9 +674,19 @@ class VaultKv2Store:
                 "`rotator resume`"
             )
         restore_id = _id_of(mapping, current - 1)
-        self._stage(secret_id, Staged(version_id, current + 1, dict(mine["data"]), restore_id), cas=None)
+        restaged = Staged(version_id, current + 1, dict(mine["data"]), restore_id)
+        self._stage(secret_id, restaged, cas=staging_version)
         written = self._write(secret_id, path, previous["data"], cas=current)
-        self._record(secret_id, path, custom, written, restore_id)
+        self._record(secret_id, path, meta, written, restore_id)
+
+    def _restored(self, secret_id: str, path: str, version: int, value: Mapping[str, Any]) -> bool:
+        """Whether `version` is unpromote's restoring write: the run's value just before it, and the value from
+        before the run (version - 2) again in it. GET /v1/<mount>/data/<path>?version=N, for the three."""
+        if version < 3 or not self._holds(secret_id, path, version - 1, value):
+            return False
+        before = self._read(secret_id, path, version - 2)
+        data = before.get("data") if before is not None else None
+        return isinstance(data, dict) and self._holds(secret_id, path, version, data)
 
     def discard_pending(self, secret_id: str, version_id: str) -> None:
         """GET /v1/<mount>/data/<pending path>; DELETE /v1/<mount>/metadata/<pending path> if version_id is the

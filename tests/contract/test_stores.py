@@ -2,15 +2,17 @@
 
 - local: the embedded store in a temporary state directory;
 - aws-secretsmanager: moto's server mode, over real HTTP (tests/servers/aws.py);
-- vault-kv2: the fake Vault of tests/fakes/vault.py, over real HTTP (no Vault server can be had here).
+- vault-kv2: a real OpenBao server (tests/servers/vault.py), the store logged in through AppRole with exactly the
+  least-privilege policy README documents.
 
 A consumer's read is what consumers really do: AWS GetSecretValue without a stage, Vault a GET of the secret's
-path (its latest version), the local store's CURRENT.
+path (its latest version) with the consumer's own read-only token, the local store's CURRENT.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,8 @@ except ImportError:  # pragma: no cover
     AwsSecretsManagerStore = VaultKv2Store = None  # type: ignore[assignment, misc]
 
 STORES = ["local", "aws-secretsmanager", "vault-kv2"]
-VAULT_TOKEN_ENV = "ROTATOR_TEST_VAULT_TOKEN"
+VAULT_SECRET_ID_ENV = "ROTATOR_TEST_VAULT_SECRET_ID"
+VAULT_CONSUMER_TOKEN_ENV = "ROTATOR_TEST_VAULT_CONSUMER_TOKEN"
 
 
 def store_options(kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
@@ -41,8 +44,8 @@ def store_options(kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
         vault = request.getfixturevalue("vault_server")
         return {
             "url": vault.url,
-            "path_prefix": "contract-suite",
-            "auth": {"method": "token", "token": f"env:{VAULT_TOKEN_ENV}"},
+            "path_prefix": "rotator",  # the prefix of the fixture's least-privilege policy
+            "auth": {"method": "approle", "role_id": vault.approle_role_id, "secret_id": f"env:{VAULT_SECRET_ID_ENV}"},
         }
     return {}
 
@@ -59,7 +62,9 @@ def store_factory(
         create_key_file(setup.state_dir / "store.key")
         LocalStore({}, setup, create=True).close()
     if kind == "vault-kv2":
-        monkeypatch.setenv(VAULT_TOKEN_ENV, request.getfixturevalue("vault_server").root_token)
+        vault = request.getfixturevalue("vault_server")
+        monkeypatch.setenv(VAULT_SECRET_ID_ENV, vault.approle_secret_id)
+        monkeypatch.setenv(VAULT_CONSUMER_TOKEN_ENV, vault.consumer_token)
     options = store_options(kind, request)
     made: list[SecretStore] = []
 
@@ -83,9 +88,13 @@ class TestStoreContract(StoreContract):
             value: dict[str, Any] = json.loads(response["SecretString"])
             return value
         if VaultKv2Store is not None and isinstance(store, VaultKv2Store):
-            # What an application does: read the secret's path, i.e. its latest version.
+            # What an application does: read the secret's path, i.e. its latest version, with its own token (a
+            # policy that may read the secrets and not the rotator's staging paths).
+            import hvac
+
+            consumer = hvac.Client(url=store.client.url, token=os.environ[VAULT_CONSUMER_TOKEN_ENV])
             path = f"{store.options.path_prefix}/{secret_id}"
-            response = store.client.secrets.kv.v2.read_secret_version(path=path, raise_on_deleted_version=True)
+            response = consumer.secrets.kv.v2.read_secret_version(path=path, raise_on_deleted_version=True)
             data: dict[str, Any] = response["data"]["data"]
             return data
         return read_current(store, secret_id)

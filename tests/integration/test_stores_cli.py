@@ -1,6 +1,7 @@
 """The PostgreSQL plugin end to end through the `rotator` command, with each remote store: AWS Secrets Manager
-(moto's server mode) and Vault KV v2 (the fake of tests/fakes/vault.py), both over real HTTP from the CLI's own
-process, against a real throwaway PostgreSQL (scram-sha-256 over TCP, so a wrong password really fails).
+(moto's server mode) and Vault KV v2 (a real OpenBao server, tests/servers/vault.py, the CLI logged in with
+README's least-privilege policy and the consumer reading with its read-only token), both over real HTTP from the
+CLI's own process, against a real throwaway PostgreSQL (scram-sha-256 over TCP, so a wrong password really fails).
 
 Covers a rotation, a rotation that revokes at once, a failure before promote (rolled back: discard) and a failure
 right after the store's promote (rolled back: unpromote), and what a consumer of the store reads each time.
@@ -60,7 +61,7 @@ def store_table(kind: str, request: pytest.FixtureRequest) -> tuple[str, dict[st
         table = f'type = "aws-secretsmanager"\nregion = "{moto.region}"\nendpoint_url = "{moto.endpoint_url}"\n'
         return table, {}, aws_read
     vault: VaultServer = request.getfixturevalue("vault_server")
-    kv = hvac.Client(url=vault.url, token=vault.root_token).secrets.kv.v2
+    kv = hvac.Client(url=vault.url, token=vault.consumer_token).secrets.kv.v2
 
     def vault_read(secret: str) -> dict[str, Any]:
         data: dict[str, Any] = kv.read_secret_version(path=f"rotator/{secret}", raise_on_deleted_version=True)["data"]
@@ -70,7 +71,7 @@ def store_table(kind: str, request: pytest.FixtureRequest) -> tuple[str, dict[st
         f'type = "vault-kv2"\nurl = "{vault.url}"\npath_prefix = "rotator"\n'
         f'auth = {{ method = "token", token = "env:{VAULT_TOKEN_ENV}" }}\n'
     )
-    return table, {VAULT_TOKEN_ENV: vault.fake.add_token()}, vault_read
+    return table, {VAULT_TOKEN_ENV: vault.rotator_token}, vault_read
 
 
 def remote_plan(root: Path, pg: PgServer, kind: str, strategy: str, request: pytest.FixtureRequest) -> RemotePlan:

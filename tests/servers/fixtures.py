@@ -42,7 +42,8 @@ __all__ += ["mariadb_server"]  # noqa: F405 (a star import does not extend this 
 from tests.servers.aws import *  # noqa: E402, F403
 from tests.servers.vault import *  # noqa: E402, F403
 
-__all__ += ["moto_server", "vault_server"]  # noqa: F405 (star imports do not extend this module's __all__)
+# star imports do not extend this module's __all__
+__all__ += ["_openbao_session", "moto_server", "vault_fake", "vault_server"]  # noqa: F405
 from tests.servers.redis import *  # noqa: E402, F403
 
 __all__ += ["redis_server"]  # noqa: F405 (a star import does not extend this module's __all__)
