@@ -7,10 +7,11 @@ options; the result must satisfy the Protocol here. `rotator.testing` runs one c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from rotator.fingerprints import Fingerprint
 from rotator.model import (
     Credential,
     Lease,
@@ -208,6 +209,14 @@ class Journal(Protocol):
     def failure_streaks(self) -> dict[str, int]:
         """By plan, how many of its newest runs in a row ended failed, rolled back or stuck; plans whose newest run
         did not fail are absent. One query, however many plans (status, the daemon's start)."""
+        ...
+
+    def save_fingerprints(self, fingerprints: Sequence[Fingerprint]) -> None:
+        """Keep keyed fingerprints of a stored version (rotator.fingerprints); the same one again is ignored."""
+        ...
+
+    def find_fingerprints(self, digests: Collection[str]) -> list[Fingerprint]:
+        """The stored fingerprints among `digests`, newest first."""
         ...
 
     def live_leases(self) -> dict[str, Lease]:

@@ -36,7 +36,7 @@ import hashlib
 import re
 import select
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import Enum
@@ -50,6 +50,7 @@ from psycopg.types.json import Jsonb
 
 from rotator.engine.states import FAILED_STATES
 from rotator.errors import ConfigError, LeaseLost, RotatorError, TransientError
+from rotator.fingerprints import Fingerprint
 from rotator.journal.leases import holder_is_dead, this_holder
 from rotator.journal.records import check_run_changes, notification_record, scrubbed, step_status
 from rotator.logs import scrub
@@ -58,7 +59,7 @@ from rotator.model import Lease, NotificationRecord, NotifyStatus, RunRecord, Ru
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[Any, ...]]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # One advisory lock key for "the journal's schema is being created or migrated" (any schema, any database).
 _SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"rotator.journal.schema").digest()[:8], "big", signed=True)
 # As many connections as the daemon's default thread pool: 8 threads wrote 1.5-2.3x faster through 8
@@ -71,7 +72,7 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _AUTH_MARKERS = ("password authentication failed", "no password supplied", "is not permitted to log in", "pg_hba.conf")
 
 # Tables get a prefix: the journal may share a database (and its public schema) with other applications.
-_TABLES = ("runs", "steps", "notifications", "leases", "schema_version")
+_TABLES = ("runs", "steps", "notifications", "leases", "fingerprints", "schema_version")
 
 # Column name -> PostgreSQL type, in the order of RunRecord's fields (as the SQLite journal's _RUN_FIELDS).
 _RUN_COLUMNS = {
@@ -191,6 +192,17 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             pid integer,
             token bigint NOT NULL,
             expires_at timestamptz
+        )""",
+    ),
+    2: (
+        """CREATE TABLE IF NOT EXISTS {fingerprints} (
+            digest text NOT NULL,
+            plan_id text NOT NULL,
+            secret_id text NOT NULL,
+            version_id text NOT NULL,
+            kind text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (digest, plan_id, version_id)
         )""",
     ),
 }
@@ -786,6 +798,31 @@ class PostgresJournal:
         )
         rows = self._read("count failures in a row", lambda c: c.execute(statement, (failed, failed)).fetchall())
         return {plan_id: int(count) for plan_id, count in rows}
+
+    # -- fingerprints (rotator.fingerprints) ----------------------------------------------------------------
+
+    def save_fingerprints(self, fingerprints: Sequence[Fingerprint]) -> None:
+        """`INSERT INTO rotator_fingerprints ... ON CONFLICT DO NOTHING`, one statement for the version's rows."""
+        if not fingerprints:
+            return
+        statement = self._sql(
+            "INSERT INTO {fingerprints} (digest, plan_id, secret_id, version_id, kind) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING"
+        )
+        columns = [
+            [getattr(f, name) for f in fingerprints]
+            for name in ("digest", "plan_id", "secret_id", "version_id", "kind")
+        ]
+        self._write("keep fingerprints", lambda c: c.execute(statement, columns))
+
+    def find_fingerprints(self, digests: Collection[str]) -> list[Fingerprint]:
+        """`SELECT ... FROM rotator_fingerprints WHERE digest = ANY(%s) ORDER BY created_at DESC`."""
+        statement = self._sql(
+            "SELECT plan_id, secret_id, version_id, kind, digest FROM {fingerprints} "
+            "WHERE digest = ANY(%s::text[]) ORDER BY created_at DESC"
+        )
+        rows = self._read("look up fingerprints", lambda c: c.execute(statement, (list(digests),)).fetchall())
+        return [Fingerprint(*row) for row in rows]
 
     # -- notifications --------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 
 from rotator.engine.states import FAILED_STATES
 from rotator.errors import LeaseLost
+from rotator.fingerprints import Fingerprint
 from rotator.journal.leases import holder_is_dead, this_holder
 from rotator.journal.records import (
     NOTIFICATION_COLUMNS,
@@ -77,6 +78,15 @@ create table if not exists notifications (
 );
 create index if not exists notifications_status on notifications (status, next_attempt_at);
 create index if not exists notifications_plan on notifications (plan_id);
+create table if not exists fingerprints (
+    digest text not null,
+    plan_id text not null,
+    secret_id text not null,
+    version_id text not null,
+    kind text not null,
+    created_at text not null,
+    primary key (digest, plan_id, version_id)
+);
 create table if not exists leases (
     plan_id text primary key,
     holder text,
@@ -438,6 +448,38 @@ class SqliteJournal:
             if expires is None or expires <= now or holder_is_dead(holder, host, pid):
                 continue
             found[plan_id] = Lease(plan_id, holder, host, pid, token, expires)
+        return found
+
+    # -- fingerprints (rotator.fingerprints) ----------------------------------------------------------------
+
+    def save_fingerprints(self, fingerprints: Sequence[Fingerprint]) -> None:
+        """Keep keyed fingerprints of a stored version (idempotent: the same one again is ignored)."""
+        if not fingerprints:
+            return
+        now = now_text()
+        rows = [(f.digest, f.plan_id, f.secret_id, f.version_id, f.kind, now) for f in fingerprints]
+        with self._lock:
+            self._db.execute("begin immediate")
+            try:
+                self._db.executemany("insert or ignore into fingerprints values (?, ?, ?, ?, ?, ?)", rows)
+            except BaseException:
+                self._db.execute("rollback")
+                raise
+            self._db.execute("commit")
+
+    def find_fingerprints(self, digests: Collection[str]) -> list[Fingerprint]:
+        """The stored fingerprints among `digests`, newest first."""
+        wanted = list(dict.fromkeys(digests))
+        found: list[Fingerprint] = []
+        for start in range(0, len(wanted), 500):  # SQLite's host parameter limit
+            chunk = wanted[start : start + 500]
+            with self._lock:
+                rows = self._db.execute(
+                    "select plan_id, secret_id, version_id, kind, digest from fingerprints "
+                    f"where digest in ({', '.join('?' * len(chunk))}) order by created_at desc",
+                    chunk,
+                ).fetchall()
+            found.extend(Fingerprint(*row) for row in rows)
         return found
 
     # -- notifications --------------------------------------------------------------------------------------

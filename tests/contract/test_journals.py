@@ -30,6 +30,7 @@ import pytest
 from psycopg import sql
 
 from rotator.errors import ConfigError, LeaseLost, TransientError
+from rotator.fingerprints import Fingerprint
 from rotator.interfaces import Journal
 from rotator.journal import open_journal
 from rotator.logs import REDACTED, register_secret
@@ -299,6 +300,18 @@ def test_batch_queries_agree_with_the_per_plan_queries(journal: Journal) -> None
     assert [r.run_id for r in journal.runs_in_state(*PROMOTED, plan_id="b")] == ["b1"]
     assert [r.run_id for r in journal.runs_in_state(RunState.SUCCEEDED)] == ["a0", "a1", "d0"]
     assert journal.runs_in_state(RunState.SUCCEEDED, plan_id="c") == []
+
+
+def test_fingerprints_are_kept_once_and_found_by_digest(journal: Journal) -> None:
+    first = [Fingerprint("p1", "db/a", "v1", "secret", "a" * 32), Fingerprint("p1", "db/a", "v1", "id", "b" * 32)]
+    journal.save_fingerprints(first)
+    journal.save_fingerprints(first)  # the same again: ignored
+    journal.save_fingerprints([Fingerprint("p2", "db/b", "v9", "secret", "a" * 32)])  # another plan, same digest
+    journal.save_fingerprints([])
+    found = journal.find_fingerprints(["a" * 32, "c" * 32])
+    assert sorted((f.plan_id, f.version_id, f.kind) for f in found) == [("p1", "v1", "secret"), ("p2", "v9", "secret")]
+    assert journal.find_fingerprints(["b" * 32]) == [first[1]]
+    assert journal.find_fingerprints([]) == []
 
 
 def test_failure_streaks_count_the_newest_failed_runs_in_a_row(journal: Journal) -> None:
@@ -582,7 +595,11 @@ def test_schema_creation_racing_from_several_processes(backend: Backend) -> None
     assert len(journal.runs()) == processes
     if backend.kind == "postgres":
         with backend.admin() as conn:
-            assert conn.execute("SELECT version FROM rotator_schema_version").fetchall() == [(1,)]
+            # every migration applied once, however many processes raced to apply it
+            assert conn.execute("SELECT version FROM rotator_schema_version ORDER BY version").fetchall() == [
+                (1,),
+                (2,),
+            ]
 
 
 # -- secrets ----------------------------------------------------------------------------------------------------
@@ -896,7 +913,7 @@ def test_the_documented_grants_are_enough_once_the_tables_exist(
             "SELECT table_schema, count(*) FROM information_schema.tables WHERE table_name LIKE 'rotator%%' "
             "GROUP BY table_schema"
         ).fetchall()
-    assert tables == [("rotator", 5)]  # all in the schema the URL named, none in public
+    assert tables == [("rotator", 6)]  # all in the schema the URL named, none in public
 
     monkeypatch.setenv("PGPASSWORD", pg_roles.app_password)
     journal = open_journal(app_url, pg_backend.tmp)
@@ -908,6 +925,8 @@ def test_the_documented_grants_are_enough_once_the_tables_exist(
         journal.update_run("r1", lease, state=RunState.SUCCEEDED, details={"ok": True})
         journal.save_notification(NotificationRecord("r1", "p", "ops", NotifyStatus.SUCCEEDED), lease)
         journal.save_notification(NotificationRecord("r1", "p", "ops", NotifyStatus.SUCCEEDED), lease)
+        journal.save_fingerprints([Fingerprint("p", "s", "r1", "secret", "ab" * 16)])
+        assert journal.find_fingerprints(["ab" * 16]) == [Fingerprint("p", "s", "r1", "secret", "ab" * 16)]
         journal.renew_lease(lease, 60)
         journal.release_lease(lease)
         assert journal.latest_runs()["p"].state is RunState.SUCCEEDED and journal.last_successes()
