@@ -585,7 +585,43 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except ValidationError as exc:
         raise _validation_error(exc, shown, data) from None
     _check_names(model, shown)
+    _check_shared_journal(model, shown, plan_files)
     return Config(model=model, path=path, plan_files=plan_files, warnings=tuple(_unset_env_refs(data)))
+
+
+# Store types that keep their secrets on one host (in its state_dir): under a journal that daemons on several
+# hosts share, each host would rotate its own copy while the journal says the plan rotated once.
+HOST_LOCAL_STORE_TYPES = frozenset({"local"})
+
+
+def _check_shared_journal(model: ConfigModel, shown: str, plan_files: Mapping[str, Path]) -> None:
+    """A PostgreSQL journal is shared by daemons on several hosts: refuse stores that only one host can see."""
+    journal = model.rotator.journal or ""
+    if not journal.startswith(("postgresql://", "postgres://")):
+        return
+    why = (
+        "rotator.journal is a PostgreSQL journal, which daemons on several hosts share, but this store keeps its "
+        "secrets in one host's state_dir: the daemon on another host would rotate its own copy (consumers there "
+        "keep the old secret) while the shared journal says the plan rotated"
+    )
+    single = "or remove rotator.journal to use the embedded SQLite journal with a single daemon"
+    fix = f"keep the secrets in a store every daemon reaches (type vault-kv2 or aws-secretsmanager), {single}"
+    for name, component in model.stores.items():
+        if component.type in HOST_LOCAL_STORE_TYPES:
+            raise ConfigError(
+                f"store {name!r} (type {component.type!r}) is local to one host: {why}",
+                file=shown,
+                key=f"stores.{name}.type",
+                fix=fix,
+            )
+    for index, plan in enumerate(model.plans):
+        if plan.store not in model.stores:  # the implicit embedded store
+            raise ConfigError(
+                f"plan {plan.id!r} uses the embedded local store (no store set), which is local to one host: {why}",
+                file=str(plan_files.get(plan.id, shown)),
+                key=f"plans[{index}] (id {plan.id!r}).store",
+                fix=f'set store = "NAME", a [stores.NAME] of type vault-kv2 or aws-secretsmanager, {single}',
+            )
 
 
 def _check_names(model: ConfigModel, shown: str) -> None:

@@ -1,4 +1,6 @@
-"""Several `rotator daemon` processes on one PostgreSQL journal (the throwaway server, scram over TCP).
+"""Several `rotator daemon` processes on one PostgreSQL journal (the throwaway server, scram over TCP), keeping the
+secrets in a store every daemon reaches (vault-kv2 on the session's OpenBao server: a shared journal with the
+host-local embedded store is refused by every command, tests/unit/test_shared_journal_check.py).
 
 - Three daemons with 300 plans due: every plan is rotated exactly once, whichever daemon gets it.
 - A daemon killed (kill -9) in the middle of a run, on another "host" (ROTATOR_HOST_ID): the other daemon
@@ -22,20 +24,27 @@ import pytest
 from psycopg import sql
 
 from rotator.components import ComponentSetup
+from rotator.interfaces import SecretStore
 from rotator.journal.postgres import PostgresJournal
-from rotator.local_store import LocalStore
 from rotator.model import RunState, Stage
+from rotator.registry import load_store
 from tests.integration.test_daemon import wait_for
 from tests.servers.postgres import PgServer, scram_verifier
+from tests.servers.vault import VaultServer
+
+VAULT_TOKEN_ENV = "ROTATOR_TEST_VAULT_TOKEN"
 
 
 @dataclass
 class SharedJournal:
     url: str
     password: str
+    vault: VaultServer
+    vault_prefix: str
+    vault_token: str
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {**os.environ, "PGPASSWORD": self.password, **extra}
+        return {**os.environ, "PGPASSWORD": self.password, VAULT_TOKEN_ENV: self.vault_token, **extra}
 
     def open(self) -> PostgresJournal:
         os.environ["PGPASSWORD"] = self.password  # libpq reads it; the URL never holds it
@@ -43,15 +52,19 @@ class SharedJournal:
 
 
 @pytest.fixture
-def shared_journal(pg_server: PgServer) -> Iterator[SharedJournal]:
-    """A fresh database owned by a fresh role with a password: the daemons log in over TCP with scram."""
+def shared_journal(pg_server: PgServer, vault_server: VaultServer) -> Iterator[SharedJournal]:
+    """A fresh database owned by a fresh role with a password: the daemons log in over TCP with scram. The
+    store: a fresh prefix of OpenBao's KV v2 with README's least-privilege policy for it."""
     role, password = f"journal_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     with pg_server.admin_conn() as conn:
         verifier = scram_verifier(conn, password, role)
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier)))
         conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(role), sql.Identifier(role)))
     saved = os.environ.get("PGPASSWORD")
-    yield SharedJournal(f"postgresql://{role}@{pg_server.host}:{pg_server.port}/{role}", password)
+    prefix = f"rotator/daemons-{uuid.uuid4().hex[:8]}"
+    url = f"postgresql://{role}@{pg_server.host}:{pg_server.port}/{role}"
+    yield SharedJournal(url, password, vault_server, prefix, vault_server.rotator_token_for("secret", prefix))
+    os.environ.pop(VAULT_TOKEN_ENV, None)  # seed() set it for the store object it makes
     if saved is None:
         os.environ.pop("PGPASSWORD", None)
     else:
@@ -60,13 +73,18 @@ def shared_journal(pg_server: PgServer) -> Iterator[SharedJournal]:
 
 def write_config(root: Path, journal: SharedJournal, plans: int, extra: str = "") -> Path:
     blocks = "\n".join(
-        f'[[plans]]\nid = "key{n:03d}"\nplugin = "generated"\nsecret = "app/key{n:03d}"\n'
+        f'[[plans]]\nid = "key{n:03d}"\nplugin = "generated"\nsecret = "app/key{n:03d}"\nstore = "vault"\n'
         f'schedule = "rate(1 day)"\ngrace = "1h"\n'
         for n in range(plans)
     )
+    vault = (
+        f'[stores.vault]\ntype = "vault-kv2"\nurl = "{journal.vault.url}"\npath_prefix = "{journal.vault_prefix}"\n'
+        f'auth = {{ method = "token", token = "env:{VAULT_TOKEN_ENV}" }}\n'
+    )
     config = root / "rotator.toml"
     config.write_text(
-        f'[rotator]\nstate_dir = "state"\njournal = "{journal.url}"\nrevoke_sweep_seconds = 1\n{extra}\n\n{blocks}'
+        f'[rotator]\nstate_dir = "state"\njournal = "{journal.url}"\nrevoke_sweep_seconds = 1\n{extra}\n\n'
+        f"{vault}\n{blocks}"
     )
     return config
 
@@ -97,8 +115,14 @@ def daemon(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return proc
 
 
-def seed(root: Path, plans: int) -> LocalStore:
-    store = LocalStore({}, ComponentSetup(name="local", config_dir=root, state_dir=root / "state"))
+def seed(root: Path, journal: SharedJournal, plans: int) -> SecretStore:
+    os.environ[VAULT_TOKEN_ENV] = journal.vault_token
+    options = {
+        "url": journal.vault.url,
+        "path_prefix": journal.vault_prefix,
+        "auth": {"method": "token", "token": f"env:{VAULT_TOKEN_ENV}"},
+    }
+    store = load_store("vault-kv2", options, ComponentSetup(name="vault", config_dir=root, state_dir=root), "vault")
     for n in range(plans):
         store.put_current(f"app/key{n:03d}", {"value": f"first-{n}-" + "x" * 40})
     return store
@@ -123,7 +147,7 @@ def test_three_daemons_rotate_each_due_plan_exactly_once(tmp_path: Path, shared_
     config = write_config(tmp_path, shared_journal, plans, "catch_up_spread_seconds = 4\nconcurrency = 4")
     env = shared_journal.env()
     assert rotator(config, "init", env=env).returncode == 0
-    store = seed(tmp_path, plans)
+    store = seed(tmp_path, shared_journal, plans)
     journal = shared_journal.open()
     procs = [daemon(config, shared_journal.env(ROTATOR_HOST_ID=f"host-{i}")) for i in range(3)]
     try:
@@ -141,7 +165,6 @@ def test_three_daemons_rotate_each_due_plan_exactly_once(tmp_path: Path, shared_
         assert store.get(f"app/{run.plan_id}", Stage.CURRENT).version_id == run.run_id
     for log in logs:
         assert "first-1-" + "x" * 40 not in log
-    store.close()
     journal.close()
 
 
@@ -150,7 +173,7 @@ def test_a_killed_daemons_run_is_finished_by_another_after_its_lease_expires(
 ) -> None:
     config = write_config(tmp_path, shared_journal, 1, "lease_seconds = 8")
     assert rotator(config, "init", env=shared_journal.env()).returncode == 0
-    store = seed(tmp_path, 1)
+    store = seed(tmp_path, shared_journal, 1)
     journal = shared_journal.open()
     # Daemon A stops for a long time right after create (PENDING is stored), then is killed there.
     victim = daemon(config, shared_journal.env(ROTATOR_HOST_ID="host-a", ROTATOR_FAILPOINTS="after-create=sleep:60"))
@@ -174,5 +197,4 @@ def test_a_killed_daemons_run_is_finished_by_another_after_its_lease_expires(
     assert store.get("app/key000", Stage.CURRENT).version_id == running.run_id
     assert store.get("app/key000", Stage.PENDING) is None
     assert "interrupted run settled" in logs[-1]
-    store.close()
     journal.close()

@@ -374,7 +374,11 @@ ACCEPTED = [
         "policy-only-digits",
         plan("password_policy = { exclude_lowercase = true, exclude_uppercase = true, exclude_punctuation = true }"),
     ),
-    ("journal-no-password", rotator('journal = "postgresql://rotator@db/rotator?sslmode=verify-full&passfile=/p"')),
+    (
+        "journal-no-password",  # under a shared journal the plan needs a store every host reaches
+        rotator('journal = "postgresql://rotator@db/rotator?sslmode=verify-full&passfile=/p"')
+        + 'store = "vault"\n\n[stores.vault]\ntype = "vault-kv2"\nurl = "https://vault.internal:8200"\n',
+    ),
     ("env-with-prefix", file_notifier('path = "app.env"\nformat = "env"\nkeys = ["path"]\nenv_prefix = "APP_"')),
     ("file-beside-state", file_notifier('path = "state-backup/app.json"')),
     ("secret-in-url-declared", http_plan("test", "/v1/whoami?api_key={key.api_key}", secret_in_url=True)),
