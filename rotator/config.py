@@ -93,6 +93,16 @@ class RotatorSection(_Strict):
     alert_after_failures: int = Field(default=3, ge=0, le=1000)
     # A plan whose target connection does not verify TLS (validate warns for each) is refused instead.
     require_verified_tls: bool = False
+    # The key of the credentials' fingerprints (rotator/fingerprints.py, `rotator leak`): "env:VAR" or "file:PATH"
+    # holding base64; default state_dir/fingerprint.key. Daemons sharing a journal must share it.
+    fingerprint_key: str | None = None
+
+    @field_validator("fingerprint_key")
+    @classmethod
+    def _fingerprint_key(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(SECRET_REF_PREFIXES):
+            raise ValueError('the fingerprint key is a secret: write "env:VAR" or "file:PATH", never the key itself')
+        return value
 
     @field_validator("notify_retry_for", mode="before")
     @classmethod

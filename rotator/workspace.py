@@ -6,15 +6,19 @@ plan never connects to the stores of the others.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from rotator.components import resolve_secret_ref
 from rotator.config import Config, PlanConfig
 from rotator.engine.runner import BoundPlan, Runner
 from rotator.errors import ConfigError
+from rotator.fingerprints import KEY_FILE_NAME as FINGERPRINT_KEY_FILE
+from rotator.fingerprints import FingerprintKey, load_key
 from rotator.interfaces import AdminReset, Journal, Notifier, RotationPlugin, SecretStore
 from rotator.journal import open_journal
 from rotator.registry import load_notifier, load_plugin, load_store
@@ -47,6 +51,21 @@ class Workspace:
                 self._journal = open_journal(self.config.model.rotator.journal, self.state_dir)
             return self._journal
 
+    @functools.cached_property
+    def fingerprint_key(self) -> FingerprintKey | None:
+        """The fingerprints' key: [rotator] fingerprint_key, else state_dir/fingerprint.key when `init` made one."""
+        ref = self.config.model.rotator.fingerprint_key
+        if ref:
+            setup = self.config.setup("rotator")
+            return load_key(
+                resolve_secret_ref(ref, key="rotator.fingerprint_key", setup=setup), "rotator.fingerprint_key"
+            )
+        path = self.state_dir / FINGERPRINT_KEY_FILE
+        try:
+            return load_key(path.read_text(), str(path))
+        except FileNotFoundError:
+            return None
+
     def runner(self, stop: threading.Event | None = None) -> Runner:
         section = self.config.model.rotator
         return Runner(
@@ -57,6 +76,7 @@ class Workspace:
             notify_retry_for=section.notify_retry_for,
             notify_retry_seconds=section.notify_retry_seconds,
             alert_after_failures=section.alert_after_failures,
+            fingerprint_key=self.fingerprint_key,
             stop=stop,
         )
 

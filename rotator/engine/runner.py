@@ -42,6 +42,7 @@ from rotator.errors import (
     StoreError,
     describe,
 )
+from rotator.fingerprints import FingerprintKey, version_fingerprints
 from rotator.interfaces import (
     AdminReset,
     DryRunProbe,
@@ -424,9 +425,11 @@ class _Run:
     def do_promote(self) -> None:
         current = self.read(Stage.CURRENT)
         if current is not None and current.version_id == self.run_id:
+            self.runner.keep_fingerprints(self.bp.plan_id, self.bp.secret_id, current)  # a crash may have cut it
             return  # promoted before a crash
-        self._require_pending()
+        pending = self._require_pending()
         self.store_write("promote", lambda: self.bp.store.promote(self.bp.secret_id, self.run_id))
+        self.runner.keep_fingerprints(self.bp.plan_id, self.bp.secret_id, pending)
 
     def event(self, kind: str = "credential.rotated") -> RotationEvent:
         """The notification for this run: no secret, only ids; `read_value` reads CURRENT for local renderers."""
@@ -683,6 +686,7 @@ class Runner:
         notify_retry_for: timedelta = timedelta(hours=24),
         notify_retry_seconds: float = 60.0,
         alert_after_failures: int = 3,
+        fingerprint_key: FingerprintKey | None = None,
         stop: threading.Event | None = None,
     ):
         self.journal = journal
@@ -693,10 +697,27 @@ class Runner:
         self.notify_retry_for = notify_retry_for
         self.notify_retry_seconds = notify_retry_seconds
         self.alert_after_failures = alert_after_failures
+        self.fingerprint_key = fingerprint_key
         self.stop = stop or threading.Event()
 
     def stopping(self) -> bool:
         return self.stop.is_set()
+
+    def keep_fingerprints(self, plan_id: str, secret_id: str, credential: Credential) -> None:
+        """Journal the keyed fingerprints of a version that went live (rotator/fingerprints.py), so that `rotator
+        leak` finds the plan from a leaked string. Best effort: a failure is logged and never fails the run (the
+        next rotation, import or `store put` fingerprints again)."""
+        if self.fingerprint_key is None:
+            return
+        try:
+            found = version_fingerprints(
+                self.fingerprint_key, plan_id, secret_id, credential.version_id, credential.value
+            )
+            self.journal.save_fingerprints(found)
+        except Exception as exc:
+            log.warning(
+                "could not keep the new version's fingerprints; `rotator leak` may miss it", error=describe(exc)
+            )
 
     # -- notifications --------------------------------------------------------------------------------------
 
