@@ -9,6 +9,10 @@ Redaction works two ways (invariant 6):
 
 Standard-library logging (urllib3, APScheduler, botocore, ...) goes through the same processors and renderer: a
 structlog ProcessorFormatter on the root logger's one handler.
+
+structlog itself is imported on first use (`configure`, `get_logger`, the contextvars helpers), not with this
+module: the errors and the scrubber are imported by every command, `rotator --help` included, and structlog's import
+(with rich, when rich is installed) costs more than the whole of `--help` may (bench/cli_startup.py).
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, MutableMapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from itertools import compress
-from typing import Any, TextIO
+from types import ModuleType
+from typing import Any, TextIO, cast
 from urllib.parse import quote
-
-import structlog
 
 REDACTED = "[REDACTED]"
 _SECRET_FIELD = re.compile(r"pass(word)?|secret|token|api_?key|private|credential|authorization", re.I)
@@ -435,11 +439,53 @@ _VERBOSE_LIBRARIES = ("botocore", "boto3", "s3transfer")
 _CHATTY_LIBRARIES = ("apscheduler",)
 
 
+def _structlog() -> ModuleType:
+    """structlog, imported on first use. When rich is installed and not yet imported, structlog is imported with
+    rich hidden: structlog imports rich (about half its import time) only for its rich tracebacks and
+    pretty-printing, which nothing here uses (tracebacks are plain_traceback or format_exc_info text, so that they
+    are scrubbed). The Lambda zip has no rich at all, so it imports structlog exactly as before."""
+    loaded = sys.modules.get("structlog")
+    if loaded is not None:
+        return loaded
+    hide_rich = "rich" not in sys.modules
+    if hide_rich:
+        sys.modules["rich"] = None  # type: ignore[assignment]  # `import rich` raises ImportError meanwhile
+    try:
+        import structlog
+        import structlog.contextvars
+        import structlog.dev
+        import structlog.processors
+        import structlog.stdlib
+    finally:
+        if hide_rich and sys.modules.get("rich", "") is None:
+            del sys.modules["rich"]
+    return structlog
+
+
+class _CurrentStderr:
+    """sys.stderr as it is at each write, not as it was at `configure`: while rich's progress bar runs it replaces
+    sys.stderr with a proxy that prints each line above the bar (so a log line never lands inside the bar), and
+    typer's CliRunner swaps it per invocation."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(*, json: bool | None = None, level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog, and standard-library logging through the same processors and renderer. `json=None`
-    chooses JSON when the stream is not a terminal. An unknown `level` raises KeyError."""
-    stream = stream or sys.stderr
+    chooses JSON when the stream is not a terminal, readable lines (colored) when it is. Timestamps are RFC 3339
+    in UTC with `T` and `Z` in both. `stream` defaults to sys.stderr as it is at each write. An unknown `level`
+    raises KeyError."""
     level_number = logging.getLevelNamesMapping()[level.upper()]
+    structlog = _structlog()
+    if stream is None:
+        stream = cast(TextIO, _CurrentStderr())
     if json is None:
         json = not stream.isatty()
     renderer: Any
@@ -505,8 +551,15 @@ class _LineWriter:
 
 
 def get_logger(name: str = "rotator") -> Any:
-    return structlog.get_logger(name)
+    return _structlog().get_logger(name)
 
 
-bind_contextvars = structlog.contextvars.bind_contextvars
-bound_contextvars = structlog.contextvars.bound_contextvars
+def bind_contextvars(**values: Any) -> Any:
+    """structlog.contextvars.bind_contextvars (imported on first use)."""
+    return _structlog().contextvars.bind_contextvars(**values)
+
+
+def bound_contextvars(**values: Any) -> AbstractContextManager[None]:
+    """structlog.contextvars.bound_contextvars (imported on first use): `with bound_contextvars(plan=...):`."""
+    manager: AbstractContextManager[None] = _structlog().contextvars.bound_contextvars(**values)
+    return manager
