@@ -48,6 +48,7 @@ class Trigger(StrEnum):
     RESUME = "resume"
     LAMBDA = "lambda"
     RECONCILE = "reconcile"  # drift repair: the admin credential reset a CURRENT that no longer logged in
+    IMPORT = "import"  # a credential made elsewhere, recorded as rotated (rotator/baselines.py); no steps ran
 
 
 class EventKind(StrEnum):
