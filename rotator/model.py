@@ -49,6 +49,7 @@ class Trigger(StrEnum):
     LAMBDA = "lambda"
     RECONCILE = "reconcile"  # drift repair: the admin credential reset a CURRENT that no longer logged in
     IMPORT = "import"  # a credential made elsewhere, recorded as rotated (rotator/baselines.py); no steps ran
+    LEAK = "leak"  # a leak report (`rotator leak --rotate`, the daemon's leak endpoint): old credential revoked at once
 
 
 class EventKind(StrEnum):
