@@ -161,7 +161,7 @@ class EventBridgeNotifier:
             response = self.client.put_events(Entries=[self.entry(event)])
         if not response.get("FailedEntryCount"):
             return
-        failed = next((e for e in response.get("Entries", []) if e.get("ErrorCode")), {})
+        failed: dict[str, Any] = next((e for e in response.get("Entries", []) if e.get("ErrorCode")), {})
         code = str(failed.get("ErrorCode") or "unknown")
         message = scrub(str(failed.get("ErrorMessage") or "").strip())
         where = f"{self._what}: events:PutEvents on event bus {bus}: the entry failed ({code})"

@@ -137,7 +137,7 @@ class EcsRedeployNotifier:
                 cluster=self.options.cluster, service=service, forceNewDeployment=True
             )
         deployments = response.get("service", {}).get("deployments") or []
-        primary = next((d for d in deployments if d.get("status") == "PRIMARY"), {})
+        primary: dict[str, Any] = next((d for d in deployments if d.get("status") == "PRIMARY"), {})
         return str(primary.get("id", ""))
 
     def describe(self, services: Sequence[str]) -> list[dict[str, Any]]:

@@ -200,7 +200,8 @@ class HttpTransport:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _Retry) and exc.retry_after is not None:
             return exc.retry_after
-        return min(0.25 * 2 ** (state.attempt_number - 1), 4.0) + random.uniform(0, 0.1)  # jitter, not a secret
+        backoff = 0.25 * 2.0 ** (state.attempt_number - 1)
+        return min(backoff, 4.0) + random.uniform(0, 0.1)  # jitter, not a secret
 
     def _retry_after(self, response: requests.Response) -> float | None:
         value = response.headers.get("Retry-After")

@@ -982,7 +982,7 @@ SSL_MODE_FOR = {True: "verify_identity", False: "disabled", None: "preferred"}
 
 def _text(exc: BaseException) -> str:
     """The message of a PyMySQL error (its args are (code, message)), first line only."""
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = getattr(exc, "args", ())
     if isinstance(exc, pymysql.err.MySQLError) and len(args) >= 2:
         text = str(args[1])
     else:

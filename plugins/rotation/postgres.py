@@ -382,10 +382,12 @@ class PostgresPlugin:
         lines = []
         for pid, addr, app, started, hidden in rows:
             # Without pg_read_all_stats, another role's session shows its pid but hides its address and start.
-            where = "an address hidden from the admin (grant it pg_read_all_stats)" if hidden else None
-            where = where or (str(addr) if addr else "local socket")
-            since = f" since {started:%Y-%m-%dT%H:%M:%S%z}" if started is not None else ""
-            lines.append(f"pid {pid} from {where} application {app or '-'!r}{since}")
+            if hidden:
+                where = "an address hidden from the admin (grant it pg_read_all_stats)"
+            else:
+                where = str(addr) if addr else "local socket"
+            started_text = f" since {started:%Y-%m-%dT%H:%M:%S%z}" if started is not None else ""
+            lines.append(f"pid {pid} from {where} application {app or '-'!r}{started_text}")
         return lines
 
     # -- drift repair (rotator reconcile) and dry runs: AdminReset, DryRunProbe ------------------------------

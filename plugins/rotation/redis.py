@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import redis
 from msgspec import Meta
@@ -280,7 +280,8 @@ class RedisPlugin:
     # -- commands --------------------------------------------------------------------------------------------
 
     def _password_hashes(self, ctx: RotationContext, step: str, client: redis.Redis, target: DatabaseLogin) -> set[str]:
-        info = client.acl_getuser(target.user)
+        # redis-py types every reply as one union; ACL GETUSER's (decoded) is a mapping or None.
+        info = cast("dict[str, Any] | None", client.acl_getuser(target.user))
         if info is None:
             raise StepError(
                 f"plan {ctx.plan_id}: {step}: there is no ACL user {target.user!r} at {target.where}; this plugin "
@@ -302,11 +303,12 @@ class RedisPlugin:
 
     def _setuser(self, client: redis.Redis, user: str, *modifiers: str) -> None:
         """``ACL SETUSER <user> <modifiers>``, then the ``persist`` command. Modifiers are hashes, never passwords."""
-        client.execute_command("ACL", "SETUSER", user, *modifiers)
+        # redis-py leaves execute_command unannotated; acl_setuser cannot take arbitrary modifiers.
+        client.execute_command("ACL", "SETUSER", user, *modifiers)  # type: ignore[no-untyped-call]
         if self.options.persist == "acl-save":
-            client.execute_command("ACL", "SAVE")
+            client.acl_save()
         elif self.options.persist == "config-rewrite":
-            client.execute_command("CONFIG", "REWRITE")
+            client.config_rewrite()
 
     # -- logins ----------------------------------------------------------------------------------------------
 
