@@ -59,11 +59,16 @@ class EventKind(StrEnum):
     ROLLED_BACK = "credential.rolled_back"  # a required notifier failed after promote; PREVIOUS was put back
     ROTATION_FAILED = "credential.rotation_failed"  # the run failed and was rolled back: the old credential works
     ROTATION_STUCK = "credential.rotation_stuck"  # an operator must act (a rollback failed, or failures repeat)
+    # Manual plans (plugin "manual", rotated by a person): the due date is near, or past (rotator/reminders.py).
+    ROTATION_DUE = "credential.rotation_due"
+    OVERDUE = "credential.overdue"
 
 
 # What a notifier receives when its config names no `events` (the meaning configs had before failure events).
 SUCCESS_EVENTS = frozenset({EventKind.ROTATED.value, EventKind.ROLLED_BACK.value})
 FAILURE_EVENTS = frozenset({EventKind.ROTATION_FAILED.value, EventKind.ROTATION_STUCK.value})
+# A manual plan's reminders go to each of its notifiers whose `events` lists them or is left at the default.
+REMINDER_EVENTS = frozenset({EventKind.ROTATION_DUE.value, EventKind.OVERDUE.value})
 
 
 # Keys of a secret's JSON whose values are never secret: they may be logged and shown.
@@ -173,6 +178,9 @@ class RotationEvent:
     # Reads the value that is CURRENT now from the store, for a notifier that renders it on this host (`file`).
     # Never put what it returns in a payload; as_dict() leaves it out.
     read_value: Callable[[], Mapping[str, Any]] | None = field(default=None, repr=False, compare=False)
+    # Reminder events only: who rotates the credential by hand, and when it is (was) due.
+    owner: str | None = None
+    due_at: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -188,11 +196,20 @@ class RotationEvent:
             "reason": self.reason,
             "tags": list(self.tags),
             **({"error": self.error, "action": self.action} if self.is_failure else {}),
+            **(
+                {"owner": self.owner, "due_at": self.due_at.isoformat() if self.due_at else None, "action": self.action}
+                if self.is_reminder
+                else {}
+            ),
         }
 
     @property
     def is_failure(self) -> bool:
         return self.kind in FAILURE_EVENTS
+
+    @property
+    def is_reminder(self) -> bool:
+        return self.kind in REMINDER_EVENTS
 
 
 @dataclass(frozen=True)
