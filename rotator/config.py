@@ -14,7 +14,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -261,6 +261,60 @@ class PlanConfig(_Strict):
     # "auto": a run that finds CURRENT refused at the target first resets it with the plan's admin credential
     # (as `rotator reconcile` does), then rotates. "off": such a run fails cleanly and says to reconcile.
     reconcile: Literal["off", "auto"] = "off"
+    # Manual plans (plugin = "manual": a credential a person rotates; rotator/reminders.py). `owner` is who, `due`
+    # a fixed date it must next be rotated by (else the schedule after the last recorded rotation); reminders
+    # (credential.rotation_due) start `remind_before` ahead and repeat every `remind_every`, overdue ones too.
+    owner: str | None = None
+    due: datetime | None = None
+    remind_before: timedelta = timedelta(days=14)
+    remind_every: timedelta = timedelta(days=1)
+
+    @field_validator("due", mode="before")
+    @classmethod
+    def _due(cls, value: Any) -> Any:
+        if isinstance(value, date) and not isinstance(value, datetime):  # TOML's `due = 2027-01-15`
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            return datetime.fromisoformat(value.strip()).replace(tzinfo=UTC)
+        return value
+
+    @field_validator("due")
+    @classmethod
+    def _due_zone(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+    @field_validator("remind_before", "remind_every", mode="before")
+    @classmethod
+    def _remind(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, (str, int, float)) else value
+
+    @field_validator("remind_every")
+    @classmethod
+    def _remind_every(cls, value: timedelta) -> timedelta:
+        if value < timedelta(minutes=1):
+            raise ValueError("remind_every must be at least 1m (a reminder a second is noise, not a reminder)")
+        return value
+
+    @model_validator(mode="after")
+    def _manual(self) -> PlanConfig:
+        if self.is_manual:
+            if not (self.owner or "").strip():
+                raise ValueError(
+                    'a manual plan needs an owner, who rotates it by hand and gets its reminders: owner = "team-db"'
+                )
+            if self.due is None and self.schedule == "manual":
+                raise ValueError(
+                    'a manual plan needs a schedule (e.g. schedule = "rate(90 days)") or a due date '
+                    "(due = 2027-01-15) to remind its owner of"
+                )
+        elif self.due is not None:
+            raise ValueError('due is for manual plans (plugin = "manual"); an automatic plan follows its schedule')
+        return self
+
+    @property
+    def is_manual(self) -> bool:
+        """Rotated by a person, not by the engine: the daemon reminds instead of rotating."""
+        return self.plugin.type == "manual"
 
     @field_validator("id")
     @classmethod
