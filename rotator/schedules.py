@@ -3,7 +3,11 @@ stay light. rotator.scheduler turns a parsed Schedule into an APScheduler trigge
 
 - `rate(N unit)` as AWS: minute(s), hour(s), day(s); singular when N is 1 ("rate(1 day)"), plural otherwise.
 - `cron(min hour day-of-month month day-of-week year)` as AWS: exactly one of the two day fields is `?`;
-  day-of-week 1-7 is SUN-SAT (or SUN, MON, ...); `L` (last) and `#` (nth weekday) as AWS. `W` is refused.
+  day-of-week 1-7 is SUN-SAT (or SUN, MON, ...). `L` as AWS documents it: in day-of-month the month's last day;
+  alone in day-of-week the week's last day (SAT); after a day (`6L`, `FRIL`) that day's last occurrence in the
+  month. `#` is the nth weekday of the month (`MON#1`, `2#1`: the first Monday; N from 1 to 5), one expression
+  only, as AWS wants it. `6L` and `MON#1` stand alone in day-of-week (AWS refuses a list with `#`; APScheduler
+  treats them as day-of-month expressions, which a list of weekdays would AND, not OR). `W` is refused.
 - a 5-field crontab `min hour dom month dow` (dow 0-7, 0 and 7 are Sunday).
 - `manual`: only `rotate-now` rotates the plan.
 
@@ -41,32 +45,46 @@ class Schedule:
     cron: dict[str, str] = field(default_factory=dict)  # APScheduler CronTrigger keyword arguments
 
 
-def _aws_dow(value: str) -> str:
-    """One AWS day-of-week item (1-7 = SUN-SAT, names, ranges, `L`, `#`) in APScheduler's words."""
+def _aws_day(token: str) -> str:
+    """One AWS day-of-week (1-7 = SUN-SAT, or a name) in APScheduler's words."""
+    if token.isdigit():
+        number = int(token)
+        if not 1 <= number <= 7:
+            raise ValueError(f"day-of-week {token} is out of range 1-7 (1 is Sunday in AWS cron)")
+        return _DAY_NAMES[number - 1]
+    if token.lower() in _DAY_NAMES:
+        return token.lower()
+    raise ValueError(f"unknown day-of-week {token!r}")
 
-    def day(token: str) -> str:
-        if token.isdigit():
-            number = int(token)
-            if not 1 <= number <= 7:
-                raise ValueError(f"day-of-week {token} is out of range 1-7 (1 is Sunday in AWS cron)")
-            return _DAY_NAMES[number - 1]
-        if token.lower() in _DAY_NAMES:
-            return token.lower()
-        raise ValueError(f"unknown day-of-week {token!r}")
 
-    if "#" in value:
-        weekday, _, nth = value.partition("#")
-        if not nth.isdigit() or int(nth) not in _ORDINALS:
-            raise ValueError(f"bad nth weekday {value!r}: use DAY#N with N from 1 to 5")
-        return f"{_ORDINALS[int(nth)]} {day(weekday)}"
-    if value.endswith("L") and value != "L":
-        return f"last {day(value[:-1])}"
+def _aws_dow_item(value: str) -> str:
+    """One item of a list of AWS days of the week (a day, a range, or `L` alone: Saturday) for APScheduler's
+    day_of_week."""
     if value in ("*", "?"):
         return "*"
+    if value == "L":
+        return "sat"  # AWS: "L" alone in day-of-week is the last day of the week
     if "-" in value:
         start, _, end = value.partition("-")
-        return f"{day(start)}-{day(end)}"
-    return day(value)
+        return f"{_aws_day(start)}-{_aws_day(end)}"
+    return _aws_day(value)
+
+
+def _aws_nth_weekday(dow: str) -> str | None:
+    """`D#N` (the nth weekday D of the month) or `DL` (its last one) as APScheduler's `day` expression ("1st mon",
+    "last fri"), or None when `dow` is neither. Either stands alone in the field."""
+    if "#" not in dow and not (dow.endswith("L") and dow != "L"):
+        return None
+    if "," in dow or "-" in dow:
+        raise ValueError(
+            f"day-of-week {dow!r}: `#` and `L` after a day stand alone in the field (AWS refuses a list with `#`)"
+        )
+    if "#" in dow:
+        weekday, _, nth = dow.partition("#")
+        if not nth.isdigit() or int(nth) not in _ORDINALS:
+            raise ValueError(f"bad nth weekday {dow!r}: use DAY#N with N from 1 to 5")
+        return f"{_ORDINALS[int(nth)]} {_aws_day(weekday)}"
+    return f"last {_aws_day(dow[:-1])}"
 
 
 def _crontab_dow(value: str) -> str:
@@ -100,8 +118,12 @@ def _cron_kwargs(
             raise ValueError('AWS cron needs "?" in exactly one of day-of-month and day-of-week')
         if "W" in dom:
             raise ValueError('the "W" (nearest weekday) form is not supported')
-        dom = "last" if dom == "L" else ("*" if dom == "?" else dom)
-        dow = ",".join(_aws_dow(item) for item in dow.split(",")) if dow != "?" else "*"
+        nth_weekday = _aws_nth_weekday(dow)
+        if nth_weekday is not None:  # APScheduler spells "the nth weekday of the month" in its day field
+            dom, dow = nth_weekday, "*"
+        else:
+            dom = "last" if dom == "L" else ("*" if dom == "?" else dom)
+            dow = ",".join(_aws_dow_item(item) for item in dow.split(",")) if dow != "?" else "*"
     else:
         if dom != "*" and dow != "*":
             raise ValueError(
