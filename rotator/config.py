@@ -68,6 +68,51 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LeakReportsSection(_Strict):
+    """`[rotator.leak_reports]`: the daemon's leak endpoint (rotator/leak_reports.py), on when the section exists."""
+
+    # Where it listens: localhost unless said otherwise (put it behind a relay or a proxy, not on the internet).
+    listen: str = "127.0.0.1:9471"
+    # The HMAC key that signs reports: "env:VAR" or "file:PATH", at least 32 characters.
+    key: str
+    # How old (or how far in the future) a signed report may be; a signature is accepted once within it.
+    max_age: timedelta = timedelta(minutes=5)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad listen {value!r}: use HOST:PORT, e.g. 127.0.0.1:9471")
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not value.startswith(SECRET_REF_PREFIXES):
+            raise ValueError('the leak endpoint key is a secret: write "env:VAR" or "file:PATH", never the key itself')
+        return value
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _max_age(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, (str, int, float)) else value
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age_bounds(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=10) <= value <= timedelta(hours=1):
+            raise ValueError(
+                "max_age must be between 10s and 1h (it bounds how long a captured report stays valid)"
+            )
+        return value
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class RotatorSection(_Strict):
     state_dir: str = "state"
     journal: str | None = None  # None: SQLite in state_dir; "postgresql://..." for several daemons
@@ -96,6 +141,7 @@ class RotatorSection(_Strict):
     # The key of the credentials' fingerprints (rotator/fingerprints.py, `rotator leak`): "env:VAR" or "file:PATH"
     # holding base64; default state_dir/fingerprint.key. Daemons sharing a journal must share it.
     fingerprint_key: str | None = None
+    leak_reports: LeakReportsSection | None = None
 
     @field_validator("fingerprint_key")
     @classmethod
