@@ -62,12 +62,17 @@ from typing import Annotated, Any, Literal
 
 import pymysql
 from msgspec import Meta
+from rotator_plugins.rotation.database_checks import (
+    ca_bundle_path,
+    check_same_account,
+    check_strategy,
+    unverified_tls_reason,
+)
 from rotator_plugins.rotation.database_secret import DatabaseLogin, SecretShape, ssl_choice
 
 from rotator import (
     AuthenticationFailed,
     ComponentSetup,
-    ConfigError,
     Credential,
     Options,
     RotationContext,
@@ -367,18 +372,7 @@ class MySQLPlugin:
         self.options = parse_options(MySQLOptions, options)
         self._ssl_contexts: dict[str, ssl.SSLContext] = {}
         self.setup = setup
-        self._ssl_ca: str | None = None
-        if self.options.ssl_ca:
-            path = setup.path(self.options.ssl_ca) if setup else None
-            resolved = str(path) if path else self.options.ssl_ca
-            if path is not None and not path.is_file():
-                raise ConfigError(
-                    f"ssl_ca {resolved} does not exist",
-                    file=setup.config_file if setup else None,
-                    key="ssl_ca",
-                    fix="point ssl_ca at a PEM CA bundle (relative paths start at the config file)",
-                )
-            self._ssl_ca = resolved
+        self._ssl_ca = ca_bundle_path(setup, self.options.ssl_ca, option="ssl_ca")
 
     # -- the RotationPlugin protocol -------------------------------------------------------------------------
 
@@ -426,7 +420,7 @@ class MySQLPlugin:
             return
         new = SECRET.login(ctx, "stage", pending, "PENDING")
         old = SECRET.login(ctx, "stage", current, "CURRENT")
-        self._same_user(ctx, "stage", old, new)
+        check_same_account(ctx, "stage", old, new)
         fix = (
             f"the account's password is neither the store's CURRENT nor PENDING value: set user {old.user!r} at "
             f"{old.where} to the CURRENT value (or store the working password as CURRENT), then run again"
@@ -530,7 +524,7 @@ class MySQLPlugin:
                 else:
                     self._set_password(db, new.user, unknown, plugin)
             return
-        self._same_user(ctx, "unstage", old, new)
+        check_same_account(ctx, "unstage", old, new)
         if self._logs_in(ctx, "unstage", old):
             return
         fix = (
@@ -937,41 +931,24 @@ class MySQLPlugin:
         text = f"{head}\n  fix: {fix}" if fix else head
         return StepError(text, plan_id=ctx.plan_id, step=step)
 
-    # -- checks (the secret's JSON is read by SECRET: rotator_plugins.rotation.database_secret) ---------------
+    # -- checks (the secret's JSON is read by SECRET; the checks the database plugins share: database_checks) ---
 
     def _check_strategy(self, ctx: RotationContext, step: str) -> None:
-        if ctx.strategy not in self.strategies:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: the mysql plugin has no strategy {ctx.strategy!r}\n  fix: use one of "
-                f"{', '.join(self.strategies)}",
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-
-    def _same_user(self, ctx: RotationContext, step: str, old: DatabaseLogin, new: DatabaseLogin) -> None:
-        if old.user != new.user:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: single-user rotation, but CURRENT names user {old.user!r} and PENDING "
-                f"{new.user!r}\n  fix: discard the PENDING version and rotate again",
-                plan_id=ctx.plan_id,
-                step=step,
-            )
+        check_strategy(
+            ctx, step, plugin="mysql", strategies=self.strategies, fix=f"use one of {', '.join(self.strategies)}"
+        )
 
     def unverified_tls(self) -> str | None:
         """Why this plugin's connections may not verify the server's certificate, or None when they do: an optional
         method that `rotator validate` asks (a warning per plan; an error with [rotator] require_verified_tls)."""
-        mode = self.options.ssl_mode
-        if mode is None:
-            return (
-                'ssl_mode is unset, so the secret\'s "ssl" field decides: true gives verify_identity, but false '
-                "gives no TLS and absent (or any other value) gives preferred, TLS without a certificate check that "
-                'falls back to plain text; set ssl_mode = "verify_identity"'
-            )
-        if mode in ("verify_ca", "verify_identity"):
-            return None
-        return (
-            f'ssl_mode = "{mode}" does not verify the server\'s certificate: use "verify_identity" (with ssl_ca '
-            "for a private CA)"
+        return unverified_tls_reason(
+            "ssl_mode",
+            self.options.ssl_mode,
+            verified=("verify_ca", "verify_identity"),
+            unset="true gives verify_identity, but false gives no TLS and absent (or any other value) gives "
+            "preferred, TLS without a certificate check that falls back to plain text",
+            use="verify_identity",
+            ca_option="ssl_ca",
         )
 
 

@@ -38,13 +38,18 @@ from typing import Annotated, Any, Literal
 import psycopg
 from msgspec import Meta
 from psycopg import sql
+from rotator_plugins.rotation.database_checks import (
+    ca_bundle_path,
+    check_same_account,
+    check_strategy,
+    unverified_tls_reason,
+)
 from rotator_plugins.rotation.database_secret import DatabaseLogin, SecretShape, ssl_choice
 from rotator_plugins.rotation.postgres_connections import ADMIN_POOL, ScramKeyring
 
 from rotator import (
     AuthenticationFailed,
     ComponentSetup,
-    ConfigError,
     Credential,
     Options,
     RotationContext,
@@ -178,18 +183,7 @@ class PostgresPlugin:
         self.setup = setup
         self._keyring = ScramKeyring()
         self._admin_pool = ADMIN_POOL
-        self._sslrootcert: str | None = None
-        if self.options.sslrootcert:
-            path = setup.path(self.options.sslrootcert) if setup else None
-            resolved = str(path) if path else self.options.sslrootcert
-            if path is not None and not path.is_file():
-                raise ConfigError(
-                    f"sslrootcert {resolved} does not exist",
-                    file=setup.config_file if setup else None,
-                    key="sslrootcert",
-                    fix="point sslrootcert at a PEM CA bundle (relative paths start at the config file)",
-                )
-            self._sslrootcert = resolved
+        self._sslrootcert = ca_bundle_path(setup, self.options.sslrootcert, option="sslrootcert")
 
     # -- the RotationPlugin protocol -------------------------------------------------------------------------
 
@@ -230,7 +224,7 @@ class PostgresPlugin:
             return
         new = SECRET.login(ctx, "stage", pending, "PENDING")
         old = SECRET.login(ctx, "stage", current, "CURRENT")
-        self._same_user(ctx, "stage", old, new)
+        check_same_account(ctx, "stage", old, new, account="role")
         if self.options.admin_secret_id:
             # With an admin configured, the admin sets the role's password on a pooled connection: no login as
             # the role, and one connection serves every plan on the server.
@@ -333,7 +327,7 @@ class PostgresPlugin:
                 else:
                     self._set_password(conn, new.user, generate_password(ctx.password_policy))
             return
-        self._same_user(ctx, "unstage", old, new)
+        check_same_account(ctx, "unstage", old, new, account="role")
         if self.options.admin_secret_id:  # the admin puts CURRENT's password back (a role has one password)
             admin = self._admin_login(ctx, "unstage", current, old)
             with self._session(ctx, "unstage", admin, pooled=True) as conn:
@@ -690,39 +684,22 @@ class PostgresPlugin:
         text = f"{head}\n  fix: {fix}" if fix else head
         return StepError(text, plan_id=ctx.plan_id, step=step)
 
-    # -- checks (the secret's JSON is read by SECRET: rotator_plugins.rotation.database_secret) ---------------
+    # -- checks (the secret's JSON is read by SECRET; the checks the database plugins share: database_checks) ---
 
     def _check_strategy(self, ctx: RotationContext, step: str) -> None:
-        if ctx.strategy not in self.strategies:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: the postgres plugin has no strategy {ctx.strategy!r}\n  fix: use "
-                f"one of {', '.join(self.strategies)}",
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-
-    def _same_user(self, ctx: RotationContext, step: str, old: DatabaseLogin, new: DatabaseLogin) -> None:
-        if old.user != new.user:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: single-user rotation, but CURRENT names role {old.user!r} and PENDING "
-                f"{new.user!r}\n  fix: discard the PENDING version and rotate again",
-                plan_id=ctx.plan_id,
-                step=step,
-            )
+        check_strategy(
+            ctx, step, plugin="postgres", strategies=self.strategies, fix=f"use one of {', '.join(self.strategies)}"
+        )
 
     def unverified_tls(self) -> str | None:
         """Why this plugin's connections may not verify the server's certificate, or None when they do: an optional
         method that `rotator validate` asks (a warning per plan; an error with [rotator] require_verified_tls)."""
-        mode = self.options.sslmode
-        if mode is None:
-            return (
-                'sslmode is unset, so the secret\'s "ssl" field decides: true gives verify-full, but false gives no '
-                "TLS and absent (or any other value) gives prefer, TLS without a certificate check that falls back to "
-                'plain text; set sslmode = "verify-full"'
-            )
-        if mode in ("verify-ca", "verify-full"):
-            return None
-        return (
-            f'sslmode = "{mode}" does not verify the server\'s certificate: use "verify-full" (with sslrootcert '
-            "for a private CA)"
+        return unverified_tls_reason(
+            "sslmode",
+            self.options.sslmode,
+            verified=("verify-ca", "verify-full"),
+            unset="true gives verify-full, but false gives no TLS and absent (or any other value) gives prefer, TLS "
+            "without a certificate check that falls back to plain text",
+            use="verify-full",
+            ca_option="sslrootcert",
         )

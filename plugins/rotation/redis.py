@@ -37,12 +37,17 @@ import redis
 from msgspec import Meta
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from rotator_plugins.rotation.database_checks import (
+    ca_bundle_path,
+    check_same_account,
+    check_strategy,
+    unverified_tls_reason,
+)
 from rotator_plugins.rotation.database_secret import DatabaseLogin, SecretShape
 
 from rotator import (
     AuthenticationFailed,
     ComponentSetup,
-    ConfigError,
     Credential,
     Options,
     RotationContext,
@@ -112,18 +117,7 @@ class RedisPlugin:
     def __init__(self, options: Mapping[str, Any] | None = None, setup: ComponentSetup | None = None) -> None:
         self.options = parse_options(RedisOptions, options)
         self.setup = setup
-        self._ssl_ca: str | None = None
-        if self.options.ssl_ca:
-            path = setup.path(self.options.ssl_ca) if setup else None
-            resolved = str(path) if path else self.options.ssl_ca
-            if path is not None and not path.is_file():
-                raise ConfigError(
-                    f"ssl_ca {resolved} does not exist",
-                    file=setup.config_file if setup else None,
-                    key="ssl_ca",
-                    fix="point ssl_ca at a PEM CA bundle (relative paths start at the config file)",
-                )
-            self._ssl_ca = resolved
+        self._ssl_ca = ca_bundle_path(setup, self.options.ssl_ca, option="ssl_ca")
 
     # -- the RotationPlugin protocol -------------------------------------------------------------------------
 
@@ -146,7 +140,7 @@ class RedisPlugin:
         self._check_strategy(ctx, "stage")
         old = SECRET.login(ctx, "stage", current, "CURRENT")
         new = SECRET.login(ctx, "stage", pending, "PENDING")
-        self._same_user(ctx, "stage", old, new)
+        check_same_account(ctx, "stage", old, new)
         with self._acl_session(ctx, "stage", current, old, new) as client:
             hashes = self._password_hashes(ctx, "stage", client, old)
             if password_hash(new.password) not in hashes:
@@ -212,7 +206,7 @@ class RedisPlugin:
         self._check_strategy(ctx, "unstage")
         old = SECRET.login(ctx, "unstage", current, "CURRENT")
         new = SECRET.login(ctx, "unstage", pending, "PENDING")
-        self._same_user(ctx, "unstage", old, new)
+        check_same_account(ctx, "unstage", old, new)
         with self._acl_session(ctx, "unstage", current, old, new) as client:
             hashes = self._password_hashes(ctx, "unstage", client, old)
             changes = []
@@ -454,41 +448,28 @@ class RedisPlugin:
             )
         return StepError(head, plan_id=ctx.plan_id, step=step)
 
-    # -- checks (the secret's JSON is read by SECRET: rotator_plugins.rotation.database_secret) ---------------
+    # -- checks (the secret's JSON is read by SECRET; the checks the database plugins share: database_checks) ---
 
     def _check_strategy(self, ctx: RotationContext, step: str) -> None:
-        if ctx.strategy not in self.strategies:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: the redis plugin has no strategy {ctx.strategy!r}\n  fix: use "
-                'strategy = "single-user": a Redis user holds the old and the new password at once, so there is no '
-                "window to avoid",
-                plan_id=ctx.plan_id,
-                step=step,
-            )
-
-    def _same_user(self, ctx: RotationContext, step: str, old: DatabaseLogin, new: DatabaseLogin) -> None:
-        if old.user != new.user:
-            raise StepError(
-                f"plan {ctx.plan_id}: {step}: CURRENT names user {old.user!r} and PENDING {new.user!r}; this plugin "
-                "rotates one user's password\n  fix: discard the PENDING version and rotate again",
-                plan_id=ctx.plan_id,
-                step=step,
-            )
+        check_strategy(
+            ctx,
+            step,
+            plugin="redis",
+            strategies=self.strategies,
+            fix='strategy = "single-user": a Redis user holds the old and the new password at once, so there is no '
+            "window to avoid",
+        )
 
     def unverified_tls(self) -> str | None:
         """Why this plugin's connections may not verify the server's certificate, or None when they do: an optional
         method that `rotator validate` asks (a warning per plan; an error with [rotator] require_verified_tls)."""
-        mode = self.options.tls
-        if mode is None:
-            return (
-                'tls is unset, so the secret\'s "ssl" field decides: true gives verify_identity, anything else no TLS '
-                'at all; set tls = "verify_identity"'
-            )
-        if mode in ("verify_ca", "verify_identity"):
-            return None
-        return (
-            f'tls = "{mode}" does not verify the server\'s certificate: use "verify_identity" (with ssl_ca '
-            "for a private CA)"
+        return unverified_tls_reason(
+            "tls",
+            self.options.tls,
+            verified=("verify_ca", "verify_identity"),
+            unset="true gives verify_identity, anything else no TLS at all",
+            use="verify_identity",
+            ca_option="ssl_ca",
         )
 
 
