@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import secrets
 from collections.abc import Iterable, Mapping
@@ -94,8 +95,9 @@ def load_key(text: str, where: str) -> FingerprintKey:
 
 
 def encoded_forms(value: str) -> set[str]:
-    """The forms a secret is stored or sent in, besides itself: base64 (a Kubernetes Secret), percent-encoded."""
-    forms = {value, quote(value, safe=""), quote_plus(value, safe="")}
+    """The forms a secret is stored or sent in, besides itself: base64 (a Kubernetes Secret), percent-encoded (a
+    URL), and escaped inside a JSON string (a JSON config file)."""
+    forms = {value, quote(value, safe=""), quote_plus(value, safe=""), json.dumps(value)[1:-1]}
     forms.add(base64.b64encode(value.encode()).decode())
     return {form for form in forms if len(form) >= MIN_CANDIDATE}
 
@@ -123,10 +125,19 @@ def candidates(text: str) -> set[str]:
     MIN_CANDIDATE characters. A credential that contains a separator itself is also found when the whole line is
     the credential (a file holding only the leaked value)."""
     found: set[str] = set()
+
+    def add(piece: str) -> None:
+        for form in (piece, piece.strip(), _unquoted(piece.strip()), _unquoted(piece.strip().rstrip(",;"))):
+            if len(form) >= MIN_CANDIDATE:
+                found.add(form)
+
     for line in text.splitlines():
-        stripped = line.strip()
-        if len(stripped) >= MIN_CANDIDATE:
-            found.add(stripped)
+        add(line)
+        # The value side of `KEY=value`, `key: value`, `"key": "value"` and `export KEY=value`: taken whole, so a
+        # value that holds separators itself (a person's password with spaces or quotes) is still one candidate.
+        for separator in ("=", ":", " "):
+            if separator in line:
+                add(line.partition(separator)[2])
         for separators in (" \t\"'`,;()[]{}<>", " \t\"'`,;()[]{}<>=:@/?&#", " \t\"'`"):
             token: list[str] = []
             for char in line:
@@ -139,6 +150,12 @@ def candidates(text: str) -> set[str]:
             if len(token) >= MIN_CANDIDATE:
                 found.add("".join(token))
     return found
+
+
+def _unquoted(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
+        return text[1:-1]
+    return text
 
 
 def digests(key: FingerprintKey, texts: Iterable[str]) -> dict[str, str]:
