@@ -28,7 +28,9 @@ from tests.secret_forms import random_secret
 
 # A password a person chose: in any dictionary an attacker would try.
 HUMAN_PASSWORD = "Summer2026!Welcome"
-DICTIONARY = [f"{word}{year}{mark}" for word in ("Summer", "Winter", "Welcome") for year in (2025, 2026) for mark in "!?"]
+DICTIONARY = [
+    f"{word}{year}{mark}" for word in ("Summer", "Winter", "Welcome") for year in (2025, 2026) for mark in "!?"
+]
 DICTIONARY += ["Summer2026!Welcome", "password123", "hunter2hunter2"]
 
 
@@ -39,7 +41,9 @@ def new_key() -> FingerprintKey:
 def test_a_leaked_value_is_found_in_the_forms_it_travels_in() -> None:
     key = new_key()
     password = random_secret()
-    stored = {f.digest for f in version_fingerprints(key, "p1", "db/a", "v1", {"username": "app", "password": password})}
+    stored = {
+        f.digest for f in version_fingerprints(key, "p1", "db/a", "v1", {"username": "app", "password": password})
+    }
     leaked_texts = [
         f"DB_PASSWORD={password}",  # a .env file (the line holds more than the value)
         f"  password: {base64.b64encode(password.encode()).decode()}",  # a Kubernetes Secret manifest
