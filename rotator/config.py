@@ -102,9 +102,7 @@ class LeakReportsSection(_Strict):
     @classmethod
     def _max_age_bounds(cls, value: timedelta) -> timedelta:
         if not timedelta(seconds=10) <= value <= timedelta(hours=1):
-            raise ValueError(
-                "max_age must be between 10s and 1h (it bounds how long a captured report stays valid)"
-            )
+            raise ValueError("max_age must be between 10s and 1h (it bounds how long a captured report stays valid)")
         return value
 
     @property
@@ -121,6 +119,9 @@ class RotatorSection(_Strict):
     lease_seconds: float = Field(default=600, gt=5, le=86400, allow_inf_nan=False)
     step_timeout: float = Field(default=120, gt=0, le=86400, allow_inf_nan=False)
     log_level: str = "info"
+    # The daemon's log lines: "json" for a log collector, "console" for readable lines, "auto" (the default): readable
+    # on a terminal, JSON otherwise. The daemon's --json-logs / --console-logs override it.
+    log_format: Literal["auto", "json", "console"] = "auto"
     concurrency: int = Field(default=8, ge=1, le=256)
     revoke_sweep_seconds: float = Field(default=30, gt=0, le=86400, allow_inf_nan=False)
     # How the daemon serves /healthz and /metrics: "HOST:PORT" (e.g. "127.0.0.1:9465"); unset: not served.

@@ -63,7 +63,7 @@ def test_rotate_now_then_status_history_and_store_get(cli: CliEnv) -> None:
     new = cli.run("store", "get", "app/signing-key").json()
     assert new["value"] != old["value"] and len(new["value"]) >= 43
     assert cli.run("store", "get", "app/signing-key", "--stage", "PREVIOUS").json() == old
-    assert cli.run("store", "get", "app/signing-key", "--stage", "PENDING").code == 1
+    assert cli.run("store", "get", "app/signing-key", "--stage", "PENDING").code == 2
 
     status = {row["plan"]: row for row in cli.run("status", "--json").json()}
     assert status["signing-key"]["last_result"] == "awaiting_revoke"
@@ -100,7 +100,7 @@ def test_failure_exits_1_and_rolls_back(cli: CliEnv) -> None:
     [run] = result.json()["results"]
     assert run["outcome"] == "rolled_back" and "failpoint after-test" in run["error"]
     assert cli.run("store", "get", "app/signing-key").json() == before
-    assert cli.run("store", "get", "app/signing-key", "--stage", "PENDING").code == 1
+    assert cli.run("store", "get", "app/signing-key", "--stage", "PENDING").code == 2
     assert cli.run("history", "signing-key", "--json").json()[0]["state"] == "rolled_back"
 
 

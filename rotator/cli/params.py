@@ -1,0 +1,68 @@
+"""Options that several commands share, declared once so that they read the same everywhere (names, help, choices).
+
+`--config` is accepted before the command (`rotator -c FILE status`, kept by the root callback) and after it
+(`rotator status -c FILE`); the one after wins.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="The config file (else ROTATOR_CONFIG, else ./rotator.toml); may also come before the command.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout (errors too: error, key, fix).")
+]
+WideOption = Annotated[
+    bool, typer.Option("--wide", "-w", help="Every column, and long texts in full instead of cut to the terminal.")
+]
+LogLevelOption = Annotated[
+    LogLevel, typer.Option("--log-level", help="Log lines on stderr from this level up.", case_sensitive=False)
+]
+ConcurrencyOption = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency",
+        "-j",
+        min=1,
+        max=256,
+        metavar="N",
+        help="Plans at once (default: rotator.concurrency, 8).",
+        show_default=False,
+    ),
+]
+PlansArgument = Annotated[list[str] | None, typer.Argument(metavar="PLAN", help="Plan ids.", show_default=False)]
+TagOption = Annotated[
+    list[str] | None,
+    typer.Option("--tag", "-t", metavar="TAG", help="Every plan with this tag (repeatable).", show_default=False),
+]
+AllOption = Annotated[bool, typer.Option("--all", help="Every enabled plan.")]
+ReasonOption = Annotated[
+    str | None, typer.Option("--reason", metavar="TEXT", help="Why (kept in the history).", show_default=False)
+]
+
+_before_command: dict[str, Path | None] = {"config": None}
+
+
+def remember_root_config(path: Path | None) -> None:
+    """The root callback's `--config` (given before the command), for this invocation."""
+    _before_command["config"] = path
+
+
+def config_choice(after_command: Path | None) -> Path | None:
+    """The config file the user chose: after the command, else before it; None lets the loader fall back to
+    ROTATOR_CONFIG, then ./rotator.toml."""
+    return after_command or _before_command["config"]
