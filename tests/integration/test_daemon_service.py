@@ -209,7 +209,7 @@ grace = "1h"
     assert code == 0
     runs = cli.run("history", "--json").json()
     assert len(runs) == 1 and runs[0]["run_id"] == run["run_id"]  # the same run finished, not a new one
-    assert cli.run("store", "get", "app/slow", "--stage", "PENDING").code == 1
+    assert cli.run("store", "get", "app/slow", "--stage", "PENDING").code == 2  # not there: a usage error
 
 
 def test_overdue_plans_start_spread_out_after_downtime(tmp_path: Path) -> None:

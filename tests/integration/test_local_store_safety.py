@@ -105,7 +105,7 @@ def test_a_missing_database_beside_its_key_is_reported_then_init_makes_an_empty_
     assert not state(cli, "store.db").exists(), "nothing recreated it silently"
     init = cli.run("init")
     assert init.code == 0 and "was missing beside an existing key" in init.stderr
-    assert cli.run("store", "get", "app/signing-key").code == 1  # an empty store: the secret is not there
+    assert cli.run("store", "get", "app/signing-key").code == 2  # an empty store: the secret is not there
 
 
 def _garbage_in_the_middle(path: Path) -> None:
