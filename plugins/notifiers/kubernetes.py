@@ -46,8 +46,8 @@ from urllib.parse import quote
 
 import requests
 from msgspec import Meta
+from rotator_plugins.http_transport import require_https, retry_after_seconds, send, tls_verify
 from rotator_plugins.notifiers.events import SUCCESS_KINDS
-from rotator_plugins.notifiers.http_transport import require_https, retry_after_seconds, send, tls_verify
 
 from rotator import (
     ComponentSetup,

@@ -38,14 +38,14 @@ from typing import Annotated, Any
 
 import requests
 from msgspec import Meta
-from rotator_plugins.notifiers.events import EVERY_KIND, ROLLED_BACK, ROTATION_FAILED, ROTATION_STUCK, one_line
-from rotator_plugins.notifiers.http_transport import (
+from rotator_plugins.http_transport import (
     probe_endpoint,
     require_https,
     retry_after_seconds,
     send,
     tls_verify,
 )
+from rotator_plugins.notifiers.events import EVERY_KIND, ROLLED_BACK, ROTATION_FAILED, ROTATION_STUCK, one_line
 
 from rotator import (
     ComponentSetup,

@@ -10,7 +10,9 @@ hex = HMAC-SHA256(signing_key, f"{timestamp}.{body}"). A receiver verifies it li
     expected = hmac.new(key, f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
     ok = hmac.compare_digest(f"v1={expected}", signature) and abs(time.time() - int(ts)) < 300
 
-Remote call: one HTTPS POST to `url`. 429 and 5xx are transient (the engine retries them with backoff).
+Remote call: one HTTPS POST to `url`, through rotator_plugins.http_transport: 429, 5xx, a refused or reset connection
+and a timeout are transient (the engine retries them with backoff); a TLS verification failure is a NotifyError (a
+wrong certificate or ca_bundle does not fix itself, so it is never retried), as is any other refusal.
 """
 
 from __future__ import annotations
@@ -23,8 +25,14 @@ from typing import Annotated, Any
 
 import requests
 from msgspec import Meta
+from rotator_plugins.http_transport import (
+    is_transient_status,
+    probe_endpoint,
+    retry_after_seconds,
+    send,
+    tls_verify,
+)
 from rotator_plugins.notifiers.events import EVERY_KIND, event_json
-from rotator_plugins.notifiers.http_transport import probe_endpoint
 
 from rotator import (
     ComponentSetup,
@@ -72,7 +80,7 @@ class WebhookNotifier:
 
     def probe(self) -> str:
         """For dry runs: a TCP connection (and TLS handshake) to `url`'s host; nothing is posted."""
-        verify: bool | str = str(self.setup.path(self.options.ca_bundle)) if self.options.ca_bundle else True
+        verify = tls_verify(self.options.ca_bundle, self.setup)
         return probe_endpoint(
             self.options.url, verify=verify, timeout=self.options.timeout, what=f"webhook {self.setup.name}"
         )
@@ -91,14 +99,21 @@ class WebhookNotifier:
                 self.options.signing_key, key=f"notifiers.{self.setup.name}.signing_key", setup=self.setup
             )
             headers["X-Rotator-Signature"] = sign(key.encode(), timestamp, body)
-        verify: bool | str = str(self.setup.path(self.options.ca_bundle)) if self.options.ca_bundle else True
-        try:
-            response = self._session.post(
-                self.options.url, data=body, headers=headers, timeout=self.options.timeout, verify=verify
-            )
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientError(f"webhook {self.setup.name}: {type(exc).__name__} posting to the receiver") from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise TransientError(f"webhook {self.setup.name}: receiver answered {response.status_code}")
-        if response.status_code >= 300:
-            raise NotifyError(f"webhook {self.setup.name}: receiver refused the event with {response.status_code}")
+        response = send(
+            self._session,
+            "POST",
+            self.options.url,
+            what=f"webhook {self.setup.name}",
+            data=body,
+            headers=headers,
+            timeout=self.options.timeout,
+            verify=tls_verify(self.options.ca_bundle, self.setup),
+            allow_redirects=False,
+        )
+        status = response.status_code
+        if is_transient_status(status):
+            wait = retry_after_seconds(response)
+            after = f" (Retry-After {wait:g}s)" if wait is not None else ""
+            raise TransientError(f"webhook {self.setup.name}: receiver answered {status}{after}; retried")
+        if status >= 300:
+            raise NotifyError(f"webhook {self.setup.name}: receiver refused the event with {status}")

@@ -58,9 +58,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar
 
 from msgspec import Meta
+from rotator_plugins.http_transport import dig, json_of
 from rotator_plugins.rotation.http_api_key import HttpApiKeyOptions, RequestSpec, TemplatedKeyApi
 from rotator_plugins.rotation.http_keys import SINGLE_USER, ApiKeyRotation, KeyOptions, MintedKey
-from rotator_plugins.rotation.http_transport import dig, json_of
 
 from rotator import ComponentSetup, Credential, RotationContext, StepError, parse_options
 

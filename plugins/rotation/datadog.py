@@ -31,7 +31,7 @@ Calls per step:
 Options: ``site`` (``datadoghq.com``, ``datadoghq.eu``, ``us3.datadoghq.com``, ``us5.datadoghq.com``,
 ``ap1.datadoghq.com``, ``ap2.datadoghq.com``, ``uk1.datadoghq.com``, ``ddog-gov.com``, ``us2.ddog-gov.com``: the API
 host is ``api.<site>``), ``base_url`` (overrides ``site``: a proxy, or a test server), the admin options, and the
-transport options of http_transport.py. Password policy: not applicable (Datadog mints the key).
+transport options of rotator_plugins.http_transport. Password policy: not applicable (Datadog mints the key).
 """
 
 from __future__ import annotations

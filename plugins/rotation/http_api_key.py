@@ -43,8 +43,8 @@ condition on the response body (e.g. ``valid`` is true). list (optional; without
 
 Remote calls are exactly the four requests the config declares: create (mint), test (probe), revoke (delete, also
 used by discard and reconcile), list (reconcile). Transport (TLS, ``ca_bundle``, timeouts, retries of 429/5xx with
-Retry-After up to ``retry_after_cap``) and error mapping: http_transport.py. A bad option is a ConfigError naming
-``plans[..].plugin.<option>``.
+Retry-After up to ``retry_after_cap``) and error mapping: rotator_plugins.http_transport. A bad option is a
+ConfigError naming ``plans[..].plugin.<option>``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
+from rotator_plugins.http_transport import HttpTransport, ResetKind, dig, json_of
 from rotator_plugins.rotation.http_keys import (
     SECRET_FIELD,
     AdminCredentials,
@@ -71,7 +72,6 @@ from rotator_plugins.rotation.http_template import (
     placeholders_in,
     render_tree,
 )
-from rotator_plugins.rotation.http_transport import HttpTransport, ResetKind, dig, json_of
 
 from rotator import (
     AuthenticationFailed,

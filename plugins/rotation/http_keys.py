@@ -31,8 +31,8 @@ from typing import Annotated, Any, ClassVar, Protocol
 
 import msgspec
 from msgspec import Meta
+from rotator_plugins.http_transport import HttpOptions
 from rotator_plugins.rotation.http_template import Template, TemplateError
-from rotator_plugins.rotation.http_transport import HttpOptions
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from rotator import (

@@ -41,9 +41,9 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import Meta
+from rotator_plugins.http_transport import json_of
 from rotator_plugins.rotation.http_api_key import HttpApiKeyOptions, RequestSpec, TemplatedKeyApi
 from rotator_plugins.rotation.http_keys import ApiKeyRotation, KeyOptions, MintedKey
-from rotator_plugins.rotation.http_transport import json_of
 
 from rotator import ComponentSetup, Credential, RotationContext, StepError, parse_options
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rotator_plugins.http_transport import HttpOptions, HttpTransport
 from rotator_plugins.rotation.http_api_key import HttpApiKeyPlugin
 from rotator_plugins.rotation.http_template import Template, TemplateError, compile_tree, render_tree
-from rotator_plugins.rotation.http_transport import HttpOptions, HttpTransport
 from werkzeug.wrappers import Request, Response
 
 from rotator import (

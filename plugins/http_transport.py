@@ -1,11 +1,24 @@
-"""HTTPS calls of the API-key plugins, and the one place where HTTP outcomes become rotator errors.
+"""The HTTP(S) calls of every plugin and notifier, and the one place where HTTP outcomes become rotator errors.
 
-Every call: TLS verified (``ca_bundle`` adds a private CA; verification is never turned off), connect and read
-timeouts, and a bounded retry of 429, 5xx and connection failures that honours ``Retry-After`` (seconds or an HTTP
-date; some vendors send a reset header instead) but never sleeps longer than ``retry_after_cap``: a vendor asking for a
-longer wait gets a TransientError at once, and the engine's own backoff decides what happens next.
+Every call: TLS verified (``ca_bundle`` adds a private CA; verification is never turned off), timeouts, no
+redirects followed. Transport failures are mapped once (`request`):
 
-| the vendor answers | rotator raises |
+| requests raises | rotator raises |
+|---|---|
+| a TLS verification failure (SSLError) | the caller's refusal (NotifyError, StepError), never retried |
+| connection refused or reset, timeout | Unreachable, a TransientError (the engine retries) |
+| anything else (the request could not be sent) | the caller's refusal |
+
+A wrong certificate or CA bundle does not fix itself: a TLS failure names the host and ca_bundle and is final.
+
+Answers: 429 and 5xx may pass on a later try (`is_transient_status`); ``Retry-After`` (seconds or an HTTP date, or
+a vendor's reset header) is read by `retry_after_seconds`. The notifiers (webhook, slack, kubernetes) send once
+with `send` and map the status themselves (each receiver words its refusals); the API-key plugins go through
+`HttpTransport`, which retries 429, 5xx and connection failures a bounded number of times, honouring
+``Retry-After`` but never sleeping longer than ``retry_after_cap`` (a vendor asking for a longer wait gets a
+TransientError at once, and the engine's own backoff decides what happens next):
+
+| the vendor answers | HttpTransport raises |
 |---|---|
 | an expected status | nothing: the response is returned |
 | 404 where the caller allows it (deleting a key that is already gone) | nothing: None is returned |
@@ -14,14 +27,17 @@ longer wait gets a TransientError at once, and the engine's own backoff decides 
 | TLS verification failure | StepError naming the host and ``ca_bundle`` |
 | anything else | StepError with the status and the vendor's error text |
 
-Messages name the call by its template (``DELETE /api/v2/api_keys/{key.key_id}``), never by the rendered URL, and
-never carry a header or a body: the vendor's error text is scrubbed of every registered secret and shortened.
+Messages name a call by what the caller says (``DELETE /api/v2/api_keys/{key.key_id}``, "webhook ops"), never by
+the URL (a Slack webhook URL is itself a secret, and requests' own exception texts quote it), and never carry a
+header or a body: a vendor's error text is scrubbed of every registered secret and shortened.
 """
 
 from __future__ import annotations
 
 import email.utils
 import random
+import socket
+import ssl
 import time
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
@@ -35,8 +51,10 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from rotator import (
     AuthenticationFailed,
     ComponentSetup,
+    NotifyError,
     Options,
     RotationContext,
+    RotatorError,
     StepError,
     TransientError,
     get_logger,
@@ -45,6 +63,115 @@ from rotator import (
 
 log = get_logger("rotator.plugins.http")
 ResetKind = Literal["seconds", "epoch"]
+Refusal = Callable[[str], RotatorError]  # the caller's error for what will not pass on its own
+
+
+# -- what every caller shares ----------------------------------------------------------------------------------
+
+
+class Unreachable(TransientError):
+    """The server did not answer (connection refused or reset, a timeout): it may on a later try."""
+
+    def __init__(self, message: str, *, host: str | None, cause: str) -> None:
+        super().__init__(message)
+        self.host = host
+        self.cause = cause
+
+
+def tls_verify(ca_bundle: str | None, setup: ComponentSetup | None) -> bool | str:
+    """requests' `verify`: the CA bundle (a path relative to the config file) or the system's CAs. Never False."""
+    if not ca_bundle:
+        return True
+    return str(setup.path(ca_bundle)) if setup else ca_bundle
+
+
+def require_https(url: str, *, what: str) -> None:
+    if not url.startswith("https://"):
+        raise NotifyError(f"{what}: the URL must start with https:// (TLS is required)")
+
+
+def send(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    what: str,
+    refused: Refusal = NotifyError,
+    tls_fix: str = "check the server's certificate and ca_bundle",
+    **kwargs: Any,
+) -> requests.Response:
+    """One HTTP request; a transport failure becomes the rotator error for it, naming `what`, never the URL: a TLS
+    verification failure and a request that could not be sent are `refused(...)` (never retried), a connection
+    refused or reset and a timeout are Unreachable (a TransientError)."""
+    host = urlsplit(url).hostname
+    try:
+        return session.request(method, url, **kwargs)
+    except requests.exceptions.SSLError:
+        # Checked before ConnectionError, of which it is a subclass: retrying a bad certificate never helps.
+        raise refused(f"{what}: TLS verification of {host} failed; fix: {tls_fix}") from None
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        cause = type(exc).__name__
+        raise Unreachable(f"{what}: cannot reach {host} ({cause}); retried", host=host, cause=cause) from None
+    except requests.RequestException as exc:
+        raise refused(f"{what}: the request could not be sent ({type(exc).__name__})") from None
+
+
+def is_transient_status(status: int) -> bool:
+    """429 (slow down) and 5xx (the server's own failure) may pass on a later try; no other status does."""
+    return status == 429 or status >= 500
+
+
+def retry_after_seconds(
+    response: requests.Response, *, reset_header: tuple[str, ResetKind] | None = None, now: float | None = None
+) -> float | None:
+    """How long the server asks to wait: ``Retry-After`` (RFC 9110: delay-seconds or an HTTP date), else the
+    vendor's `reset_header` (its name, and whether it holds seconds to wait or the Unix time of the reset); None
+    when the answer says nothing."""
+    current = time.time() if now is None else now
+    raw = (response.headers.get("Retry-After") or "").strip()
+    if raw:
+        if raw.isdigit():
+            return float(raw)
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.fromtimestamp(current, UTC)).total_seconds())
+    if reset_header:
+        name, kind = reset_header
+        try:
+            number = float((response.headers.get(name) or "").strip())
+        except ValueError:
+            return None
+        return max(0.0, number - current) if kind == "epoch" else max(0.0, number)
+    return None
+
+
+def probe_endpoint(url: str, *, verify: bool | str, timeout: float, what: str) -> str:
+    """A dry run's reachability probe: open a TCP connection to the URL's host and port and, for https, complete
+    the TLS handshake with the certificate verified as a delivery would; no HTTP request is sent. Returns a public
+    line (the host and port only: the URL may be a secret); raises TransientError or NotifyError like `send`."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if parts.scheme == "https":
+                context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+                with context.wrap_socket(sock, server_hostname=host):
+                    pass
+    except ssl.SSLError:
+        raise NotifyError(
+            f"{what}: TLS verification of {host}:{port} failed; check its certificate and ca_bundle"
+        ) from None
+    except OSError as exc:
+        raise TransientError(f"{what}: {host}:{port} does not answer ({type(exc).__name__})") from None
+    return f"{host}:{port} answers" + (" (TLS verified)" if parts.scheme == "https" else "")
+
+
+# -- the API-key plugins' transport, with its retries ----------------------------------------------------------
 
 
 class HttpOptions(Options):
@@ -97,10 +224,7 @@ class HttpTransport:
         self.reset_header = reset_header
         self._sleep = sleep
         self._error_text = error_text or vendor_error_text
-        self._verify: bool | str = True
-        if options.ca_bundle:
-            path = setup.path(options.ca_bundle) if setup else options.ca_bundle
-            self._verify = str(path)
+        self._verify = tls_verify(options.ca_bundle, setup)
         self.session = requests.Session()
 
     def url(self, path_or_url: str) -> str:
@@ -135,9 +259,14 @@ class HttpTransport:
             nonlocal attempt
             attempt += 1
             try:
-                response = self.session.request(
+                response = send(
+                    self.session,
                     method,
                     target,
+                    what=f"plan {ctx.plan_id}: {step}: {self.vendor}: {label}",
+                    refused=lambda text: StepError(text, plan_id=ctx.plan_id, step=step),
+                    tls_fix="set ca_bundle to the PEM file of the CA that signed its certificate (verification is "
+                    "never turned off)",
                     headers=dict(headers or {}),
                     json=json,
                     data=dict(data) if data is not None else None,
@@ -146,24 +275,19 @@ class HttpTransport:
                     verify=self._verify,
                     allow_redirects=False,
                 )
-            except requests.exceptions.SSLError:
-                raise StepError(
-                    f"plan {ctx.plan_id}: {step}: {self.vendor}: {label}: TLS verification of "
-                    f"{urlsplit(target).hostname} failed; fix: set ca_bundle to the PEM file of the CA that signed "
-                    "its certificate (verification is never turned off)",
-                    plan_id=ctx.plan_id,
-                    step=step,
-                ) from None
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-                raise _Retry(f"cannot reach {urlsplit(target).hostname} ({type(exc).__name__})") from None
+            except Unreachable as exc:
+                raise _Retry(f"cannot reach {exc.host} ({exc.cause})") from None
             log.debug("vendor call", vendor=self.vendor, call=label, status=response.status_code, attempt=attempt)
             status = response.status_code
             if status in expect:
                 return response
             if status == 404 and missing_ok:
                 return None
-            if status == 429 or status >= 500:
-                raise _Retry(f"answered {status}{self._text(response)}", self._retry_after(response))
+            if is_transient_status(status):
+                raise _Retry(
+                    f"answered {status}{self._text(response)}",
+                    retry_after_seconds(response, reset_header=self.reset_header),
+                )
             self._refuse(ctx, step, label, response, fix_auth)
 
         retrying = Retrying(
@@ -202,27 +326,6 @@ class HttpTransport:
             return exc.retry_after
         backoff = 0.25 * 2.0 ** (state.attempt_number - 1)
         return min(backoff, 4.0) + random.uniform(0, 0.1)  # jitter, not a secret
-
-    def _retry_after(self, response: requests.Response) -> float | None:
-        value = response.headers.get("Retry-After")
-        if value:
-            value = value.strip()
-            if value.isdigit():
-                return float(value)
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                return None
-            return max(0.0, (when - datetime.now(UTC)).total_seconds())
-        if self.reset_header:
-            name, kind = self.reset_header
-            raw = response.headers.get(name, "").strip()
-            try:
-                number = float(raw)
-            except ValueError:
-                return None
-            return max(0.0, number - time.time()) if kind == "epoch" else max(0.0, number)
-        return None
 
     # -- refusals --------------------------------------------------------------------------------------------
 
