@@ -12,11 +12,12 @@ import functools
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -28,6 +29,7 @@ from rotator.passwords import policy_problem
 from rotator.schedules import SCHEDULE_FIX, Schedule, Window, parse_duration, parse_schedule, parse_window
 
 DEFAULT_CONFIG = "rotator.toml"
+ModelT = TypeVar("ModelT", bound=BaseModel)
 _PLAN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Option names that hold a secret when their value is a string. Names ending in these suffixes point to one.
 _SECRET_OPTION = re.compile(r"(pass(word)?|secret|token|api_?key|signing_key|private_key|client_secret|auth)$", re.I)
@@ -410,6 +412,11 @@ class PlanConfig(_Strict):
 
 
 class ConfigModel(_Strict):
+    """The whole config. load_config validates each section and each plan on its own (so that one bad plan does not
+    hide the problems of another) and builds this with model_construct: a check across sections belongs in
+    load_config (as _name_problems), not in a model validator here, which load_config would not run
+    (tests/unit/test_config_errors.py holds the list)."""
+
     rotator: RotatorSection = RotatorSection()
     stores: dict[str, ComponentConfig] = {}
     notifiers: dict[str, NotifierConfig] = {}
@@ -505,6 +512,31 @@ def config_path(explicit: str | os.PathLike[str] | None) -> Path:
     return Path(explicit or os.environ.get("ROTATOR_CONFIG") or DEFAULT_CONFIG)
 
 
+class ConfigProblems(ConfigError):
+    """Several problems found in one pass (`validate` reports them all, not only the first); each is a ConfigError
+    of its own in `problems`, naming its file, key and fix."""
+
+    def __init__(self, problems: Sequence[ConfigError]):
+        self.problems = tuple(problems)
+        files = {problem.file for problem in self.problems}
+        file = next(iter(files)) if len(files) == 1 else None
+        lines = [f"{len(self.problems)} problems:"]
+        for problem in self.problems:
+            text = str(problem)
+            if file and text.startswith(f"{file}: "):
+                text = text[len(file) + 2 :]
+            lines.append("  " + text.replace("\n", "\n  "))
+        super().__init__("\n".join(lines), file=file)
+
+
+def raise_problems(problems: Sequence[ConfigError]) -> None:
+    """Raise nothing, the one problem, or all of them as ConfigProblems."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigProblems(problems)
+
+
 def _key_path(loc: tuple[Any, ...], data: Mapping[str, Any]) -> str:
     """pydantic's location as a TOML key path: plans[0].schedule, naming the plan by id where known."""
     parts: list[str] = []
@@ -522,36 +554,64 @@ def _key_path(loc: tuple[Any, ...], data: Mapping[str, Any]) -> str:
     return ".".join(parts)
 
 
+def _model_at(model: type[BaseModel], names: Sequence[str]) -> type[BaseModel] | None:
+    """The model that holds the keys at `names` inside `model` (through tuples, dicts and optionals), or None."""
+    current: type[BaseModel] | None = model
+    skip = False
+    for name in names:
+        if skip:  # the NAME of a [stores.NAME]-like table
+            skip = False
+            continue
+        field_info = current.model_fields.get(name) if current is not None else None
+        if field_info is None:
+            return None
+        annotation = field_info.annotation
+        candidates = [annotation, *typing.get_args(annotation)]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        skip = typing.get_origin(annotation) is dict
+    return current
+
+
+def _unknown_key(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, str]:
+    """The message and fix for a key the model does not know, with the closest known one as a suggestion."""
+    names = [str(item) for item in loc if isinstance(item, str)]
+    last = names[-1] if names else ""
+    holder = _model_at(model, names[:-1])
+    known = list(holder.model_fields) if holder is not None else []
+    close = difflib.get_close_matches(last, known, n=1, cutoff=0.6)
+    message = f"unknown key {last!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    if close:
+        return message, f"write {close[0]} instead of {last} (the keys are in config/rotator.schema.json)"
+    return message, f"remove {last!r} or check its spelling (see config/rotator.schema.json)"
+
+
 def _fix_for(loc: tuple[Any, ...], error_type: str) -> str | None:
     last = next((str(item) for item in reversed(loc) if isinstance(item, str)), "")
-    if error_type == "extra_forbidden":
-        return f"remove {last!r} or check its spelling (see config/rotator.schema.json)"
     if error_type == "missing":
         return f"add {last} = ..."
     return _FIXES.get(last)
 
 
-def _validation_error(exc: ValidationError, file: str, data: Mapping[str, Any]) -> ConfigError:
-    lines = []
-    first_key = None
-    first_fix = None
+def _validation_problems(
+    exc: ValidationError,
+    model: type[BaseModel],
+    file: str,
+    data: Mapping[str, Any],
+    prefix: tuple[Any, ...] = (),
+) -> list[ConfigError]:
+    """Each of pydantic's errors for `model` as a ConfigError; `prefix` is where the validated table sits in `data`
+    (("plans", 3) for the fourth plan), for the key path."""
+    problems = []
     for error in exc.errors():
         loc = tuple(error["loc"])
-        key = _key_path(loc, data)
-        message = str(error["msg"]).removeprefix("Value error, ")
-        fix = _fix_for(loc, str(error["type"]))
-        first_key = first_key or key
-        first_fix = first_fix or fix
-        lines.append(f"{key}: {message}" + (f" (fix: {fix})" if fix else ""))
-    if len(lines) == 1:
-        key_text = lines[0].split(": ", 1)
-        return ConfigError(
-            key_text[1].split(" (fix: ")[0] if len(key_text) > 1 else lines[0],
-            file=file,
-            key=first_key,
-            fix=first_fix,
-        )
-    return ConfigError(f"{len(lines)} problems:\n  " + "\n  ".join(lines), file=file)
+        key = _key_path(prefix + loc, data)
+        if error["type"] == "extra_forbidden":
+            message, fix = _unknown_key(model, loc)
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            fix = _fix_for(loc, str(error["type"])) or "see config/rotator.schema.json for the allowed values"
+        problems.append(ConfigError(message, file=file, key=key, fix=fix))
+    return problems
 
 
 def _inline_secrets(options: Mapping[str, Any], prefix: str) -> list[str]:
@@ -609,9 +669,10 @@ def _toml_type(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _check_shape(data: Mapping[str, Any], shown: str) -> None:
+def _shape_problems(data: Mapping[str, Any], shown: str) -> list[ConfigError]:
     """The top-level keys have the shape the models expect, so a wrong one is named as such (`stores = "x"`,
     `plans = 5`), before anything iterates over it."""
+    problems: list[ConfigError] = []
     for key, (shape, fix) in _TOP_LEVEL_SHAPES.items():
         if key not in data:
             continue
@@ -619,85 +680,173 @@ def _check_shape(data: Mapping[str, Any], shown: str) -> None:
         if shape == "table" and isinstance(value, dict):
             continue
         if shape == "table of tables" and isinstance(value, dict):
-            for name, item in value.items():
-                if not isinstance(item, dict):
-                    raise ConfigError(
-                        f"must be a table, not {_toml_type(item)}", file=shown, key=f"{key}.{name}", fix=f"write {fix}"
-                    )
+            problems += [
+                ConfigError(
+                    f"must be a table, not {_toml_type(item)}", file=shown, key=f"{key}.{name}", fix=f"write {fix}"
+                )
+                for name, item in value.items()
+                if not isinstance(item, dict)
+            ]
             continue
         if shape == "array of tables" and isinstance(value, list):
-            for index, item in enumerate(value):
-                if not isinstance(item, dict):
-                    raise ConfigError(
-                        f"must be a table, not {_toml_type(item)}",
-                        file=shown,
-                        key=f"{key}[{index}]",
-                        fix=f"write {fix}",
-                    )
+            problems += [
+                ConfigError(
+                    f"must be a table, not {_toml_type(item)}", file=shown, key=f"{key}[{index}]", fix=f"write {fix}"
+                )
+                for index, item in enumerate(value)
+                if not isinstance(item, dict)
+            ]
             continue
         article = "an" if shape.startswith("a") else "a"
-        raise ConfigError(
-            f"must be {article} {shape}, not {_toml_type(value)}", file=shown, key=key, fix=f"write {fix}"
+        problems.append(
+            ConfigError(f"must be {article} {shape}, not {_toml_type(value)}", file=shown, key=key, fix=f"write {fix}")
         )
+    return problems
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Read and validate the config (and plans_dir); ConfigError naming file, key and fix otherwise."""
-    path = config_path(path)
-    shown = str(path)
-    data = _read_toml(path, shown)
-    _check_shape(data, shown)
-    plan_files: dict[str, Path] = {}
-    plans_dir = data.get("rotator", {}).get("plans_dir") if isinstance(data.get("rotator"), dict) else None
-    if plans_dir:
-        directory = Path(plans_dir) if Path(plans_dir).is_absolute() else path.parent / plans_dir
-        if not directory.is_dir():
-            raise ConfigError(
+@dataclass
+class _PlanEntry:
+    """A plan's table as read, from the config file or a plans_dir file, and how its errors name it."""
+
+    data: dict[str, Any]
+    file: str
+    key_data: Mapping[str, Any]  # what the key path is computed against
+    prefix: tuple[Any, ...]  # where `data` sits in key_data
+
+
+def _plans_dir_entries(
+    data: Mapping[str, Any], path: Path, shown: str, problems: list[ConfigError]
+) -> list[_PlanEntry]:
+    rotator = data.get("rotator")
+    plans_dir = rotator.get("plans_dir") if isinstance(rotator, dict) else None
+    if not plans_dir or not isinstance(plans_dir, str):
+        return []
+    directory = Path(plans_dir) if Path(plans_dir).is_absolute() else path.parent / plans_dir
+    if not directory.is_dir():
+        problems.append(
+            ConfigError(
                 f"plans_dir {directory} is not a directory",
                 file=shown,
                 key="rotator.plans_dir",
                 fix="create it or correct the path (relative to the config file)",
             )
-        extra_plans = list(data.get("plans", []))
-        for plan_file in sorted(directory.glob("*.toml")):
+        )
+        return []
+    entries: list[_PlanEntry] = []
+    for plan_file in sorted(directory.glob("*.toml")):
+        try:
             plan_data = _read_toml(plan_file, str(plan_file))
-            _check_shape({"plans": plan_data["plans"]} if "plans" in plan_data else {}, str(plan_file))
-            entries = plan_data.get("plans", [plan_data])
-            for entry in entries:
-                try:
-                    plan_model = PlanConfig.model_validate(entry)
-                except ValidationError as exc:
-                    raise _validation_error(exc, str(plan_file), entry) from None
-                plan_files[plan_model.id] = plan_file
-                extra_plans.append(entry)
-        data = {**data, "plans": extra_plans}
+        except ConfigError as exc:
+            problems.append(exc)
+            continue
+        if "plans" in plan_data:
+            shape = _shape_problems({"plans": plan_data["plans"]}, str(plan_file))
+            if shape:
+                problems += shape
+                continue
+            entries += [_PlanEntry(entry, str(plan_file), entry, ()) for entry in plan_data["plans"]]
+        else:
+            entries.append(_PlanEntry(plan_data, str(plan_file), plan_data, ()))
+    return entries
+
+
+def _validated(
+    model: type[ModelT],
+    value: Any,
+    file: str,
+    data: Mapping[str, Any],
+    prefix: tuple[Any, ...],
+    problems: list[ConfigError],
+) -> ModelT | None:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        problems += _validation_problems(exc, model, file, data, prefix)
+        return None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate the config (and plans_dir): every problem found in one pass, each a ConfigError naming
+    file, key and fix (several: ConfigProblems). Each section and each plan is validated on its own, so one bad plan
+    does not hide the problems of the others."""
+    path = config_path(path)
+    shown = str(path)
+    data = _read_toml(path, shown)
+    raise_problems(_shape_problems(data, shown))  # what follows iterates over these shapes
+    problems: list[ConfigError] = []
+    for key in data:
+        if key not in ConfigModel.model_fields:
+            message, fix = _unknown_key(ConfigModel, (key,))
+            problems.append(ConfigError(message, file=shown, key=key, fix=fix))
+    entries = [_PlanEntry(entry, shown, data, ("plans", index)) for index, entry in enumerate(data.get("plans", []))]
+    entries += _plans_dir_entries(data, path, shown, problems)
+    plans_data = [entry.data for entry in entries]
+    merged = {**data, "plans": plans_data}
+
     for kind in ("stores", "notifiers"):
         for name, options in (data.get(kind) or {}).items():
-            if isinstance(options, dict):
-                for key in _inline_secrets({k: v for k, v in options.items() if k != "type"}, f"{kind}.{name}"):
-                    raise ConfigError(
-                        "a secret is written inline in the config",
-                        file=shown,
-                        key=key,
-                        fix=f'move the value to an environment variable and write {key.rsplit(".", 1)[1]} = "env:VAR"',
-                    )
-    for index, plan in enumerate(data.get("plans") or []):
-        plugin = plan.get("plugin") if isinstance(plan, dict) else None
-        if isinstance(plugin, dict):
-            for key in _inline_secrets({k: v for k, v in plugin.items() if k != "type"}, f"plans[{index}].plugin"):
-                raise ConfigError(
+            problems += [
+                ConfigError(
                     "a secret is written inline in the config",
                     file=shown,
                     key=key,
+                    fix=f'move the value to an environment variable and write {key.rsplit(".", 1)[1]} = "env:VAR"',
+                )
+                for key in _inline_secrets({k: v for k, v in options.items() if k != "type"}, f"{kind}.{name}")
+            ]
+    for index, entry in enumerate(entries):
+        plugin = entry.data.get("plugin")
+        if isinstance(plugin, dict):
+            problems += [
+                ConfigError(
+                    "a secret is written inline in the config",
+                    file=entry.file,
+                    key=key,
                     fix='write it as "env:VAR", or keep it in a store',
                 )
-    try:
-        model = ConfigModel.model_validate(data)
-    except ValidationError as exc:
-        raise _validation_error(exc, shown, data) from None
-    _check_names(model, shown)
-    _check_shared_journal(model, shown, plan_files)
-    return Config(model=model, path=path, plan_files=plan_files, warnings=tuple(_unset_env_refs(data)))
+                for key in _inline_secrets({k: v for k, v in plugin.items() if k != "type"}, f"plans[{index}].plugin")
+            ]
+
+    rotator = _validated(RotatorSection, data.get("rotator", {}), shown, data, ("rotator",), problems)
+    stores: dict[str, ComponentConfig] = {}
+    for name, table in (data.get("stores") or {}).items():
+        store = _validated(ComponentConfig, table, shown, data, ("stores", name), problems)
+        if store is not None:
+            stores[name] = store
+    notifiers: dict[str, NotifierConfig] = {}
+    for name, table in (data.get("notifiers") or {}).items():
+        notifier = _validated(NotifierConfig, table, shown, data, ("notifiers", name), problems)
+        if notifier is not None:
+            notifiers[name] = notifier
+    plans: list[PlanConfig] = []
+    indexed: list[tuple[int, PlanConfig]] = []  # each valid plan with its index among all plans, for error keys
+    plan_files: dict[str, Path] = {}
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        plan = _validated(PlanConfig, entry.data, entry.file, entry.key_data, entry.prefix, problems)
+        if plan is None:
+            continue
+        if plan.id in seen:
+            problems.append(
+                ConfigError(
+                    f"plan id {plan.id!r} is used twice", file=entry.file, key="plans", fix="give each plan its own id"
+                )
+            )
+            continue
+        seen.add(plan.id)
+        plans.append(plan)
+        indexed.append((index, plan))
+        if entry.file != shown:
+            plan_files[plan.id] = Path(entry.file)
+    declared_stores = set(data.get("stores") or {})  # declared, even if invalid (named once, as invalid)
+    declared_notifiers = set(data.get("notifiers") or {})
+    problems += _name_problems(entries, declared_stores, declared_notifiers, shown)
+    if rotator is not None:
+        problems += _shared_journal_problems(rotator, stores, indexed, shown, plan_files)
+    raise_problems(problems)
+    assert rotator is not None  # problems were raised otherwise
+    model = ConfigModel.model_construct(rotator=rotator, stores=stores, notifiers=notifiers, plans=tuple(plans))
+    return Config(model=model, path=path, plan_files=plan_files, warnings=tuple(_unset_env_refs(merged)))
 
 
 # Store types that keep their secrets on one host (in its state_dir): under a journal that daemons on several
@@ -705,11 +854,17 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 HOST_LOCAL_STORE_TYPES = frozenset({"local"})
 
 
-def _check_shared_journal(model: ConfigModel, shown: str, plan_files: Mapping[str, Path]) -> None:
+def _shared_journal_problems(
+    section: RotatorSection,
+    stores: Mapping[str, ComponentConfig],
+    plans: Sequence[tuple[int, PlanConfig]],
+    shown: str,
+    plan_files: Mapping[str, Path],
+) -> list[ConfigError]:
     """A PostgreSQL journal is shared by daemons on several hosts: refuse stores that only one host can see."""
-    journal = model.rotator.journal or ""
+    journal = section.journal or ""
     if not journal.startswith(("postgresql://", "postgres://")):
-        return
+        return []
     why = (
         "rotator.journal is a PostgreSQL journal, which daemons on several hosts share, but this store keeps its "
         "secrets in one host's state_dir: the daemon on another host would rotate its own copy (consumers there "
@@ -717,44 +872,65 @@ def _check_shared_journal(model: ConfigModel, shown: str, plan_files: Mapping[st
     )
     single = "or remove rotator.journal to use the embedded SQLite journal with a single daemon"
     fix = f"keep the secrets in a store every daemon reaches (type vault-kv2 or aws-secretsmanager), {single}"
-    for name, component in model.stores.items():
-        if component.type in HOST_LOCAL_STORE_TYPES:
-            raise ConfigError(
-                f"store {name!r} (type {component.type!r}) is local to one host: {why}",
-                file=shown,
-                key=f"stores.{name}.type",
-                fix=fix,
-            )
-    for index, plan in enumerate(model.plans):
-        if plan.store not in model.stores:  # the implicit embedded store
-            raise ConfigError(
-                f"plan {plan.id!r} uses the embedded local store (no store set), which is local to one host: {why}",
-                file=str(plan_files.get(plan.id, shown)),
-                key=f"plans[{index}] (id {plan.id!r}).store",
-                fix=f'set store = "NAME", a [stores.NAME] of type vault-kv2 or aws-secretsmanager, {single}',
-            )
+    problems = [
+        ConfigError(
+            f"store {name!r} (type {component.type!r}) is local to one host: {why}",
+            file=shown,
+            key=f"stores.{name}.type",
+            fix=fix,
+        )
+        for name, component in stores.items()
+        if component.type in HOST_LOCAL_STORE_TYPES
+    ]
+    problems += [
+        ConfigError(
+            f"plan {plan.id!r} uses the embedded local store (no store set), which is local to one host: {why}",
+            file=str(plan_files.get(plan.id, shown)),
+            key=f"plans[{index}] (id {plan.id!r}).store",
+            fix=f'set store = "NAME", a [stores.NAME] of type vault-kv2 or aws-secretsmanager, {single}',
+        )
+        for index, plan in plans
+        if plan.store not in stores and plan.store == _LOCAL_STORE_NAME
+    ]
+    return problems
 
 
-def _check_names(model: ConfigModel, shown: str) -> None:
-    for index, plan in enumerate(model.plans):
-        where = f"plans[{index}] (id {plan.id!r})"
-        if plan.store not in model.stores and plan.store != _LOCAL_STORE_NAME:
-            known = ", ".join(sorted(model.stores)) or "none"
-            raise ConfigError(
-                f"unknown store {plan.store!r} (stores: {known})",
-                file=shown,
-                key=f"{where}.store",
-                fix=f"declare [stores.{plan.store}] with a type, or use one of the stores above",
-            )
-        for name in plan.notify:
-            if name not in model.notifiers:
-                known = ", ".join(sorted(model.notifiers)) or "none"
-                raise ConfigError(
-                    f"unknown notifier {name!r} (notifiers: {known})",
-                    file=shown,
-                    key=f"{where}.notify",
-                    fix=f"declare [notifiers.{name}] or remove it from notify",
+def _name_problems(
+    entries: Sequence[_PlanEntry], stores: set[str], notifiers: set[str], shown: str
+) -> list[ConfigError]:
+    """Stores and notifiers that plans name but the config does not declare; read from the plans' tables as
+    written, so that a plan with other problems is checked too."""
+    problems = []
+    for index, entry in enumerate(entries):
+        plan_id = entry.data.get("id")
+        where = f"plans[{index}] (id {plan_id!r})" if isinstance(plan_id, str) else f"plans[{index}]"
+        store = entry.data.get("store", _LOCAL_STORE_NAME)
+        if isinstance(store, str) and store not in stores and store != _LOCAL_STORE_NAME:
+            known = ", ".join(sorted(stores)) or "none"
+            close = difflib.get_close_matches(store, sorted(stores | {_LOCAL_STORE_NAME}), n=1)
+            problems.append(
+                ConfigError(
+                    f"unknown store {store!r} (stores: {known})" + (f"; did you mean {close[0]!r}?" if close else ""),
+                    file=entry.file,
+                    key=f"{where}.store",
+                    fix=f"declare [stores.{store}] with a type, or use one of the stores above",
                 )
+            )
+        notify = entry.data.get("notify", [])
+        for name in notify if isinstance(notify, list) else []:
+            if isinstance(name, str) and name not in notifiers:
+                known = ", ".join(sorted(notifiers)) or "none"
+                close = difflib.get_close_matches(name, sorted(notifiers), n=1)
+                problems.append(
+                    ConfigError(
+                        f"unknown notifier {name!r} (notifiers: {known})"
+                        + (f"; did you mean {close[0]!r}?" if close else ""),
+                        file=entry.file,
+                        key=f"{where}.notify",
+                        fix=f"declare [notifiers.{name}] or remove it from notify",
+                    )
+                )
+    return problems
 
 
 def _unset_env_refs(data: Any, path: str = "") -> list[str]:

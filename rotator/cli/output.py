@@ -118,7 +118,8 @@ def error_document(exc: BaseException) -> dict[str, Any]:
             "file": exc.file,
         }
         problems = getattr(exc, "problems", None)
-        if problems:
+        if problems:  # rotator.config.ConfigProblems: each problem in full, the error says how many
+            document["error"] = f"{len(problems)} problems"
             document["problems"] = [error_document(problem) for problem in problems]
         return document
     if isinstance(exc, RotatorError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -59,7 +60,7 @@ BAD = [
     (
         "unknown-key",
         GOOD_PLAN + 'shedule = "manual"\n',
-        ["plans[0] (id 'orders-db').shedule", "fix: remove 'shedule' or check its spelling"],
+        ["plans[0] (id 'orders-db').shedule", "did you mean 'schedule'?", "fix: write schedule instead of shedule"],
     ),
     (
         "inline-secret-notifier",
@@ -173,3 +174,39 @@ def test_json_schema_in_config_is_current() -> None:
     assert on_disk == json.loads(json.dumps(json_schema())), (
         "run: python -m rotator.config > config/rotator.schema.json"
     )
+
+
+def test_validate_reports_every_problem_in_one_pass(tmp_path: Path) -> None:
+    path = tmp_path / "rotator.toml"
+    path.write_text(
+        "[rotatr]\n\n[rotator]\nstat_dir = 'x'\n"
+        + GOOD_PLAN.replace("rate(30 days)", "rate(30 dayz)")
+        + 'store = "lokal"\n'
+        + GOOD_PLAN.replace("orders-db", "billing-db").replace('"postgres"', '"generated"')
+        + 'grace = "soon"\npassword_policy = {lenght = 40}\n'
+    )
+    result = CliRunner().invoke(app, ["validate", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "6 problems" in result.output
+    for key, words in [
+        ("rotatr", "did you mean 'rotator'?"),
+        ("rotator.stat_dir", "did you mean 'state_dir'?"),
+        ("plans[0] (id 'orders-db').schedule", "not a rate(...)"),
+        ("plans[0] (id 'orders-db').store", "unknown store 'lokal'"),
+        ("plans[1] (id 'billing-db').grace", "bad duration 'soon'"),
+        ("plans[1] (id 'billing-db').password_policy.lenght", "did you mean 'length'?"),
+    ]:
+        line = next((line for line in result.output.splitlines() if line.strip().startswith(key + ":")), None)
+        assert line is not None and words in line, f"{key}: {words!r} not in {result.output}"
+    as_json = CliRunner().invoke(app, ["validate", "--config", str(path), "--json"])
+    document = json.loads(as_json.stdout)
+    assert as_json.exit_code == 2 and document["error"] == "6 problems"
+    assert {p["key"] for p in document["problems"]} >= {"rotatr", "plans[1] (id 'billing-db').grace"}
+    assert all(p["fix"] and p["file"] == str(path) for p in document["problems"])
+
+
+def test_the_config_model_has_no_validator_that_load_config_would_skip() -> None:
+    from rotator.config import ConfigModel
+
+    # load_config builds ConfigModel with model_construct; its only validator (duplicate ids) is repeated there.
+    assert set(ConfigModel.__pydantic_decorators__.model_validators) == {"_references"}
