@@ -36,7 +36,7 @@ class Baseline:
 
     run_id: str
     plan_id: str
-    version_id: str
+    version_id: str | None
     rotated_at: datetime
     verified: bool
 
@@ -92,7 +92,7 @@ def verify_login(bp: BoundPlan, credential: Credential) -> None:
 def record_baseline(
     journal: Journal,
     bp: BoundPlan,
-    credential: Credential,
+    credential: Credential | None,
     *,
     rotated_at: datetime,
     how: str,
@@ -102,8 +102,9 @@ def record_baseline(
     fingerprint_key: FingerprintKey | None = None,
 ) -> Baseline:
     """Journal `credential` (CURRENT in the plan's store) as rotated at `rotated_at`, and keep its fingerprints.
-    `how` says which command recorded it ("import", "mark-rotated", "store put"). Raises PlanBusy while a run
-    holds the plan."""
+    `credential` is None for a manual plan whose secret is not kept in a store (a vendor console key): the date
+    alone is recorded. `how` says which command recorded it ("import", "mark-rotated", "store put"). Raises
+    PlanBusy while a run holds the plan."""
     lease = journal.acquire_lease(bp.plan_id, _LEASE_SECONDS)
     if lease is None:
         holder = journal.lease_of(bp.plan_id)
@@ -122,7 +123,7 @@ def record_baseline(
                 secret_id=bp.secret_id,
                 reason=reason,
                 operator=operator,
-                version_id=credential.version_id,
+                version_id=credential.version_id if credential else None,
                 details={"recorded_by": how, "verified": verified},
             ),
             lease,
@@ -130,7 +131,7 @@ def record_baseline(
         journal.update_run(run_id, lease, state=RunState.SUCCEEDED, ended_at=datetime.now(UTC))
     finally:
         journal.release_lease(lease)
-    if fingerprint_key is not None:
+    if fingerprint_key is not None and credential is not None:
         try:
             journal.save_fingerprints(
                 version_fingerprints(fingerprint_key, bp.plan_id, bp.secret_id, credential.version_id, credential.value)
@@ -138,4 +139,4 @@ def record_baseline(
         except Exception as exc:  # the baseline stands; `rotator leak` may miss this version until it rotates
             log.warning("could not keep the credential's fingerprints", plan=bp.plan_id, error=describe(exc))
     log.info("credential recorded", plan=bp.plan_id, recorded_by=how, rotated_at=rotated_at.isoformat())
-    return Baseline(run_id, bp.plan_id, credential.version_id, rotated_at, verified)
+    return Baseline(run_id, bp.plan_id, credential.version_id if credential else None, rotated_at, verified)

@@ -77,7 +77,7 @@ def due_time(
 ) -> datetime | None:
     """When `plan` is next due, from the journal alone: the schedule after the last promoted run; after a failed
     run (rolled back or stuck, newer than the last success), not before the failure backoff. None: never."""
-    if not plan.enabled:
+    if not plan.enabled or plan.is_manual:  # a manual plan is reminded of (rotator/reminders.py), never run
         return None
     base = next_due(plan.parsed_schedule, success.started_at if success else None, now)
     if base is None:

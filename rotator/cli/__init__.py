@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "rotator.cli.setup_commands",  # init, validate, store put / get
     "rotator.cli.report_commands",  # status, history
     "rotator.cli.run_commands",  # rotate-now, resume, reconcile, daemon
+    "rotator.cli.lifecycle_commands",  # import, mark-rotated, leak
 )
 
 try:  # typer vendors click from 0.2x on; before, it used click itself

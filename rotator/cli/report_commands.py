@@ -49,6 +49,7 @@ def status(config: ConfigOption = None, json_output: JsonOption = False, wide: W
 def _status_rows(config: Any) -> tuple[list[dict[str, Any]], datetime]:
     from rotator.config import load_config
     from rotator.model import NotifyStatus, RunState
+    from rotator.reminders import due_at as manual_due_at
     from rotator.scheduler import due_time
     from rotator.workspace import Workspace
 
@@ -72,7 +73,10 @@ def _status_rows(config: Any) -> tuple[list[dict[str, Any]], datetime]:
     for plan in workspace.config.plans:
         last, success = latest.get(plan.id), successes.get(plan.id)
         failing = streaks.get(plan.id, 0)
-        next_due = due_time(plan, last, success, now, functools.partial(max, 1, failing))
+        if plan.is_manual:  # rotated by a person: due when its reminders say (rotator/reminders.py)
+            next_due = manual_due_at(plan, success, now)
+        else:
+            next_due = due_time(plan, last, success, now, functools.partial(max, 1, failing))
         lease = leases.get(plan.id)
         pending_revoke = awaiting.get(plan.id)
         details = pending_revoke.details if pending_revoke else (success.details if success else {})
@@ -109,6 +113,7 @@ def _status_rows(config: Any) -> tuple[list[dict[str, Any]], datetime]:
                     for n in failed_notices.get(plan.id, [])
                 ],
                 "tags": list(plan.tags),
+                "owner": plan.owner,
             }
         )
     return rows, now
@@ -118,6 +123,8 @@ def _status_notes(row: dict[str, Any], now: datetime, wide: bool) -> str:
     notes: list[str] = []
     if not row["enabled"]:
         notes.append("disabled")
+    if row["plugin"] == "manual":
+        notes.append(f"by hand: {row['owner']}")
     if row["in_progress"]:
         notes.append(f"running on {row['in_progress']}")
     if row["consecutive_failures"] > 1:
@@ -175,7 +182,9 @@ def _print_status_table(rows: list[dict[str, Any]], now: datetime, wide: bool) -
                 row["plan"],
                 row["last_result"] or "never",
                 age(row["last_rotated"], now),
-                "manual" if row["schedule"] == "manual" and row["enabled"] else due(row["next_due"], now),
+                "manual"
+                if row["next_due"] is None and row["schedule"] == "manual" and row["enabled"]
+                else due(row["next_due"], now),
                 due(row["revoke_due"], now),
                 _status_notes(row, now, wide=False),
             ]

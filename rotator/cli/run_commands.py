@@ -208,7 +208,9 @@ def rotate_now(
         from rotator.workspace import operator_name
 
         workspace = checked_workspace(config)
-        chosen = workspace.select(plans or [], tag or [], all_plans)
+        from rotator.cli.lifecycle_commands import without_manual
+
+        chosen = without_manual(workspace.select(plans or [], tag or [], all_plans), plans or [])
         bound = [workspace.bind(plan) for plan in chosen]  # every plan's components load before any rotation
         runner = workspace.runner()
         operator = operator_name()

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -57,6 +58,13 @@ def init(config: ConfigOption = None, json_output: JsonOption = False) -> None:
                         f"{db_path} was missing beside an existing key: an empty store was created; if it held "
                         "secrets, restore it from your backup over this empty one"
                     )
+        fingerprint_key = None
+        if cfg.model.rotator.fingerprint_key is None:  # else the operator keeps the key (env: or file:)
+            from rotator.fingerprints import KEY_FILE_NAME as FINGERPRINT_KEY_FILE
+            from rotator.fingerprints import create_key_file as create_fingerprint_key
+
+            if create_fingerprint_key(cfg.state_dir / FINGERPRINT_KEY_FILE):
+                fingerprint_key = str(cfg.state_dir / FINGERPRINT_KEY_FILE)
         workspace = Workspace(cfg)
         workspace.journal  # noqa: B018 - opening it creates the file and its tables
         journal_where = cfg.model.rotator.journal or str(cfg.state_dir / "journal.db")
@@ -66,6 +74,7 @@ def init(config: ConfigOption = None, json_output: JsonOption = False) -> None:
                 {
                     "state_dir": str(cfg.state_dir),
                     "keys_created": created,
+                    "fingerprint_key_created": fingerprint_key,
                     "stores_created": stores_created,
                     "notes": notes,
                     "journal": journal_where,
@@ -79,6 +88,8 @@ def init(config: ConfigOption = None, json_output: JsonOption = False) -> None:
             for path in created
         ]
         lines += [f"created local store: {path}" for path in stores_created]
+        if fingerprint_key:
+            lines.append(f"created fingerprint key: {fingerprint_key} (mode 0600, for `rotator leak`)")
         lines.append(f"journal: {journal_where}")
         for note in notes:
             print_warning(note)
@@ -205,12 +216,43 @@ def store_put(
         from rotator.workspace import Workspace
 
         workspace = Workspace(load_config(config_choice(config)))
-        credential = workspace.store(store).put_current(secret, value)
-        workspace.close()
+        try:
+            credential = workspace.store(store).put_current(secret, value)
+            _record_put(workspace, store, secret, credential)
+        finally:
+            workspace.close()
         if json_output:
             emit_json({"secret": secret, "store": store, "version": credential.version_id, "stage": "CURRENT"})
         else:
             sys.stdout.write(f"stored {secret} in {store} as CURRENT (version {credential.version_id})\n")
+
+
+def _record_put(workspace: Any, store: str, secret: str, credential: Any) -> None:
+    """What a `store put` of a plan's secret means to the journal: the new value's fingerprints (so `rotator leak`
+    finds it), and for a manual plan, a recorded rotation (its reminders stop). An automatic plan's schedule is
+    left alone: seeding a secret is not rotating it (`rotator import --rotated-at` records a credential's age)."""
+    from rotator.baselines import record_baseline
+    from rotator.fingerprints import version_fingerprints
+    from rotator.workspace import operator_name
+
+    for plan in workspace.config.plans:
+        if plan.store != store or plan.secret != secret:
+            continue
+        key = workspace.fingerprint_key
+        if plan.is_manual:
+            record_baseline(
+                workspace.journal,
+                workspace.bind(plan),
+                credential,
+                rotated_at=datetime.now(UTC),
+                how="store put",
+                operator=operator_name(),
+                fingerprint_key=key,
+            )
+        elif key is not None:
+            workspace.journal.save_fingerprints(
+                version_fingerprints(key, plan.id, secret, credential.version_id, credential.value)
+            )
 
 
 @store_commands.command("get")
