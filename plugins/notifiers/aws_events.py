@@ -25,7 +25,7 @@ error (ThrottlingException, InternalFailure: TransientError; others NotifyError)
 IAM: events:PutEvents on the bus's ARN.
 
 Options of both: region, endpoint_url, profile, role_arn (+ role_session_name, external_id, sts_endpoint_url),
-max_attempts, connect_timeout, read_timeout (see aws_clients). Tests inject a boto3 client with `client=`.
+max_attempts, connect_timeout, read_timeout (rotator_plugins.aws.session). Tests inject a boto3 client with `client=`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from msgspec import Meta
-from rotator_plugins.notifiers.aws_clients import TRANSIENT_CODES, AwsClientOptions, aws_call, make_aws_client
+from rotator_plugins.aws.errors import TRANSIENT_CODES, notifier_call
+from rotator_plugins.aws.session import AwsConnectionOptions, notifier_client
 from rotator_plugins.notifiers.events import (
     EVERY_KIND,
     ROLLED_BACK,
@@ -70,7 +71,7 @@ def _fifo_id(text: str) -> str:
     return _NOT_FIFO_ID_CHAR.sub("_", text)[:128]
 
 
-class SnsOptions(AwsClientOptions, kw_only=True):
+class SnsOptions(AwsConnectionOptions, kw_only=True):
     topic_arn: Annotated[str, Meta(pattern=_SNS_TOPIC_ARN)]
     title: Annotated[str, Meta(min_length=1, max_length=60)] = "Credential rotated"
 
@@ -87,7 +88,7 @@ class SnsNotifier:
     def __init__(self, options: Mapping[str, Any], setup: ComponentSetup, *, client: Any = None):
         self.options = parse_options(SnsOptions, options)
         self.setup = setup
-        self.client = client if client is not None else make_aws_client("sns", self.options, setup)
+        self.client = client if client is not None else notifier_client("sns", self.options, setup)
         self._what = f"sns notifier {setup.name}"
 
     def publish_request(self, event: RotationEvent) -> dict[str, Any]:
@@ -116,11 +117,11 @@ class SnsNotifier:
 
     def __call__(self, event: RotationEvent) -> None:
         """sns:Publish on topic_arn."""
-        with aws_call(what=self._what, action="sns:Publish", resource=self.options.topic_arn):
+        with notifier_call(what=self._what, action="sns:Publish", resource=self.options.topic_arn):
             self.client.publish(**self.publish_request(event))
 
 
-class EventBridgeOptions(AwsClientOptions):
+class EventBridgeOptions(AwsConnectionOptions):
     event_bus_name: Annotated[str, Meta(min_length=1, max_length=1600)] = "default"
     source: Annotated[str, Meta(min_length=1, max_length=256)] = "rotator"
     resources: Annotated[list[str], Meta(max_length=10)] = []
@@ -138,7 +139,7 @@ class EventBridgeNotifier:
     def __init__(self, options: Mapping[str, Any], setup: ComponentSetup, *, client: Any = None):
         self.options = parse_options(EventBridgeOptions, options)
         self.setup = setup
-        self.client = client if client is not None else make_aws_client("events", self.options, setup)
+        self.client = client if client is not None else notifier_client("events", self.options, setup)
         self._what = f"eventbridge notifier {setup.name}"
 
     def entry(self, event: RotationEvent) -> dict[str, Any]:
@@ -157,7 +158,7 @@ class EventBridgeNotifier:
     def __call__(self, event: RotationEvent) -> None:
         """events:PutEvents on event_bus_name; a failed entry (FailedEntryCount > 0) is an error too."""
         bus = self.options.event_bus_name
-        with aws_call(what=self._what, action="events:PutEvents", resource=f"event bus {bus}"):
+        with notifier_call(what=self._what, action="events:PutEvents", resource=f"event bus {bus}"):
             response = self.client.put_events(Entries=[self.entry(event)])
         if not response.get("FailedEntryCount"):
             return

@@ -15,9 +15,9 @@ credential.rotation_stuck) has no new credential to redeploy for, so the config 
 failure event handed to it all the same redeploys nothing.
 
 Options: cluster (name or ARN, default "default"), service or services (names or ARNs, up to 10 per call are
-described at once), wait_for_steady_state, wait_timeout, poll_interval, and the AWS options of aws_clients
-(region, endpoint_url, profile, role_arn, ...). IAM: ecs:UpdateService and, when waiting, ecs:DescribeServices,
-on the services' ARNs (arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/SERVICE).
+described at once), wait_for_steady_state, wait_timeout, poll_interval, and the AWS options of
+rotator_plugins.aws.session (region, endpoint_url, profile, role_arn, ...). IAM: ecs:UpdateService and, when
+waiting, ecs:DescribeServices, on the services' ARNs (arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/SERVICE).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 from msgspec import Meta
-from rotator_plugins.notifiers.aws_clients import AwsClientOptions, aws_call, make_aws_client
+from rotator_plugins.aws.errors import notifier_call
+from rotator_plugins.aws.session import AwsConnectionOptions, notifier_client
 from rotator_plugins.notifiers.events import SUCCESS_KINDS
 
 from rotator import (
@@ -48,7 +49,7 @@ _REMEMBERED = 1024  # redeploys remembered for repeated calls (a few per rotatio
 log = get_logger("rotator.notifiers.ecs")
 
 
-class EcsOptions(AwsClientOptions):
+class EcsOptions(AwsConnectionOptions):
     cluster: Annotated[str, Meta(min_length=1)] = "default"
     service: Annotated[str, Meta(min_length=1)] | None = None
     services: list[str] = []
@@ -102,7 +103,7 @@ class EcsRedeployNotifier:
     ):
         self.options = parse_options(EcsOptions, options)
         self.setup = setup
-        self.client = client if client is not None else make_aws_client("ecs", self.options, setup)
+        self.client = client if client is not None else notifier_client("ecs", self.options, setup)
         self._sleep, self._clock = sleep, clock
         self._what = f"ecs notifier {setup.name}"
         # (run id, event kind, service) -> the deployment this notifier started for it, so that a repeated call
@@ -132,7 +133,7 @@ class EcsRedeployNotifier:
 
     def redeploy(self, service: str) -> str:
         """ecs:UpdateService with forceNewDeployment=True. Returns the new PRIMARY deployment's id."""
-        with aws_call(what=self._what, action="ecs:UpdateService", resource=self._arnish(service)):
+        with notifier_call(what=self._what, action="ecs:UpdateService", resource=self._arnish(service)):
             response = self.client.update_service(
                 cluster=self.options.cluster, service=service, forceNewDeployment=True
             )
@@ -146,7 +147,7 @@ class EcsRedeployNotifier:
         for start in range(0, len(services), _DESCRIBE_BATCH):
             batch = list(services[start : start + _DESCRIBE_BATCH])
             resource = ", ".join(self._arnish(s) for s in batch)
-            with aws_call(what=self._what, action="ecs:DescribeServices", resource=resource):
+            with notifier_call(what=self._what, action="ecs:DescribeServices", resource=resource):
                 response = self.client.describe_services(cluster=self.options.cluster, services=batch)
             failures = response.get("failures") or []
             if failures:

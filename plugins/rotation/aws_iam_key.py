@@ -26,7 +26,7 @@ not hold, and create deletes a key beyond the store's when the user is at IAM's 
 
 Options (the plan's plugin table): region, endpoint_url, sts_endpoint_url, profile, role_arn (assumed through STS
 for the IAM calls, with role_session_name and external_id), max_attempts, connect_timeout, read_timeout (the AWS
-connection options of rotator_plugins.aws_session), propagation_timeout (seconds, default 30), delete_after
+connection options of rotator_plugins.aws.session), propagation_timeout (seconds, default 30), delete_after
 (seconds, default 0).
 Errors: throttling, HTTP 5xx and connection failures are TransientError (the engine retries); AccessDenied is a
 StepError naming the IAM action and the user; LimitExceeded a StepError with the fix. No message carries a secret.
@@ -39,24 +39,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 from msgspec import Meta
-from rotator_plugins.aws_session import AwsConnectionOptions, aws_client, client_config
-from rotator_plugins.stores.aws_errors import (
-    ACCESS_DENIED_CODES,
-    SERVER_ERROR_CODES,
-    THROTTLING_CODES,
-    error_code,
-    http_status,
-)
+from rotator_plugins.aws.errors import aws_problem, iam_error
+from rotator_plugins.aws.session import AwsConnectionOptions, aws_client, client_config
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from rotator import (
     ComponentSetup,
     Credential,
     RotationContext,
-    RotatorError,
     Stage,
     StepError,
     TestFailed,
@@ -158,12 +150,12 @@ class AwsIamKeyPlugin:
             try:
                 arn = str(sts.get_caller_identity().get("Arn", ""))
             except ClientError as exc:
-                mapped = self._map(ctx, "test", "sts:GetCallerIdentity", user, exc)
+                mapped = iam_error(ctx, "test", "sts:GetCallerIdentity", user, exc)
                 if isinstance(mapped, TransientError):
                     raise mapped from None
-                raise _NotYet(error_code(exc) or str(http_status(exc))) from None
+                raise _NotYet(aws_problem(exc).label) from None
             except (BotoCoreError, OSError) as exc:
-                raise self._map(ctx, "test", "sts:GetCallerIdentity", user, exc) from None
+                raise iam_error(ctx, "test", "sts:GetCallerIdentity", user, exc) from None
             return arn
 
         retrying = Retrying(
@@ -208,7 +200,7 @@ class AwsIamKeyPlugin:
         try:
             arn = str(self._sts_as(key_id, str(current.get("SecretAccessKey") or "")).get_caller_identity()["Arn"])
         except (ClientError, BotoCoreError, OSError) as exc:
-            raise self._map(ctx, "dry-run", "sts:GetCallerIdentity", user, exc) from None
+            raise iam_error(ctx, "dry-run", "sts:GetCallerIdentity", user, exc) from None
         return [
             f"CURRENT's key {key_id} signs as {arn}",
             f"the next rotation mints a second access key for IAM user {user!r} (iam:CreateAccessKey); the old one "
@@ -335,42 +327,11 @@ class AwsIamKeyPlugin:
             result: dict[str, Any] = method(**params)
             return result
         except ClientError as exc:
-            if missing_ok and error_code(exc) == "NoSuchEntity":
+            if missing_ok and aws_problem(exc).code == "NoSuchEntity":
                 return {}
-            raise self._map(ctx, step, f"iam:{action}", user, exc) from None
+            raise iam_error(ctx, step, f"iam:{action}", user, exc) from None
         except (BotoCoreError, OSError) as exc:
-            raise self._map(ctx, step, f"iam:{action}", user, exc) from None
-
-    @staticmethod
-    def _map(ctx: RotationContext, step: str, action: str, user: str, exc: BaseException) -> RotatorError:
-        """The rotator error for a botocore error. Texts are built from codes, never from request parameters."""
-        head = f"plan {ctx.plan_id}: {step}: {action} for IAM user {user!r}"
-        if isinstance(exc, ClientError):
-            code, status = error_code(exc), http_status(exc)
-            if code in THROTTLING_CODES or code in SERVER_ERROR_CODES or status >= 500 or status == 429:
-                return TransientError(f"{head} failed for now ({code or status}); retried")
-            if code in ACCESS_DENIED_CODES:
-                return StepError(
-                    f"{head}: access denied\n  fix: grant {action} on arn:aws:iam::<account>:user/{user} to the "
-                    "rotator's identity (see the docstring of rotator_plugins.rotation.aws_iam_key)",
-                    plan_id=ctx.plan_id,
-                    step=step,
-                )
-            if code == "LimitExceeded":
-                return StepError(
-                    f"{head}: the user already has the maximum number of access keys\n  fix: delete the key that "
-                    "is neither the store's CURRENT nor PENDING (aws iam delete-access-key), then rotate again",
-                    plan_id=ctx.plan_id,
-                    step=step,
-                )
-            if code == "NoSuchEntity":
-                return StepError(
-                    f"{head}: no such user or key\n  fix: check UserName in the secret", plan_id=ctx.plan_id, step=step
-                )
-            return StepError(f"{head} failed: {code or status}", plan_id=ctx.plan_id, step=step)
-        if isinstance(exc, BotoConnectionError | HTTPClientError | OSError):
-            return TransientError(f"{head}: cannot reach AWS ({type(exc).__name__}); retried")
-        return StepError(f"{head} failed: {type(exc).__name__}", plan_id=ctx.plan_id, step=step)
+            raise iam_error(ctx, step, f"iam:{action}", user, exc) from None
 
     def _region(self) -> str:
         return self.options.region or "us-east-1"  # IAM is global; its endpoint answers in us-east-1

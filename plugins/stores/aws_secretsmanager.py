@@ -10,14 +10,14 @@
   finished rotation) is not a pending version: `get(PENDING)` reports none.
 - The value is the JSON object in SecretString (AWS's rotation-sample shape). Binary secrets are refused.
 - Every method's docstring names the AWS actions it calls; config/iam-policy-daemon.json is read off them.
-- Errors are mapped in one place, rotator_plugins.stores.aws_errors.
+- Errors are mapped in one place, rotator_plugins.aws.errors.
 - The rotation function (lambda/) uses four narrower calls, one API call each: describe_rotation, get_version,
   put_version, move_current (see rotator.lambda_adapter).
 
 Options (the store's table in the config): region, endpoint_url, profile, role_arn (assumed through STS, refreshed
 before it expires), role_session_name, external_id, sts_endpoint_url, kms_key_id (used when `rotator store put`
 creates a secret), max_attempts, connect_timeout, read_timeout; all but kms_key_id are the AWS connection options
-every AWS component shares (rotator_plugins.aws_session, which also builds the client). Tests and the Lambda inject
+every AWS component shares (rotator_plugins.aws.session, which also builds the client). Tests and the Lambda inject
 a ready client with the keyword `client=`.
 """
 
@@ -29,13 +29,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import BotoCoreError
-from rotator_plugins.aws_session import AwsConnectionOptions, aws_client
-from rotator_plugins.stores.aws_errors import aws_errors
+from rotator_plugins.aws.errors import aws_call, store_error
+from rotator_plugins.aws.session import AwsConnectionOptions, configured_client
 
 from rotator import (
     ComponentSetup,
-    ConfigError,
     Credential,
     SecretNotFound,
     Stage,
@@ -78,14 +76,9 @@ class AwsSecretsManagerStore:
         self.setup = setup or ComponentSetup(name=STORE, config_dir=Path.cwd(), state_dir=Path.cwd() / "state")
         self._client = client
         if client is None:
-            try:
-                self._client = aws_client("secretsmanager", self.options, component=STORE)
-            except BotoCoreError as exc:  # NoRegionError, ProfileNotFound: problems of the config
-                raise ConfigError(
-                    f"cannot make an AWS client: {type(exc).__name__}",
-                    key=f"stores.{self.setup.name}",
-                    fix='set region = "..." (or AWS_REGION), and a profile that exists in ~/.aws/config',
-                ) from None
+            self._client = configured_client(
+                "secretsmanager", self.options, component=STORE, key=f"stores.{self.setup.name}"
+            )
 
     @property
     def client(self) -> Any:
@@ -96,7 +89,11 @@ class AwsSecretsManagerStore:
 
     def _call(self, action: str, secret_id: str, *, conflict: tuple[str, ...] = (), **params: Any) -> dict[str, Any]:
         method = getattr(self._client, _METHODS[action])
-        with aws_errors(action=f"secretsmanager:{action}", secret_id=secret_id, store=STORE, conflict_codes=conflict):
+        with aws_call(
+            lambda exc: store_error(
+                exc, action=f"secretsmanager:{action}", secret_id=secret_id, store=STORE, conflict_codes=conflict
+            )
+        ):
             result: dict[str, Any] = method(**params)
         return result
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
-from rotator_plugins.notifiers.aws_clients import aws_notify_error
+from rotator_plugins.aws.errors import notify_error
 from rotator_plugins.notifiers.aws_events import EventBridgeNotifier, SnsNotifier
 from rotator_plugins.notifiers.ecs import EcsRedeployNotifier
 
@@ -388,7 +388,7 @@ def client_error(code: str, status: int, message: str = "") -> ClientError:
     ],
 )
 def test_aws_errors_are_mapped_in_one_place(code: str, status: int, error: type[Exception], match: str):
-    mapped = aws_notify_error(
+    mapped = notify_error(
         client_error(code, status, "Invalid parameter: TopicArn"),
         what="sns notifier n",
         action="sns:Publish",

@@ -1,4 +1,4 @@
-"""plugins/aws_session.py: a refused sts:AssumeRole names the component that asked, with that component's error kind."""
+"""plugins/aws/session.py: a refused sts:AssumeRole names the component that asked, with that component's error kind."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
-from rotator_plugins.aws_session import AwsConnectionOptions, aws_client
+from rotator_plugins.aws.session import AwsConnectionOptions, aws_client
 
 from rotator import NotifyError, RotatorError, StepError, StoreError, TransientError, parse_options
 

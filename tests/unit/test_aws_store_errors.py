@@ -1,4 +1,4 @@
-"""AWS errors become rotator errors at one boundary (rotator_plugins.stores.aws_errors), for every store method.
+"""AWS errors become rotator errors at one boundary (rotator_plugins.aws.errors), for every store method.
 
 The client is a real botocore client; botocore's Stubber answers in place of AWS with the error AWS would send,
 so these run without any server. A refused connection is a real one (a closed port on 127.0.0.1).
@@ -16,7 +16,7 @@ import boto3
 import pytest
 from botocore.exceptions import ParamValidationError
 from botocore.stub import Stubber
-from rotator_plugins.stores.aws_errors import map_aws_error
+from rotator_plugins.aws.errors import store_error
 from rotator_plugins.stores.aws_secretsmanager import AwsSecretsManagerStore
 
 from rotator.components import ComponentSetup
@@ -199,7 +199,7 @@ def test_binary_and_plain_text_secrets_are_refused_without_showing_them(
 
 def test_parameter_validation_errors_never_quote_parameters() -> None:
     exc = ParamValidationError(report="Invalid type for parameter SecretString, value: s3cr3t-value-hunter2")
-    mapped = map_aws_error(exc, action="secretsmanager:PutSecretValue", secret_id=SECRET)
+    mapped = store_error(exc, action="secretsmanager:PutSecretValue", secret_id=SECRET)
     assert isinstance(mapped, StoreError) and "hunter2" not in str(mapped)
     assert "secretsmanager:PutSecretValue" in str(mapped)
 

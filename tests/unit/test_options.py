@@ -131,7 +131,7 @@ def test_a_third_party_pydantic_error_is_still_mapped(tmp_path: Path, monkeypatc
 
 def test_patterns_refuse_a_trailing_newline() -> None:
     """Option patterns end in \\Z (Python's $ would let "us-east-1\\n" through into a signed AWS endpoint)."""
-    from rotator_plugins.aws_session import AwsConnectionOptions
+    from rotator_plugins.aws.session import AwsConnectionOptions
 
     assert parse_options(AwsConnectionOptions, {"region": "us-east-1"}).region == "us-east-1"
     for wrong in ("us-east-1\n", "us-east-1 ", "US-EAST-1"):

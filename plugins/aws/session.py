@@ -1,10 +1,11 @@
-"""Where and as whom a plugin calls AWS: the connection options every AWS component shares, and the one builder of
-boto3 sessions and clients from them (the aws-secretsmanager store, the sns/eventbridge/ecs notifiers and the
+"""Where and as whom a component calls AWS: the connection options every AWS component shares, and the one builder
+of boto3 sessions and clients from them (the aws-secretsmanager store, the sns/eventbridge/ecs notifiers and the
 aws-iam-key plugin all use it).
 
 A component's options model extends `AwsConnectionOptions` with its own fields. The client is built from a
 profile (or the default credential chain), then, with `role_arn`, from credentials that sts:AssumeRole returns and
-botocore refreshes before they expire.
+botocore refreshes before they expire. `configured_client` is what a component calls at load: a problem of the
+config (no region, a profile that does not exist) becomes a ConfigError naming the component's table.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from botocore.config import Config
 from botocore.credentials import DeferredRefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 from msgspec import Meta
-from rotator_plugins.stores.aws_errors import map_aws_error
+from rotator_plugins.aws.errors import TRANSIENT, aws_problem
 
-from rotator import Options, RotatorError, StoreError, TransientError
+from rotator import ComponentSetup, ConfigError, NotifyError, Options, RotatorError, StoreError, TransientError
 
 
 class AwsConnectionOptions(Options):
@@ -72,14 +73,13 @@ def assumed_role_session(
         try:
             credentials = sts.assume_role(**params)["Credentials"]
         except (ClientError, BotoCoreError) as exc:
-            mapped = map_aws_error(exc, action="sts:AssumeRole", secret_id=role_arn)
-            if isinstance(mapped, TransientError):
+            problem = aws_problem(exc)
+            if problem.kind == TRANSIENT:
                 raise TransientError(
                     f"{component}: sts:AssumeRole on {role_arn} failed for now; it will be retried"
                 ) from exc
-            code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
             raise refused(
-                f"{component}: cannot assume role {role_arn} ({code or type(exc).__name__}); the base "
+                f"{component}: cannot assume role {role_arn} ({problem.code or type(exc).__name__}); the base "
                 "identity needs sts:AssumeRole on it and the role's trust policy must allow that identity"
             ) from None
         expiry = credentials["Expiration"]
@@ -116,3 +116,31 @@ def aws_client(
     if opts.role_arn:
         session = assumed_role_session(session, opts, region, component=component, refused=refused)
     return session.client(service, endpoint_url=opts.endpoint_url, config=client_config(opts))
+
+
+def configured_client(
+    service: str,
+    opts: AwsConnectionOptions,
+    *,
+    component: str,
+    key: str,
+    refused: type[RotatorError] = StoreError,
+    region: str | None = None,
+) -> Any:
+    """`aws_client`, with botocore's complaints about the config (no region, a profile that does not exist) as a
+    ConfigError naming the component's table `key` ("stores.aws", "notifiers.ops")."""
+    try:
+        return aws_client(service, opts, component=component, refused=refused, region=region)
+    except BotoCoreError as exc:
+        raise ConfigError(
+            f"cannot make an AWS {service} client: {type(exc).__name__}",
+            key=key,
+            fix='set region = "..." (or AWS_REGION), and a profile that exists in ~/.aws/config',
+        ) from None
+
+
+def notifier_client(service: str, opts: AwsConnectionOptions, setup: ComponentSetup) -> Any:
+    """The boto3 client of a notifier (sns, eventbridge, ecs) named `setup.name`: a refused AssumeRole is a
+    NotifyError, a problem of the config a ConfigError naming its table."""
+    name = f"notifiers.{setup.name}"
+    return configured_client(service, opts, component=name, key=name, refused=NotifyError)
