@@ -227,6 +227,10 @@ class HttpTransport:
         self._verify = tls_verify(options.ca_bundle, setup)
         self.session = requests.Session()
 
+    def close(self) -> None:
+        """The session's keep-alive connections (the plugin's close, at the daemon's reload and shutdown)."""
+        self.session.close()
+
     def url(self, path_or_url: str) -> str:
         """An absolute URL: a path is joined to the base URL (a leading / keeps the base's own path prefix)."""
         if urlsplit(path_or_url).scheme:

@@ -11,6 +11,11 @@ agree on it.
 Signals: SIGTERM and SIGINT stop it: no new run starts, runs in flight pause at the next safe step boundary
 (see Runner.forward), their leases are released and they stay open for `resume` or another daemon; SIGHUP
 reloads the config (schedule edits take effect, removed plans stop; an invalid config is refused and logged).
+
+A reload opens the new config's components (a _Generation: journal, stores, plugins, notifiers, runner) before it
+retires the old ones, and the old ones are closed when the last job that took them ends: a run in flight finishes
+on what it started with, and 50 reloads hold as many connections and files as one
+(tests/integration/test_daemon_reload.py).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
@@ -31,7 +37,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from rotator.config import Config, PlanConfig, load_config
-from rotator.engine.runner import BoundPlan, RunOutcome, ShutdownRequested
+from rotator.engine.runner import BoundPlan, Runner, RunOutcome, ShutdownRequested
 from rotator.errors import PlanBusy, RotatorError, describe
 from rotator.interfaces import Journal
 from rotator.logs import bound_contextvars, get_logger
@@ -57,13 +63,43 @@ def _streak(streaks: dict[str, int], plan_id: str) -> int:
     return max(streaks.get(plan_id, 0), 1)
 
 
+class _Generation:
+    """What one loaded config opened: its Workspace (journal connections, store clients, plugins, notifiers) and
+    the runner over them. Jobs take the current one for as long as they work (`Daemon._components`); a reload
+    retires it, and it is closed when the last job that took it lets go."""
+
+    def __init__(self, config: Config, workspace: Workspace, runner: Runner):
+        self.config = config
+        self.workspace = workspace
+        self.runner = runner
+        self.users = 0
+        self.retired_by = ""  # "reload" or "shutdown" once retired
+        self.closed = False
+
+    @property
+    def journal(self) -> Journal:
+        return self.workspace.journal
+
+
+def _open_generation(config: Config, stop: threading.Event) -> tuple[_Generation, list[str]]:
+    """Build and check the config's components and open its journal; on any failure, close what was opened."""
+    workspace = Workspace(config)
+    try:
+        warnings = workspace.check_components()
+        runner = workspace.runner(stop=stop)  # opens the journal: one that cannot be reached fails here, not later
+    except BaseException:
+        workspace.close()
+        raise
+    return _Generation(config, workspace, runner), warnings
+
+
 class Daemon:
     def __init__(self, config: Config):
-        self.config = config
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
-        self.workspace = Workspace(config)
-        self.runner = self.workspace.runner(stop=self.stopping)
+        self._generation_lock = threading.Lock()
+        workspace = Workspace(config)
+        self._generation = _Generation(config, workspace, workspace.runner(stop=self.stopping))
         self.planned: dict[str, datetime] = {}  # plan id -> its next start (armed or within the horizon later)
         self._jobs: set[str] = set()  # plans that hold an APScheduler job now
         self._plan_lock = threading.Lock()
@@ -77,46 +113,104 @@ class Daemon:
         )
         self.metrics = Metrics(
             JournalCollector(
-                journal=lambda: self.workspace.journal,
+                journal=self._journal_in_use,
                 plan_ids=lambda: [p.id for p in self.config.plans],
                 next_due=lambda: dict(self.planned),
             )
         )
         self.http: HealthServer | None = None
+        self._http_address: tuple[str, int] | None = None  # as configured (port 0: any free one)
+
+    # -- the current config's components --------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._generation.config
+
+    @property
+    def workspace(self) -> Workspace:
+        return self._generation.workspace
+
+    @property
+    def runner(self) -> Runner:
+        return self._generation.runner
 
     @property
     def journal(self) -> Journal:
-        return self.workspace.journal
+        return self._generation.journal
+
+    @contextmanager
+    def _components(self) -> Iterator[_Generation]:
+        """The current config's components, kept open until the caller is done, even if a reload retires them
+        meanwhile: taken under the lock that a reload swaps them under, so nobody takes one being closed."""
+        with self._generation_lock:
+            generation = self._generation
+            generation.users += 1
+        try:
+            yield generation
+        finally:
+            self._let_go(generation)
+
+    @contextmanager
+    def _journal_in_use(self) -> Iterator[Journal]:
+        with self._components() as generation:
+            yield generation.journal
+
+    def _let_go(self, generation: _Generation) -> None:
+        with self._generation_lock:
+            generation.users -= 1
+            close = bool(generation.retired_by) and generation.users == 0 and not generation.closed
+            if close:
+                generation.closed = True
+        if close:
+            self._close(generation)
+
+    def _retire(self, generation: _Generation, by: str) -> None:
+        """No new job takes `generation`; it is closed now, or when the last job using it ends."""
+        with self._generation_lock:
+            generation.retired_by = by
+            generation.users += 1  # held for the moment, so that the close happens in _let_go, exactly once
+        self._let_go(generation)
+
+    def _close(self, generation: _Generation) -> None:
+        try:
+            generation.workspace.close()
+        except Exception as exc:  # a component that fails to close must not take the daemon down
+            log.error("closing a config's components failed", after=generation.retired_by, error=describe(exc))
+            return
+        log.info("config's components closed", after=generation.retired_by, plans=len(generation.config.plans))
 
     # -- scheduling -----------------------------------------------------------------------------------------
 
-    def _failures(self, plan_id: str) -> int:
+    @staticmethod
+    def _failures(journal: Journal, plan_id: str) -> int:
         count = 0
-        for record in self.journal.runs(plan_id, limit=12):
+        for record in journal.runs(plan_id, limit=12):
             if record.state not in FAILED:
                 break
             count += 1
         return max(count, 1)
 
-    def _due_for(self, plan: PlanConfig, now: datetime) -> datetime | None:
-        newest = self.journal.runs(plan.id, limit=1)
+    def _due_for(self, journal: Journal, plan: PlanConfig, now: datetime) -> datetime | None:
+        newest = journal.runs(plan.id, limit=1)
         return due_time(
             plan,
             newest[0] if newest else None,
-            self.journal.last_success(plan.id),
+            journal.last_success(plan.id),
             now,
-            lambda: self._failures(plan.id),
+            lambda: self._failures(journal, plan.id),
         )
 
-    def _due_times(self) -> dict[str, datetime]:
+    def _due_times(self, generation: _Generation) -> dict[str, datetime]:
         """Every plan's next start, in three journal queries however many plans (and however many are failing)."""
         now = datetime.now(UTC)
-        latest = self.journal.latest_runs()
-        successes = self.journal.last_successes()
-        streaks = self.journal.failure_streaks()
+        journal, config = generation.journal, generation.config
+        latest = journal.latest_runs()
+        successes = journal.last_successes()
+        streaks = journal.failure_streaks()
         due: dict[str, datetime] = {}
         overdue: list[str] = []
-        for plan in self.config.plans:
+        for plan in config.plans:
             when = due_time(
                 plan, latest.get(plan.id), successes.get(plan.id), now, functools.partial(_streak, streaks, plan.id)
             )
@@ -129,9 +223,9 @@ class Daemon:
         # Each daemon shuffles the catch-up order, so that daemons sharing a journal do not all reach for the
         # same plan at the same moment after a common outage.
         random.shuffle(overdue)
-        spread = spread_catch_up(overdue, now, cap=self.config.model.rotator.catch_up_spread_seconds)
+        spread = spread_catch_up(overdue, now, cap=config.model.rotator.catch_up_spread_seconds)
         for plan_id, when in spread.items():
-            window = self.config.plan(plan_id).parsed_window
+            window = config.plan(plan_id).parsed_window
             due[plan_id] = when if window is None else place_in_window(when, window)
         return due
 
@@ -182,7 +276,9 @@ class Daemon:
 
     def schedule_all(self) -> None:
         started = time.monotonic()
-        wanted = self._due_times()
+        with self._components() as generation:
+            wanted = self._due_times(generation)
+            plans = len(generation.config.plans)
         for plan_id in list(self.planned):
             if plan_id not in wanted:
                 self._unplan(plan_id)  # the plan was removed, disabled or made manual
@@ -192,22 +288,24 @@ class Daemon:
             "plans scheduled",
             scheduled=len(wanted),
             armed_now=len(self._jobs),
-            plans=len(self.config.plans),
+            plans=plans,
             seconds=round(time.monotonic() - started, 3),
         )
 
     def _rearm(self, plan_id: str, *, soon: bool = False) -> None:
-        """Arm the plan's next start from the journal (after its run, or after another daemon's)."""
-        try:
-            plan = self.config.plan(plan_id)
-        except RotatorError:
-            self._unplan(plan_id)
-            return  # removed by a reload
-        now = datetime.now(UTC)
-        if soon:  # busy elsewhere: look again shortly; the due check decides then
-            self._arm(plan_id, now + timedelta(seconds=random.uniform(5, 30)))
-            return
-        when = self._due_for(plan, now)
+        """Arm the plan's next start from the journal (after its run, or after another daemon's), as the current
+        config has it: a run that began before a reload is re-armed by the reloaded config."""
+        with self._components() as generation:
+            try:
+                plan = generation.config.plan(plan_id)
+            except RotatorError:
+                self._unplan(plan_id)
+                return  # removed by a reload
+            now = datetime.now(UTC)
+            if soon:  # busy elsewhere: look again shortly; the due check decides then
+                self._arm(plan_id, now + timedelta(seconds=random.uniform(5, 30)))
+                return
+            when = self._due_for(generation.journal, plan, now)
         if when is None:
             self._unplan(plan_id)
             return
@@ -220,23 +318,37 @@ class Daemon:
             self._jobs.discard(plan_id)  # a date trigger fires once: its job is gone
         if self.stopping.is_set():
             return
-        busy = False
+        with self._components() as generation:
+            busy = self._rotate(generation, plan_id)
+        if busy is None or self.stopping.is_set():
+            return
         try:
-            plan = self.config.plan(plan_id)
+            self._rearm(plan_id, soon=busy)
+        except Exception as exc:
+            # The journal cannot tell the next due time (an outage): look again in a minute, never at once.
+            log.error("cannot re-arm the plan; trying again in a minute", plan=plan_id, error=describe(exc))
+            self._arm(plan_id, datetime.now(UTC) + timedelta(seconds=random.uniform(45, 75)))
+
+    def _rotate(self, generation: _Generation, plan_id: str) -> bool | None:
+        """The scheduled run of `plan_id` on these components. True: another run holds the plan; None: paused for
+        shutdown (not re-armed); False: done, whatever its outcome."""
+        journal, runner = generation.journal, generation.runner
+        try:
+            plan = generation.config.plan(plan_id)
 
             def still_due() -> bool:
-                when = self._due_for(plan, datetime.now(UTC))
+                when = self._due_for(journal, plan, datetime.now(UTC))
                 return when is not None and when <= datetime.now(UTC) + timedelta(seconds=1)
 
             try:
-                bp = self.workspace.bind(plan)
+                bp = generation.workspace.bind(plan)
             except Exception as exc:
                 # The plan cannot even be set up (its store's key missing, a state directory left empty): record
                 # it as a failed run, so that the schedule backs off from it (never a hot loop), and status and
                 # history say why.
-                outcome = self._could_not_start(plan, exc)
+                outcome = self._could_not_start(generation, plan, exc)
             else:
-                outcome = self.runner.rotate(bp, trigger=Trigger.SCHEDULE, operator="daemon", still_due=still_due)
+                outcome = runner.rotate(bp, trigger=Trigger.SCHEDULE, operator="daemon", still_due=still_due)
             self.metrics.observe(outcome, Trigger.SCHEDULE.value)
             if outcome.outcome == "not-due":
                 log.info("plan rotated meanwhile; re-armed from the journal", plan=plan_id)
@@ -244,31 +356,26 @@ class Daemon:
                 log.error("scheduled rotation failed", plan=plan_id, outcome=outcome.outcome, error=outcome.error)
         except PlanBusy as exc:
             log.info("plan busy; will look again", plan=plan_id, detail=str(exc))
-            busy = True
+            return True
         except ShutdownRequested:
             log.warning("run paused for shutdown; it stays open for resume", plan=plan_id)
-            return
+            return None
         except Exception as exc:
             log.error("scheduled rotation failed", plan=plan_id, error=describe(exc))
-        if not self.stopping.is_set():
-            try:
-                self._rearm(plan_id, soon=busy)
-            except Exception as exc:
-                # The journal cannot tell the next due time (an outage): look again in a minute, never at once.
-                log.error("cannot re-arm the plan; trying again in a minute", plan=plan_id, error=describe(exc))
-                self._arm(plan_id, datetime.now(UTC) + timedelta(seconds=random.uniform(45, 75)))
+        return False
 
-    def _could_not_start(self, plan: PlanConfig, error: BaseException) -> RunOutcome:
+    def _could_not_start(self, generation: _Generation, plan: PlanConfig, error: BaseException) -> RunOutcome:
         """Journal a scheduled run that could not be set up as failed (and alert whoever subscribed)."""
+        workspace, config = generation.workspace, generation.config
         notifiers = []
         for name in plan.notify:
             try:
-                notifiers.append((name, self.workspace.notifier(name)))
+                notifiers.append((name, workspace.notifier(name)))
             except Exception as exc:  # the alert goes to the others; this one's fault is in the same log line
                 log.error("notifier cannot be loaded for an alert", plan=plan.id, notifier=name, error=describe(exc))
-        events = {name: self.config.model.notifiers[name].event_kinds for name in plan.notify}
+        events = {name: config.model.notifiers[name].event_kinds for name in plan.notify}
         with bound_contextvars(plan=plan.id):
-            return self.runner.fail_to_start(
+            return generation.runner.fail_to_start(
                 plan.id,
                 plan.secret,
                 plan.store,
@@ -286,23 +393,30 @@ class Daemon:
         if not self._sweep_lock.acquire(blocking=False):
             return  # the previous tick is still going
         try:
-            self._resume_open(log_level="warning")
-            self._revoke_due()
-            self._retry_notifications()
+            with self._components() as generation:
+                self._resume_open(generation, log_level="warning")
+                self._revoke_due(generation)
+                self._retry_notifications(generation)
         finally:
             self._last_sweep = time.monotonic()
             self._sweep_lock.release()
 
-    def _each(self, plan_ids: Iterable[str], action: str, work: Callable[[BoundPlan], list[RunOutcome]]) -> None:
+    def _each(
+        self,
+        generation: _Generation,
+        plan_ids: Iterable[str],
+        action: str,
+        work: Callable[[BoundPlan], list[RunOutcome]],
+    ) -> None:
         for plan_id in sorted(set(plan_ids)):
             if self.stopping.is_set():
                 return
             try:
-                plan = self.config.plan(plan_id)
+                plan = generation.config.plan(plan_id)
             except RotatorError:
                 continue  # removed from the config; its history stays
             try:
-                for outcome in work(self.workspace.bind(plan)):
+                for outcome in work(generation.workspace.bind(plan)):
                     self.metrics.observe(outcome, Trigger.RESUME.value if action == "resume" else "sweep")
                     if action == "resume":
                         log.warning(
@@ -315,11 +429,12 @@ class Daemon:
             except Exception as exc:
                 log.error(f"{action} failed", plan=plan_id, error=describe(exc))
 
-    def _resume_open(self, log_level: str = "warning") -> None:
+    def _resume_open(self, generation: _Generation, log_level: str = "warning") -> None:
         now = datetime.now(UTC)
-        held = self.journal.live_leases()
+        journal = generation.journal
+        held = journal.live_leases()
         candidates = []
-        for record in self.journal.runs_in_state(*OPEN, RunState.STUCK):
+        for record in journal.runs_in_state(*OPEN, RunState.STUCK):
             if record.plan_id in held:
                 continue  # its holder is alive (here or elsewhere, lease not expired)
             if record.state is RunState.STUCK:
@@ -329,40 +444,42 @@ class Daemon:
                 self._stuck_tried[record.plan_id] = now
             candidates.append(record.plan_id)
         if candidates:
-            self._each(candidates, "resume", self.runner.resume)
+            self._each(generation, candidates, "resume", generation.runner.resume)
             for plan_id in set(candidates):
                 self._rearm(plan_id)
 
-    def _revoke_due(self) -> None:
+    def _revoke_due(self, generation: _Generation) -> None:
         now = datetime.now(UTC)
         due = [
             r.plan_id
-            for r in self.journal.runs_in_state(RunState.AWAITING_REVOKE)
+            for r in generation.journal.runs_in_state(RunState.AWAITING_REVOKE)
             if r.revoke_due_at is None or r.revoke_due_at <= now
         ]
-        self._each(due, "revoke", self.runner.revoke_due)
+        self._each(generation, due, "revoke", generation.runner.revoke_due)
 
-    def _retry_notifications(self) -> None:
+    def _retry_notifications(self, generation: _Generation) -> None:
         now = datetime.now(UTC)
         due = [
             r.plan_id
-            for r in self.journal.notifications(statuses=(NotifyStatus.FAILED, NotifyStatus.PENDING))
+            for r in generation.journal.notifications(statuses=(NotifyStatus.FAILED, NotifyStatus.PENDING))
             if r.next_attempt_at is None or r.next_attempt_at <= now
         ]
-        self._each(due, "notification retry", self.runner.retry_notifications)
+        self._each(generation, due, "notification retry", generation.runner.retry_notifications)
 
     # -- health ---------------------------------------------------------------------------------------------
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        interval = self.config.model.rotator.revoke_sweep_seconds
         problems: list[str] = []
-        started = time.monotonic()
-        try:
-            stuck = len(self.journal.runs_in_state(RunState.STUCK))
-        except Exception as exc:
-            stuck = None
-            problems.append(f"journal unreachable: {describe(exc)}")
-        journal_ms = round((time.monotonic() - started) * 1000, 1)
+        with self._components() as generation:
+            interval = generation.config.model.rotator.revoke_sweep_seconds
+            plans = len(generation.config.plans)
+            started = time.monotonic()
+            try:
+                stuck = len(generation.journal.runs_in_state(RunState.STUCK))
+            except Exception as exc:
+                stuck = None
+                problems.append(f"journal unreachable: {describe(exc)}")
+            journal_ms = round((time.monotonic() - started) * 1000, 1)
         if not self.scheduler.running:
             problems.append("scheduler not running")
         sweep_age = None if self._last_sweep is None else round(time.monotonic() - self._last_sweep, 1)
@@ -371,7 +488,7 @@ class Daemon:
         body = {
             "status": "ok" if not problems else "unhealthy",
             "problems": problems,
-            "plans": len(self.config.plans),
+            "plans": plans,
             "planned": len(self.planned),
             "armed_jobs": len(self._jobs),
             "stuck_runs": stuck,
@@ -384,19 +501,44 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     def reload(self) -> None:
+        """Load the config again and switch to it: the new components are opened (and checked) first, so a config
+        that is invalid, or whose journal cannot be reached, is refused and the old one keeps working. The old
+        components close once no job uses them."""
         try:
             config = load_config(self.config.path)
-            Workspace(config).check_components()
-        except RotatorError as exc:
-            log.error("reload refused: the new config is invalid; keeping the old one", error=str(exc))
+            new, warnings = _open_generation(config, self.stopping)
+        except Exception as exc:  # whatever the new config does wrong, the daemon keeps running the old one
+            log.error("reload refused: the new config is invalid; keeping the old one", error=describe(exc))
             return
-        old = self.workspace
-        self.config = config
-        self.workspace = Workspace(config)
-        self.runner = self.workspace.runner(stop=self.stopping)
-        self.schedule_all()
+        for warning in warnings:
+            log.warning("config warning", warning=warning)
+        self._move_http(config)
+        with self._generation_lock:
+            old, self._generation = self._generation, new
+        try:
+            self.schedule_all()
+        except Exception as exc:  # the journal went away between opening and scheduling: the next reload retries
+            log.error("reloaded config not scheduled; the previous schedule stays", error=describe(exc))
         log.info("config reloaded", plans=len(config.plans))
-        del old  # runs in flight keep their own references to the old components
+        self._retire(old, by="reload")
+
+    def _move_http(self, config: Config) -> None:
+        """Serve /healthz and /metrics where the reloaded config says: the new address is bound before the old
+        one is let go (a refused bind keeps the old one, and says so)."""
+        address = config.model.rotator.metrics_host_port
+        if address == self._http_address:
+            return
+        server = None
+        if address is not None:
+            try:
+                server = HealthServer(*address, health_app(self.metrics, self.health))
+            except OSError as exc:
+                log.error("cannot serve /metrics at the reloaded address; keeping the old one", error=describe(exc))
+                return
+            server.start()
+        if self.http is not None:
+            self.http.stop()
+        self.http, self._http_address = server, address
 
     def start(self) -> None:
         """Everything but the wait loop: check the config, start serving, resume, schedule (for tests/benches)."""
@@ -405,10 +547,12 @@ class Daemon:
         for warning in self.workspace.check_components():
             log.warning("config warning", warning=warning)
         address = self.config.model.rotator.metrics_host_port
-        if address is not None:
+        if address is not None:  # a port that cannot be bound fails the start (a reload keeps the old one instead)
             self.http = HealthServer(*address, health_app(self.metrics, self.health))
             self.http.start()
-        self._resume_open()
+            self._http_address = address
+        with self._components() as generation:
+            self._resume_open(generation)
         self.schedule_all()
         self.scheduler.add_job(
             self.sweep,
@@ -431,10 +575,10 @@ class Daemon:
     def shutdown(self) -> None:
         log.info("daemon stopping: runs in flight pause at their next safe step")
         self.stopping.set()
-        self.scheduler.shutdown(wait=True)
+        self.scheduler.shutdown(wait=True)  # every job has ended: only a scrape may still hold the components
         if self.http is not None:
             self.http.stop()
-        self.workspace.close()
+        self._retire(self._generation, by="shutdown")
         log.info("daemon stopped")
 
     def run(self) -> int:

@@ -16,6 +16,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -35,11 +36,12 @@ STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 
 
 class JournalCollector(Collector):
-    """Gauges read from the journal when Prometheus scrapes."""
+    """Gauges read from the journal when Prometheus scrapes. `journal()` lends the journal for one scrape (the
+    daemon's reload closes a journal only once nobody holds it)."""
 
     def __init__(
         self,
-        journal: Callable[[], Journal],
+        journal: Callable[[], AbstractContextManager[Journal]],
         plan_ids: Callable[[], list[str]],
         next_due: Callable[[], Mapping[str, datetime | None]],
         cache_seconds: float = 5.0,
@@ -58,7 +60,10 @@ class JournalCollector(Collector):
             return iter(self._cached[1])
 
     def _read(self) -> list[Metric]:
-        journal = self._journal()
+        with self._journal() as journal:
+            return self._read_from(journal)
+
+    def _read_from(self, journal: Journal) -> list[Metric]:
         now = datetime.now(UTC)
         plans = self._plan_ids()
         successes = journal.last_successes()

@@ -1,7 +1,9 @@
 """A loaded config bound to live components: the journal, the stores, each plan's plugin and notifiers.
 
 Components are built lazily through the registry, by the names in the config, so a command that touches one
-plan never connects to the stores of the others.
+plan never connects to the stores of the others. `close()` closes what the workspace opened: every store, plugin
+and notifier that has a `close()` method (their clients, sessions and pools), then the journal; the daemon closes
+the old workspace after a reload once no job uses it.
 """
 
 from __future__ import annotations
@@ -16,12 +18,26 @@ from pathlib import Path
 from rotator.components import resolve_secret_ref
 from rotator.config import Config, PlanConfig
 from rotator.engine.runner import BoundPlan, Runner
-from rotator.errors import ConfigError
+from rotator.errors import ConfigError, RotatorError, describe
 from rotator.fingerprints import KEY_FILE_NAME as FINGERPRINT_KEY_FILE
 from rotator.fingerprints import FingerprintKey, load_key
 from rotator.interfaces import AdminReset, Journal, Notifier, RotationPlugin, SecretStore
 from rotator.journal import open_journal
+from rotator.logs import get_logger
 from rotator.registry import load_notifier, load_plugin, load_store
+
+log = get_logger("rotator.workspace")
+
+
+def close_component(component: object, what: str) -> None:
+    """Call the component's optional `close()`; a failure is logged (never raised: the others still close)."""
+    close = getattr(component, "close", None)
+    if not callable(close):
+        return
+    try:
+        close()
+    except Exception as exc:
+        log.warning("closing a component failed", component=what, error=describe(exc))
 
 
 class Workspace:
@@ -32,14 +48,20 @@ class Workspace:
         self._stores: dict[str, SecretStore] = {}
         self._notifiers: dict[str, Notifier] = {}
         self._bound: dict[str, BoundPlan] = {}
+        self._closed = False
 
     @property
     def state_dir(self) -> Path:
         return self.config.state_dir
 
+    def _check_open(self) -> None:
+        if self._closed:  # a closed workspace opening a journal or a client again would leak it
+            raise RotatorError("internal error: this config's components were closed (after a reload or shutdown)")
+
     @property
     def journal(self) -> Journal:
         with self._lock:
+            self._check_open()
             if self._journal is None:
                 if not self.config.model.rotator.journal and not self.state_dir.is_dir():
                     raise ConfigError(
@@ -82,6 +104,7 @@ class Workspace:
 
     def store(self, name: str) -> SecretStore:
         with self._lock:
+            self._check_open()
             if name not in self._stores:
                 component = self.config.store_config(name)
                 self._stores[name] = load_store(
@@ -91,6 +114,7 @@ class Workspace:
 
     def notifier(self, name: str) -> Notifier:
         with self._lock:
+            self._check_open()
             if name not in self._notifiers:
                 component = self.config.model.notifiers[name]
                 # events: the kinds it is configured for, checked against those it takes (validate refuses an
@@ -125,8 +149,10 @@ class Workspace:
         return plugin
 
     def bind(self, plan: PlanConfig) -> BoundPlan:
-        if plan.id in self._bound:
-            return self._bound[plan.id]
+        found = self._bound.get(plan.id)
+        if found is not None:
+            return found
+        self._check_open()
         plugin = self._plugin(plan)
         bound = BoundPlan(
             plan_id=plan.id,
@@ -146,8 +172,11 @@ class Workspace:
             reconcile_auto=plan.reconcile == "auto",
             notifier_events={name: self.config.model.notifiers[name].event_kinds for name in plan.notify},
         )
-        self._bound[plan.id] = bound
-        return bound
+        with self._lock:
+            kept = self._bound.setdefault(plan.id, bound)
+        if kept is not bound:  # another thread bound the plan meanwhile: one plugin per plan, the other closed
+            close_component(plugin, f"plugin of plan {plan.id}")
+        return kept
 
     def check_components(self) -> list[str]:
         """Build every plan's plugin and notifiers (not stores: they may need the network) to find config
@@ -162,8 +191,10 @@ class Workspace:
             # plans of a few kinds start in a fraction of a second). Each plan builds its own when it runs.
             kind = (plan.plugin.type, json.dumps(plan.plugin.options, sort_keys=True, default=str), plan.strategy)
             if kind not in checked:
-                probe = getattr(self._plugin(plan), "unverified_tls", None)
+                plugin = self._plugin(plan)
+                probe = getattr(plugin, "unverified_tls", None)
                 checked[kind] = probe() if callable(probe) else None
+                close_component(plugin, f"{self.config.plan_key(plan)}.plugin")  # a probe, not kept
             reason = checked[kind]
             if reason is None:
                 continue
@@ -207,12 +238,21 @@ class Workspace:
         return chosen
 
     def close(self) -> None:
-        for store in self._stores.values():
-            close = getattr(store, "close", None)
-            if callable(close):
-                close()
-        if self._journal is not None:
-            self._journal.close()
+        """Close every component this workspace built, then the journal. Idempotent; later use raises."""
+        with self._lock:
+            self._closed = True
+            bound, self._bound = self._bound, {}
+            notifiers, self._notifiers = self._notifiers, {}
+            stores, self._stores = self._stores, {}
+            journal, self._journal = self._journal, None
+        for plan_id, bp in bound.items():
+            close_component(bp.plugin, f"plugin of plan {plan_id}")
+        for name, notifier in notifiers.items():
+            close_component(notifier, f"notifiers.{name}")
+        for name, store in stores.items():
+            close_component(store, f"stores.{name}")
+        if journal is not None:
+            journal.close()
 
 
 def operator_name() -> str:

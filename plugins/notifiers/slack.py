@@ -243,6 +243,10 @@ class SlackNotifier:
         self._session = requests.Session()
         self._what = f"slack notifier {setup.name}"
 
+    def close(self) -> None:
+        """For the daemon's reload and shutdown: the HTTP session's keep-alive connections are closed."""
+        self._session.close()
+
     def _webhook_url(self) -> str:
         try:
             url = resolve_secret_ref(

@@ -78,6 +78,10 @@ class WebhookNotifier:
             raise ValueError("url must use https:// (set allow_plain_http = true only for a local receiver)")
         self._session = requests.Session()
 
+    def close(self) -> None:
+        """For the daemon's reload and shutdown: the HTTP session's keep-alive connections are closed."""
+        self._session.close()
+
     def probe(self) -> str:
         """For dry runs: a TCP connection (and TLS handshake) to `url`'s host; nothing is posted."""
         verify = tls_verify(self.options.ca_bundle, self.setup)

@@ -185,6 +185,12 @@ class ApiKeyRotation:
         self._sleep = sleep
         self._attempted: set[str] = set()  # runs whose create this process has tried (a repeat deletes the stray)
 
+    def close(self) -> None:
+        """For the daemon's reload and shutdown: the vendor transport's connections are closed."""
+        transport = getattr(self.api, "transport", None)
+        if transport is not None:
+            transport.close()
+
     # -- the RotationPlugin protocol -------------------------------------------------------------------------
 
     def create(self, ctx: RotationContext, current: Credential) -> dict[str, Any]:

@@ -185,6 +185,12 @@ class PostgresPlugin:
         self._admin_pool = ADMIN_POOL
         self._sslrootcert = ca_bundle_path(setup, self.options.sslrootcert, option="sslrootcert")
 
+    def close(self) -> None:
+        """For the daemon's reload and shutdown: the idle admin connections are closed. The pool is the process's
+        (shared with the reloaded config's plugins, which reconnect when they need one); a connection in use is
+        closed by its user."""
+        self._admin_pool.close()
+
     # -- the RotationPlugin protocol -------------------------------------------------------------------------
 
     def create(self, ctx: RotationContext, current: Credential) -> dict[str, Any]:

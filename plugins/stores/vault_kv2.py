@@ -52,6 +52,7 @@ read, create and update on `<mount>/data/<prefix>/*` (the staging paths are unde
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -63,6 +64,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import hvac
+import requests
 from hvac import exceptions as hvac_errors
 from msgspec import Meta, field
 from rotator_plugins.stores.vault_errors import STORE, vault_errors
@@ -230,6 +232,20 @@ class VaultKv2Store:
     @property
     def client(self) -> hvac.Client:
         return self._client
+
+    def close(self) -> None:
+        """For the daemon's reload and shutdown: revokes a token this store logged in for (AppRole, Kubernetes,
+        AWS IAM; POST /v1/auth/token/revoke-self, best effort: it expires anyway) and closes the HTTP session's
+        connections. A configured token and an injected client are left alone."""
+        with self._lock:
+            if not self._managed_auth:
+                return
+            if self._logged_in and not isinstance(self.options.auth, TokenAuth):
+                # Unreachable or not allowed: the token lives out its TTL.
+                with contextlib.suppress(hvac_errors.VaultError, requests.exceptions.RequestException):
+                    self._client.auth.token.revoke_self()
+            self._logged_in = False
+            self._client.adapter.close()
 
     # -- client and auth --------------------------------------------------------------------------------------
 
