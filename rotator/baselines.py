@@ -22,7 +22,7 @@ from rotator.errors import ConfigError, PlanBusy, StepError, describe
 from rotator.fingerprints import FingerprintKey, version_fingerprints
 from rotator.interfaces import Journal
 from rotator.logs import get_logger
-from rotator.model import Credential, RotationContext, RunRecord, RunState, Stage, Trigger
+from rotator.model import Credential, RotationContext, RunDetails, RunRecord, RunState, Stage, Trigger
 
 log = get_logger(__name__)
 
@@ -124,7 +124,7 @@ def record_baseline(
                 reason=reason,
                 operator=operator,
                 version_id=credential.version_id if credential else None,
-                details={"recorded_by": how, "verified": verified},
+                details=RunDetails(recorded_by=how, verified=verified),
             ),
             lease,
         )

@@ -95,6 +95,10 @@ class RollbackError(RotatorError):
     """A compensation failed; the run is stuck and needs an operator (`rotator resume` retries it)."""
 
 
+class IllegalTransition(RotatorError):
+    """The engine tried a run state change that engine/states.py's table does not allow: a bug, never retried."""
+
+
 class LeaseLost(RotatorError):
     """This process no longer holds the plan's lease (expired and taken over); it must stop writing."""
 

@@ -8,7 +8,7 @@ options; the result must satisfy the Protocol here. `rotator.testing` runs one c
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from rotator.fingerprints import Fingerprint
@@ -23,6 +23,7 @@ from rotator.model import (
     RunState,
     Stage,
     Step,
+    StepAction,
 )
 
 
@@ -173,11 +174,20 @@ class Journal(Protocol):
 
     def begin_run(self, run: RunRecord, lease: Lease) -> None: ...
 
-    def step_started(self, run_id: str, step: Step, action: str, lease: Lease) -> None: ...
+    def step_started(self, run_id: str, step: Step, action: StepAction, lease: Lease) -> None: ...
 
     def step_finished(
-        self, run_id: str, step: Step, action: str, lease: Lease, error: str | None = None, *, refused: bool = False
-    ) -> None: ...
+        self,
+        run_id: str,
+        step: Step,
+        action: StepAction,
+        lease: Lease,
+        error: str | None = None,
+        *,
+        refused: bool = False,
+    ) -> None:
+        """Mark the step's last started row finished: succeeded, or failed (refused when it changed nothing)."""
+        ...
 
     def update_run(self, run_id: str, lease: Lease | None, **changes: Any) -> None:
         """Change run fields (state, step, error, version ids, revoke_due_at, ended_at, details)."""
@@ -246,3 +256,8 @@ Notifier = Callable[[RotationEvent], None]
 
 # How the engine tells the time; injected so tests and the Lambda adapter can fix it.
 Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The default Clock: now, in UTC."""
+    return datetime.now(UTC)

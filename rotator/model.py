@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 
@@ -40,6 +42,41 @@ class RunState(StrEnum):
     def is_open(self) -> bool:
         """An open run was interrupted or is in progress: `resume` must finish or roll it back."""
         return self in (RunState.RUNNING, RunState.ROLLING_BACK, RunState.STUCK)
+
+
+class StepAction(StrEnum):
+    """Which way a journaled step went: a forward step of the rotation, or the compensation that undoes one."""
+
+    FORWARD = "forward"
+    ROLLBACK = "rollback"
+
+
+class StepStatus(StrEnum):
+    STARTED = "started"  # journaled before it runs; a crash leaves it so, and `resume` repeats it
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # it may have changed the target, so it is compensated
+    REFUSED = "refused"  # it failed before changing anything at the target (errors.NotApplied): nothing to undo
+
+
+class Outcome(StrEnum):
+    """What one call of the runner did to one plan (RunOutcome.outcome): the state the run ended in, or why no
+    run went ahead."""
+
+    RUNNING = RunState.RUNNING.value
+    ROLLING_BACK = RunState.ROLLING_BACK.value
+    ROLLED_BACK = RunState.ROLLED_BACK.value
+    AWAITING_REVOKE = RunState.AWAITING_REVOKE.value
+    SUCCEEDED = RunState.SUCCEEDED.value
+    STUCK = RunState.STUCK.value
+    FAILED = RunState.FAILED.value
+    BUSY = "busy"  # another run holds the plan's lease
+    DRY_RUN = "dry-run"
+    NOTHING_TO_DO = "nothing-to-do"
+    NOT_DUE = "not-due"  # another daemon rotated the plan meanwhile
+    IN_SYNC = "in-sync"  # reconcile: CURRENT logs in, nothing to repair
+    ERROR = "error"  # the call itself failed (a probe, a plugin without the capability asked for)
+    NOTIFIED = "notified"  # a failed notification delivered on a later tick
+    NOTIFY_FAILED = "notify-failed"
 
 
 class Trigger(StrEnum):
@@ -229,11 +266,134 @@ class Lease:
 class StepRecord:
     run_id: str
     step: Step
-    action: str  # "forward" or "rollback"
-    status: str  # "started", "succeeded", "failed", "refused" (failed before changing anything at the target)
+    action: StepAction
+    status: StepStatus
     started_at: datetime
     ended_at: datetime | None = None
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        if type(self.action) is not StepAction or type(self.status) is not StepStatus:  # given as plain text
+            object.__setattr__(self, "action", StepAction(self.action))
+            object.__setattr__(self, "status", StepStatus(self.status))
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+def _lines(value: Any) -> tuple[str, ...]:
+    return tuple(str(item) for item in value) if isinstance(value, list | tuple) else ()
+
+
+@dataclass(frozen=True, eq=False)
+class RunDetails(Mapping[str, Any]):
+    """Public facts about a run, never a secret: what revoke waits for and who still used PREVIOUS, the alerts
+    sent, how a drift repair or a roll-forward run came about.
+
+    The journal keeps them as one JSON object, with the keys below (both journals, and rows written before this
+    class existed, read the same way). Keys this version does not know are kept in `extra`, so a newer writer's
+    facts survive an older reader's rewrite. As a Mapping it is that JSON object, for readers of the old dict."""
+
+    reconcile: str | None = None  # a drift repair (`rotator reconcile`): the refusal of CURRENT that started it
+    roll_forward: bool = False  # held stuck with PENDING, the only valid credential: `resume` finishes it forward
+    rollback_refused: str | None = None  # rollback_on_failure could not put PREVIOUS back (it no longer works)
+    # By event kind (or "repeated_failures"): notifier -> "delivered" or "failed: <error>".
+    alerts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    revoke_waiting_for: tuple[str, ...] = ()  # why PREVIOUS is not revoked yet
+    revoke_deadline_at: datetime | None = None  # revoke goes ahead then, even while PREVIOUS is still in use
+    # Who used PREVIOUS since promote at the last check: () nobody, None unknown (or never checked).
+    previous_in_use: tuple[str, ...] | None = None
+    usage_checked_at: datetime | None = None
+    usage_check_error: str | None = None
+    revoked_while_in_use: tuple[str, ...] = ()  # revoked at the deadline while these still used it
+    recorded_by: str | None = None  # a run recorded, not rotated: which command ("import", "mark-rotated")
+    verified: bool | None = None  # ... and whether it checked that CURRENT logs in
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> RunDetails:
+        """The details of a journal row's JSON object (None or {} for none)."""
+        if not data:
+            return NO_DETAILS
+        if isinstance(data, RunDetails):
+            return data
+        known = _DETAIL_KEYS
+        in_use = data.get("previous_in_use")
+        alerts = data.get("alerts")
+        return cls(
+            reconcile=_text_or_none(data.get("reconcile")),
+            roll_forward=bool(data.get("roll_forward")),
+            rollback_refused=_text_or_none(data.get("rollback_refused")),
+            alerts={str(k): dict(v) for k, v in alerts.items() if isinstance(v, Mapping)}
+            if isinstance(alerts, Mapping)
+            else {},
+            revoke_waiting_for=_lines(data.get("revoke_waiting_for")),
+            revoke_deadline_at=_time(data.get("revoke_deadline_at")),
+            previous_in_use=_lines(in_use) if isinstance(in_use, list | tuple) else None,
+            usage_checked_at=_time(data.get("usage_checked_at")),
+            usage_check_error=_text_or_none(data.get("usage_check_error")),
+            revoked_while_in_use=_lines(data.get("revoked_while_in_use")),
+            recorded_by=_text_or_none(data.get("recorded_by")),
+            verified=None if data.get("verified") is None else bool(data.get("verified")),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON object the journal stores: only the facts that are set, times as ISO 8601 text."""
+        return dict(self._json)
+
+    @cached_property
+    def _json(self) -> dict[str, Any]:
+        found: dict[str, Any] = dict(self.extra)
+        texts = {
+            "reconcile": self.reconcile,
+            "rollback_refused": self.rollback_refused,
+            "usage_check_error": self.usage_check_error,
+            "recorded_by": self.recorded_by,
+            "revoke_deadline_at": self.revoke_deadline_at.isoformat() if self.revoke_deadline_at else None,
+            "usage_checked_at": self.usage_checked_at.isoformat() if self.usage_checked_at else None,
+        }
+        found.update({k: v for k, v in texts.items() if v is not None})
+        if self.roll_forward:
+            found["roll_forward"] = True
+        if self.alerts:
+            found["alerts"] = {kind: dict(results) for kind, results in self.alerts.items()}
+        for key, lines in (
+            ("revoke_waiting_for", self.revoke_waiting_for),
+            ("revoked_while_in_use", self.revoked_while_in_use),
+        ):
+            if lines:
+                found[key] = list(lines)
+        if self.previous_in_use is not None:
+            found["previous_in_use"] = list(self.previous_in_use)
+        if self.verified is not None:
+            found["verified"] = self.verified
+        return found
+
+    def with_alerts(self, key: str, results: Mapping[str, str]) -> RunDetails:
+        """These details with the results of one alert (by event kind, or "repeated_failures") added."""
+        return dataclasses.replace(self, alerts={**self.alerts, key: dict(results)})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._json[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._json)
+
+    def __len__(self) -> int:
+        return len(self._json)
+
+    def __repr__(self) -> str:
+        return f"RunDetails({self._json!r})"
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+_DETAIL_KEYS = frozenset(f.name for f in dataclasses.fields(RunDetails)) - {"extra"}
+NO_DETAILS = RunDetails()
 
 
 @dataclass(frozen=True)
@@ -254,9 +414,13 @@ class RunRecord:
     previous_version_id: str | None = None  # CURRENT when the run started
     revoke_due_at: datetime | None = None
     steps: tuple[StepRecord, ...] = ()
-    # Public facts about the run, never a secret: who still used PREVIOUS at revoke, when it was last used,
-    # what the revoke waited for. A JSON object in the journal; replaced whole by update_run(details=...).
-    details: Mapping[str, Any] = field(default_factory=dict)
+    # Public facts about the run, never a secret (RunDetails). One JSON object in the journal; replaced whole by
+    # update_run(details=...). A plain mapping given here (an older caller, a test) is read as RunDetails.
+    details: RunDetails = field(default_factory=lambda: NO_DETAILS)
+
+    def __post_init__(self) -> None:
+        if type(self.details) is not RunDetails:
+            object.__setattr__(self, "details", RunDetails.from_json(self.details))
 
 
 class NotifyStatus(StrEnum):

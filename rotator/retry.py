@@ -10,6 +10,7 @@ sleep that would end past the deadline.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -49,3 +50,27 @@ def call_with_retry(fn: Callable[[], T], *, attempts: int | None = None, deadlin
         with attempt:
             return fn()
     raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+
+class Deadline:
+    """The time one step may take, shared by every retry inside it (README: the whole step shares one
+    `step_timeout`, however many calls it makes). Outside a started step, a retry gets the whole timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._ends: float | None = None
+
+    def start(self) -> None:
+        self._ends = time.monotonic() + self.seconds
+
+    def stop(self) -> None:
+        self._ends = None
+
+    def seconds_left(self) -> float:
+        if self._ends is None:
+            return self.seconds
+        return max(self._ends - time.monotonic(), 0.0)
+
+    def retry(self, fn: Callable[[], T], *, attempts: int | None = None) -> T:
+        """`fn`, its transient errors retried until the step's time is up (and at most `attempts` tries)."""
+        return call_with_retry(fn, attempts=attempts, deadline_seconds=self.seconds_left())

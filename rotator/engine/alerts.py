@@ -12,15 +12,14 @@ logged. An alert carries the run's error as one scrubbed line and the fix, never
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from rotator.errors import describe
-from rotator.interfaces import Notifier
+from rotator.engine.states import FAILED_STATES, MAX_RETRY_DELAY
+from rotator.engine.steps import tell
+from rotator.interfaces import Journal, Notifier
 from rotator.logs import get_logger, scrub
 from rotator.model import EventKind, RotationEvent
-from rotator.retry import call_with_retry
 
 log = get_logger("rotator.engine")
 ALERT_TRIES = 3
@@ -81,6 +80,25 @@ def failure_event(
     )
 
 
+class _AlertResults:
+    """An alert's deliveries, by notifier: "delivered" or "failed: <scrubbed error>" (kept in the run's details)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.results: dict[str, str] = {}
+
+    def told(self, notifier: str) -> bool:
+        return False  # an alert is sent once, when the run ends: there is no earlier try to skip
+
+    def delivered(self, notifier: str) -> None:
+        self.results[notifier] = "delivered"
+        log.info("alert delivered", notifier=notifier, kind=self.kind)
+
+    def failed(self, notifier: str, error: str) -> None:
+        self.results[notifier] = f"failed: {error}"
+        log.error("could not deliver an alert", notifier=notifier, kind=self.kind, error=error)
+
+
 def send_alert(
     event: RotationEvent,
     notifiers: Iterable[tuple[str, Notifier]],
@@ -90,16 +108,26 @@ def send_alert(
 ) -> dict[str, str]:
     """Deliver `event` to every notifier that subscribed to its kind. Returns, by notifier, "delivered" or
     "failed: <scrubbed error>"; a failure is logged, never raised (an alert must not change the run's end)."""
-    results: dict[str, str] = {}
-    for name, notifier in notifiers:
-        if not wants(name, event.kind):
-            continue
-        try:
-            call_with_retry(functools.partial(notifier, event), attempts=ALERT_TRIES, deadline_seconds=deadline_seconds)
-        except Exception as exc:
-            results[name] = f"failed: {describe(exc)}"
-            log.error("could not deliver an alert", notifier=name, kind=event.kind, error=describe(exc))
-            continue
-        results[name] = "delivered"
-        log.info("alert delivered", notifier=name, kind=event.kind)
-    return results
+    ledger = _AlertResults(event.kind)
+    tell(event, notifiers, ledger, tries=ALERT_TRIES, deadline_seconds=deadline_seconds, wants=wants)
+    return ledger.results
+
+
+def repeated_failures_action(count: int, fix: str | None) -> str:
+    """What to do about a plan that failed `count` times in a row (the rotation_stuck alert's action)."""
+    return (
+        f"this plan failed {count} times in a row; automatic runs go on with backoff (at most every "
+        f"{int(MAX_RETRY_DELAY.total_seconds() // 3600)} h), but it will not heal alone: "
+        + (fix or "read `rotator history PLAN` and fix the cause")
+        + "; then `rotator rotate-now PLAN`"
+    )
+
+
+def consecutive_failures(journal: Journal, plan_id: str, *, limit: int = 100) -> int:
+    """How many of the plan's newest runs in a row ended failed, rolled back or stuck."""
+    count = 0
+    for record in journal.runs(plan_id, limit=limit):
+        if record.state not in FAILED_STATES:
+            break
+        count += 1
+    return count

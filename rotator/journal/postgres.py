@@ -52,9 +52,28 @@ from rotator.engine.states import FAILED_STATES
 from rotator.errors import ConfigError, LeaseLost, RotatorError, TransientError
 from rotator.fingerprints import Fingerprint
 from rotator.journal.leases import holder_is_dead, this_holder
-from rotator.journal.records import check_run_changes, notification_record, scrubbed, step_status
+from rotator.journal.records import (
+    STEP_ACTIONS,
+    STEP_STATUSES,
+    check_run_changes,
+    notification_record,
+    scrubbed,
+    step_status,
+)
 from rotator.logs import scrub
-from rotator.model import Lease, NotificationRecord, NotifyStatus, RunRecord, RunState, Step, StepRecord, Trigger
+from rotator.model import (
+    NO_DETAILS,
+    Lease,
+    NotificationRecord,
+    NotifyStatus,
+    RunDetails,
+    RunRecord,
+    RunState,
+    Step,
+    StepAction,
+    StepRecord,
+    Trigger,
+)
 
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -644,17 +663,24 @@ class PostgresJournal:
         params = [_param(name, getattr(run, name)) for name in _RUN_COLUMNS]
         self._fenced(f"record the start of run {run.run_id}", write, params, lease)
 
-    def step_started(self, run_id: str, step: Step, action: str, lease: Lease) -> None:
+    def step_started(self, run_id: str, step: Step, action: StepAction, lease: Lease) -> None:
         """`INSERT INTO rotator_steps (...) SELECT ... FROM fence` (fenced)."""
         write = (
             "INSERT INTO {steps} (run_id, step, action, status, started_at) "
             "SELECT %s::text, %s::text, %s::text, 'started', %s::timestamptz FROM fence"
         )
-        params = (run_id, step.value, action, datetime.now(UTC))
+        params = (run_id, step.value, StepAction(action).value, datetime.now(UTC))
         self._fenced(f"record step {step.value} of run {run_id} as started", write, params, lease)
 
     def step_finished(
-        self, run_id: str, step: Step, action: str, lease: Lease, error: str | None = None, *, refused: bool = False
+        self,
+        run_id: str,
+        step: Step,
+        action: StepAction,
+        lease: Lease,
+        error: str | None = None,
+        *,
+        refused: bool = False,
     ) -> None:
         """`UPDATE rotator_steps SET status, ended_at, error WHERE id = (the step's last started row)` (fenced)."""
         write = (
@@ -662,12 +688,12 @@ class PostgresJournal:
             "WHERE run_id = %s AND step = %s AND action = %s AND status = 'started') AND EXISTS (SELECT 1 FROM fence)"
         )
         params = (
-            step_status(error, refused),
+            step_status(error, refused).value,
             datetime.now(UTC),
             _param("error", error),
             run_id,
             step.value,
-            action,
+            StepAction(action).value,
         )
         self._fenced(f"record step {step.value} of run {run_id} as finished", write, params, lease)
 
@@ -714,7 +740,15 @@ class PostgresJournal:
         arrays = row[len(_RUN_COLUMNS) :]  # none when read without steps; six NULLs for a run without any
         steps = (
             tuple(
-                StepRecord(run_id, _STEPS[step], action, status, _utc(started) or started, _utc(ended), error)
+                StepRecord(
+                    run_id,
+                    _STEPS[step],
+                    STEP_ACTIONS[action],
+                    STEP_STATUSES[status],
+                    _utc(started) or started,
+                    _utc(ended),
+                    error,
+                )
                 for step, action, status, started, ended, error in zip(*arrays, strict=True)
             )
             if arrays and arrays[0] is not None
@@ -737,7 +771,7 @@ class PostgresJournal:
             previous_version_id=data["previous_version_id"],
             revoke_due_at=_utc(data["revoke_due_at"]),
             steps=steps,
-            details=data["details"] or {},
+            details=RunDetails.from_json(data["details"]) if data["details"] else NO_DETAILS,
         )
 
     def get_run(self, run_id: str) -> RunRecord | None:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from rotator.logs import scrub
-from rotator.model import NotificationRecord, NotifyStatus
+from rotator.model import NotificationRecord, NotifyStatus, StepAction, StepStatus
 
 # Run fields fixed when a run begins: update_run refuses to change them.
 FIXED_RUN_FIELDS = frozenset({"run_id", "plan_id", "trigger", "started_at", "store", "secret_id"})
@@ -66,9 +66,14 @@ def scrubbed(value: Any) -> Any:
     return value
 
 
-def step_status(error: str | None, refused: bool) -> str:
-    """A finished step's status: "succeeded"; "failed" (it may have changed the target, so it is compensated);
-    "refused" (it failed before changing anything at the target: nothing to compensate, see errors.NotApplied)."""
+def step_status(error: str | None, refused: bool) -> StepStatus:
+    """A finished step's status: succeeded; failed (it may have changed the target, so it is compensated);
+    refused (it failed before changing anything at the target: nothing to compensate, see errors.NotApplied)."""
     if not error:
-        return "succeeded"
-    return "refused" if refused else "failed"
+        return StepStatus.SUCCEEDED
+    return StepStatus.REFUSED if refused else StepStatus.FAILED
+
+
+# Stored text -> enum, by dict (a lookup per step row: the daemon's start reads the steps of many runs).
+STEP_ACTIONS = {action.value: action for action in StepAction}
+STEP_STATUSES = {status.value: status for status in StepStatus}

@@ -25,12 +25,26 @@ from rotator.fingerprints import Fingerprint
 from rotator.journal.leases import holder_is_dead, this_holder
 from rotator.journal.records import (
     NOTIFICATION_COLUMNS,
+    STEP_ACTIONS,
+    STEP_STATUSES,
     check_run_changes,
     notification_record,
     scrubbed,
     step_status,
 )
-from rotator.model import Lease, NotificationRecord, NotifyStatus, RunRecord, RunState, Step, StepRecord, Trigger
+from rotator.model import (
+    NO_DETAILS,
+    Lease,
+    NotificationRecord,
+    NotifyStatus,
+    RunDetails,
+    RunRecord,
+    RunState,
+    Step,
+    StepAction,
+    StepRecord,
+    Trigger,
+)
 
 _SCHEMA = """
 create table if not exists runs (
@@ -281,20 +295,34 @@ class SqliteJournal:
             lease,
         )
 
-    def step_started(self, run_id: str, step: Step, action: str, lease: Lease) -> None:
+    def step_started(self, run_id: str, step: Step, action: StepAction, lease: Lease) -> None:
         self._fenced(
             "insert into steps (run_id, step, action, status, started_at) select ?, ?, ?, 'started', ? where {fence}",
-            (run_id, step.value, action, now_text()),
+            (run_id, step.value, StepAction(action).value, now_text()),
             lease,
         )
 
     def step_finished(
-        self, run_id: str, step: Step, action: str, lease: Lease, error: str | None = None, *, refused: bool = False
+        self,
+        run_id: str,
+        step: Step,
+        action: StepAction,
+        lease: Lease,
+        error: str | None = None,
+        *,
+        refused: bool = False,
     ) -> None:
         self._fenced(
             "update steps set status = ?, ended_at = ?, error = ? where id = (select max(id) from steps "
             "where run_id = ? and step = ? and action = ? and status = 'started') and {fence}",
-            (step_status(error, refused), now_text(), scrubbed(error), run_id, step.value, action),
+            (
+                step_status(error, refused).value,
+                now_text(),
+                scrubbed(error),
+                run_id,
+                step.value,
+                StepAction(action).value,
+            ),
             lease,
         )
 
@@ -323,8 +351,8 @@ class SqliteJournal:
                 StepRecord(
                     run_id,
                     Step(step),
-                    action,
-                    status,
+                    STEP_ACTIONS[action],
+                    STEP_STATUSES[status],
                     _time(started) or datetime.now(UTC),
                     _time(ended),
                     error,
@@ -380,7 +408,7 @@ class SqliteJournal:
                     previous_version_id=previous_version_id,
                     revoke_due_at=_time(revoke_due_at),
                     steps=tuple(run_steps),
-                    details=json.loads(details) if details else {},
+                    details=RunDetails.from_json(json.loads(details)) if details else NO_DETAILS,
                 )
             )
         return records
