@@ -16,8 +16,8 @@ import pytest
 from rotator.config import load_config
 from rotator.workspace import Workspace
 from tests.cli_env import CliEnv
-from tests.servers.fixtures import _unavailable
 from tests.servers.postgres import PgServer, ServerUnavailable
+from tests.servers.watch import unavailable as _unavailable
 
 PLANS = 25
 

@@ -24,7 +24,7 @@ from rotator.registry import load_notifier
 from rotator.testing import sample_event
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.throwaway_ca import TlsFiles, make_throwaway_tls
-from tests.servers.aws import unavailable
+from tests.servers.watch import unavailable
 
 NS = "web"
 

@@ -16,8 +16,8 @@ from rotator_plugins.rotation.postgres_connections import LIBPQ_TAKES_SCRAM_KEYS
 from rotator.errors import TestFailed
 from rotator.model import Stage
 from tests.integration.test_postgres_plugin import assert_password, cred, make_ctx
-from tests.servers.fixtures import _unavailable
 from tests.servers.postgres import PgServer, scram_matches
+from tests.servers.watch import unavailable as _unavailable
 
 ADMIN = "db/admin"
 

@@ -27,9 +27,9 @@ from rotator_plugins.rotation.postgres import SECRET, PostgresPlugin, ssl_choice
 from rotator.errors import StepError, TestFailed, TransientError
 from rotator.model import Credential, PasswordPolicy, RotationContext, Stage
 from tests.fakes.throwaway_ca import make_throwaway_tls
-from tests.servers.fixtures import _unavailable
 from tests.servers.mariadb import MariaDbServer
 from tests.servers.postgres import PgServer, ServerUnavailable
+from tests.servers.watch import unavailable as _unavailable
 
 from .conftest import Function
 from .rotation_service import SecretsManagerService

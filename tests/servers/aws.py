@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["MotoServer", "moto_server", "start_moto_server", "unique_name"]
+from tests.servers.watch import ServerUnavailable, WatchedServer, watched
 
 REGION = "us-east-1"
 DUMMY_ENV = {
@@ -57,9 +60,26 @@ def unique_name(prefix: str = "test") -> str:
 
 
 @dataclass
-class MotoServer:
+class MotoServer(WatchedServer):
+    """moto's server in a thread of this process; its log gets werkzeug's and moto's warnings and errors (a request
+    that failed inside moto)."""
+
+    label = "moto"
+
     endpoint_url: str
     region: str = REGION
+    threaded: Any = field(default=None, repr=False)  # moto.server.ThreadedMotoServer
+    log_file: Path | None = None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.log_file
+
+    def exit_status(self) -> str | None:
+        thread = getattr(self.threaded, "_thread", None)
+        if thread is None or thread.is_alive():
+            return None
+        return "stopped serving (its thread ended)"
 
     def session(self) -> Any:
         """A boto3 session with dummy credentials, in us-east-1."""
@@ -107,6 +127,12 @@ def start_moto_server() -> tuple[MotoServer, Callable[[], None]]:
     saved = {name: os.environ.get(name) for name in DUMMY_ENV}
     os.environ.update(DUMMY_ENV)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    log_dir = Path(tempfile.mkdtemp(prefix="rotator-moto-"))
+    log_file = log_dir / "moto.log"
+    handler = logging.FileHandler(log_file)
+    handler.setLevel(logging.WARNING)
+    for name in ("werkzeug", "moto"):
+        logging.getLogger(name).addHandler(handler)
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     undo_fix = _default_version_follows_awscurrent()
@@ -115,31 +141,37 @@ def start_moto_server() -> tuple[MotoServer, Callable[[], None]]:
     def stop() -> None:
         server.stop()
         undo_fix()
+        for name in ("werkzeug", "moto"):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
+        shutil.rmtree(log_dir, ignore_errors=True)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
 
-    return MotoServer(endpoint_url=f"http://127.0.0.1:{port}"), stop
+    return MotoServer(endpoint_url=f"http://127.0.0.1:{port}", threaded=server, log_file=log_file), stop
 
 
-def unavailable(reason: str) -> None:
-    """Skip on a developer's machine, fail in CI (env CI set), like the other server fixtures."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
+def _start_watched() -> tuple[MotoServer, Callable[[], None]]:
     try:
         import boto3  # noqa: F401
         import moto.server  # noqa: F401
     except ImportError:
-        unavailable("boto3 or moto[server] is not installed (pip install -e '.[dev]')")
-    server, stop = start_moto_server()
-    try:
+        raise ServerUnavailable("boto3 or moto[server] is not installed (pip install -e '.[dev]')") from None
+    return start_moto_server()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """moto's server for the whole session (and the AWS_* dummy environment); watched."""
+    stops: list[Callable[[], None]] = []
+
+    def start() -> MotoServer:
+        server, stop = _start_watched()
+        stops.append(stop)
+        return server
+
+    with watched("moto_server", start, lambda _server: stops.pop()()) as server:
         yield server
-    finally:
-        stop()

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.throwaway_ca import make_throwaway_tls
+from tests.servers.watch import ServerUnavailable, WatchedServer, process_status, watched
 
 try:
     import pymysql
@@ -38,12 +39,6 @@ except ImportError:  # without the dev extra the whole suite must still import: 
 
 HOST = "127.0.0.1"
 ROOT = "root"
-
-__all__ = ["mariadb_server"]
-
-
-class ServerUnavailable(RuntimeError):
-    """The MariaDB binaries are missing: the fixture skips, or fails in CI."""
 
 
 def find_binaries() -> tuple[str, str]:
@@ -76,8 +71,10 @@ def account(user: str, host: str = "%") -> str:
 
 
 @dataclass
-class MariaDbServer:
+class MariaDbServer(WatchedServer):
     """A running throwaway server. Create it with `MariaDbServer.start()`, end it with `stop()`."""
+
+    label = "MariaDB"
 
     root: Path
     port: int
@@ -101,6 +98,13 @@ class MariaDbServer:
     @property
     def error_log(self) -> Path:
         return self.root / "error.log"
+
+    @property
+    def log_path(self) -> Path:
+        return self.error_log
+
+    def exit_status(self) -> str | None:
+        return process_status(self.process)
 
     @property
     def general_log(self) -> Path:
@@ -166,14 +170,14 @@ class MariaDbServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.process = None
-                raise RuntimeError(self._tail_log())
+                raise RuntimeError(self.tail_log())
             try:
                 # Before _secure_root the fresh install's root@localhost has no password (socket only).
                 with contextlib.closing(pymysql.connect(unix_socket=str(self.socket_path), user=ROOT, password="")):
                     return
             except pymysql.err.OperationalError:
                 time.sleep(0.1)
-        raise RuntimeError(f"mariadbd did not answer within 60 s:\n{self._tail_log()}")
+        raise RuntimeError(f"mariadbd did not answer within 60 s:\n{self.tail_log()}")
 
     def _secure_root(self) -> None:
         """Drop the passwordless root accounts the install makes, and give root@localhost a password."""
@@ -189,12 +193,6 @@ class MariaDbServer:
             cur.execute(f"CREATE USER {account(ROOT, HOST)} IDENTIFIED BY %s", (self.root_password,))
             cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO {account(ROOT, HOST)} WITH GRANT OPTION", ())
             cur.execute("GRANT PROXY ON ''@'%%' TO `root`@`127.0.0.1` WITH GRANT OPTION", ())
-
-    def _tail_log(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.error_log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
     def stop(self) -> None:
         if self._stopped:
@@ -310,21 +308,8 @@ class MariaDbServer:
             return fh.read().decode("utf-8", errors="replace")
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def mariadb_server() -> Iterator[MariaDbServer]:
-    """A throwaway MariaDB for the whole session: password auth over TCP, TLS available, general log on."""
-    try:
-        server = MariaDbServer.start()
-    except ServerUnavailable as exc:
-        _unavailable(str(exc))
-        raise AssertionError("unreachable") from None
-    try:
+    """A throwaway MariaDB for the whole session: password auth over TCP, TLS available, general log on; watched."""
+    with watched("mariadb_server", MariaDbServer.start, MariaDbServer.stop) as server:
         yield server
-    finally:
-        server.stop()

@@ -32,14 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
+
+from tests.servers.watch import ServerUnavailable, WatchedServer, watched
 
 SUPERUSER = "postgres"
 HOST = "127.0.0.1"
-
-
-class ServerUnavailable(RuntimeError):
-    """The PostgreSQL binaries (or the user to run them as) are missing: the fixture skips, or fails in CI."""
 
 
 def find_pg_bin() -> Path:
@@ -94,8 +93,10 @@ def scram_matches(verifier: str, password: str) -> bool:
 
 
 @dataclass
-class PgServer:
+class PgServer(WatchedServer):
     """A running throwaway cluster. Create it with `PgServer.start()`, end it with `stop()`."""
+
+    label = "PostgreSQL"
 
     root: Path
     bindir: Path
@@ -227,13 +228,30 @@ class PgServer:
             time.sleep(down_seconds)
             self._pg_ctl_start(self._options)
         except subprocess.CalledProcessError as exc:
-            raise RuntimeError(f"pg_ctl restart failed:\n{self._tail_log() or exc.stderr}") from None
+            raise RuntimeError(f"pg_ctl restart failed:\n{self.tail_log() or exc.stderr}") from None
 
-    def _tail_log(self, lines: int = 30) -> str:
+    def exit_status(self) -> str | None:
+        """pg_ctl runs the postmaster detached: it is alive while the pid its postmaster.pid names is."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+            pid = int((self.datadir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return "is not running (no postmaster.pid)"
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return f"is gone (postmaster pid {pid} no longer exists)"
+        except OSError:  # no /proc here: ask the kernel whether the pid exists
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return f"is gone (postmaster pid {pid} no longer exists)"
+            except PermissionError:  # it exists, as another user
+                pass
+            return None
+        # A killed postmaster is reparented, not our child: where nobody reaps it, it stays a zombie ("Z").
+        if stat.rpartition(")")[2].split()[0] == "Z":
+            return f"is gone (postmaster pid {pid} exited)"
+        return None
 
     def stop(self) -> None:
         if self._stopped:
@@ -372,3 +390,10 @@ def is_auth_failure(exc: psycopg.Error) -> bool:
         marker in text
         for marker in ("password authentication failed", "is not permitted to log in", "no pg_hba.conf entry")
     )
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A throwaway PostgreSQL cluster for the whole session: scram-sha-256 over TCP, log_statement=all; watched."""
+    with watched("pg_server", PgServer.start, PgServer.stop) as server:
+        yield server

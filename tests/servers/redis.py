@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import secrets
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 
 from tests.fakes.throwaway_ca import make_throwaway_tls
 from tests.servers.mariadb import free_port
+from tests.servers.watch import ServerUnavailable, WatchedServer, process_status, watched
 
 try:
     import redis
@@ -36,20 +36,16 @@ except ImportError:  # without the dev extra the whole suite must still import: 
 
 HOST = "127.0.0.1"
 
-__all__ = ["redis_server"]
-
-
-class ServerUnavailable(RuntimeError):
-    """redis-server is missing: the fixture skips, or fails in CI."""
-
 
 def sha256_hex(password: str) -> str:
     return hashlib.sha256(password.encode("utf-8")).hexdigest()
 
 
 @dataclass
-class RedisServer:
+class RedisServer(WatchedServer):
     """A running throwaway redis-server. Create it with `RedisServer.start()`, end it with `stop()`."""
+
+    label = "Redis"
 
     root: Path
     port: int
@@ -117,20 +113,17 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.process = None
-                raise RuntimeError(self._tail_log())
+                raise RuntimeError(self.tail_log())
             try:
                 with contextlib.closing(self.admin()) as client:
                     client.ping()
                 return
             except redis.exceptions.ConnectionError:
                 time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not answer within 30 s:\n{self._tail_log()}")
+        raise RuntimeError(f"redis-server did not answer within 30 s:\n{self.tail_log()}")
 
-    def _tail_log(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+    def exit_status(self) -> str | None:
+        return process_status(self.process)
 
     def stop(self) -> None:
         if self._stopped:
@@ -207,21 +200,8 @@ class RedisServer:
         return value
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    """A throwaway redis-server for the whole session: requirepass for `default`, ACL users, a TLS port."""
-    try:
-        server = RedisServer.start()
-    except ServerUnavailable as exc:
-        _unavailable(str(exc))
-        raise AssertionError("unreachable") from None
-    try:
+    """A throwaway redis-server for the whole session: requirepass for `default`, ACL users, a TLS port; watched."""
+    with watched("redis_server", RedisServer.start, RedisServer.stop) as server:
         yield server
-    finally:
-        server.stop()

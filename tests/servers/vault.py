@@ -40,31 +40,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.servers.aws import unavailable
+from tests.servers.watch import ServerUnavailable, WatchedServer, process_status, unavailable, watched
 
 if TYPE_CHECKING:
     import hvac
 
     from tests.fakes.vault import FakeVault
 
-__all__ = [
-    "Cut",
-    "FakeVaultServer",
-    "RequestLog",
-    "VaultServer",
-    "_openbao_session",
-    "cut_requests",
-    "vault_fake",
-    "vault_server",
-]
-
 HOST = "127.0.0.1"
 ROTATOR_PREFIX = "rotator"
 PENDING_PREFIX = ".rotator-pending"
-
-
-class ServerUnavailable(RuntimeError):
-    """The bao binary (or hvac) is missing: the fixture skips, or fails in CI."""
 
 
 def find_bao() -> str:
@@ -114,8 +99,10 @@ def consumer_policy(mount: str = "secret", prefix: str = ROTATOR_PREFIX, pending
 
 
 @dataclass
-class VaultServer:
+class VaultServer(WatchedServer):
     """A running `bao server -dev`. Create it with `VaultServer.start()`, end it with `stop()`."""
+
+    label = "OpenBao"
 
     root: Path
     port: int
@@ -210,18 +197,14 @@ class VaultServer:
         root.sys.enable_auth_method("approle")
         self.approle_role_id, self.approle_secret_id = self.approle("rotator", ["rotator"])
 
-    def tail_log(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+    def exit_status(self) -> str | None:
+        return process_status(self.process)
 
     def check_alive(self) -> None:
         """Fail loudly, with the log's tail, if the server exited."""
-        if self.process is None or self.process.poll() is not None:
-            code = None if self.process is None else self.process.returncode
-            pytest.fail(f"the OpenBao test server exited (code {code}); its log ends:\n{self.tail_log()}")
+        message = self.death("vault_server")
+        if message is not None:
+            pytest.fail(message, pytrace=False)
 
     def stop(self) -> None:
         if self._stopped:
@@ -448,24 +431,10 @@ def cut_requests(client: hvac.Client, *rules: Cut, log: RequestLog | None = None
 
 
 @pytest.fixture(scope="session")
-def _openbao_session() -> Iterator[VaultServer]:
-    try:
-        server = VaultServer.start()
-    except ServerUnavailable as exc:
-        unavailable(str(exc))
-        raise AssertionError("unreachable") from None
-    try:
+def vault_server() -> Iterator[VaultServer]:
+    """The session's OpenBao server, watched: a test that needs it once it is gone fails with its log tail."""
+    with watched("vault_server", VaultServer.start, VaultServer.stop) as server:
         yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def vault_server(_openbao_session: VaultServer) -> Iterator[VaultServer]:
-    """The session's OpenBao server; a test fails with the server's log tail if it is gone before or after it."""
-    _openbao_session.check_alive()
-    yield _openbao_session
-    _openbao_session.check_alive()
 
 
 @dataclass
