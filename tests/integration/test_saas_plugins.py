@@ -41,6 +41,7 @@ from rotator.journal.sqlite import SqliteJournal
 from rotator.local_store import LocalStore, create_key_file
 from rotator.testing.plugins import PluginContract
 from tests.cli_env import CliEnv
+from tests.contract.built_ins import built_in_entry_points
 from tests.fakes.cloudflare import DNS_READ
 from tests.fakes.saas_harnesses import (
     ADMIN_SECRET,
@@ -209,11 +210,9 @@ def cloudflare(tmp_path: Path) -> Iterator[Rig]:
 
 
 def test_registered_entry_points() -> None:
-    from importlib.metadata import entry_points
-
-    found = {ep.name: ep.load() for ep in entry_points(group="rotator.plugins")}
+    found = built_in_entry_points("plugin")
     for name, (_, cls) in VENDORS.items():
-        assert found[name] is cls
+        assert found[name].load() is cls
 
 
 def test_only_the_secret_field_is_treated_as_secret(rig: Rig) -> None:
