@@ -1,8 +1,10 @@
-"""The plugin contract (rotator.testing.PluginContract) over every built-in rotation plugin, on real servers.
+"""The plugin contract (rotator.testing.PluginContract) over every built-in rotation plugin: on real servers, and
+for the API-key plugins over the HTTP fakes of the vendors' APIs (no vendor can be reached from the tests).
 
 Per plugin and strategy: a full rotation with grace and revoke, each method twice, one run per plan, no secret
 anywhere, the plugin's own errors, and a failure (`error`) and a crash (`abort`, then resume with new objects) at
-every failpoint of rotator/failpoints.py. The harnesses are in tests/contract/harnesses.py.
+every failpoint of rotator/failpoints.py. The harnesses are in tests/contract/harnesses.py (real servers) and
+harnesses_saas.py (the SaaS fakes).
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ from tests.contract.harnesses_memory import (
     RollsForward,
     StageNotIdempotent,
     UnstageForgets,
+)
+from tests.contract.harnesses_saas import (
+    CloudflareHarness,
+    DatadogHarness,
+    HttpApiKeyHarness,
+    SendGridHarness,
+    TwilioHarness,
 )
 from tests.servers.aws import MotoServer
 from tests.servers.mariadb import MariaDbServer
@@ -109,6 +118,59 @@ class TestAwsIamKeyPlugin(PluginContract):
     @pytest.fixture
     def plugin_harness(self, moto_server: MotoServer) -> AwsIamKeyHarness:
         return AwsIamKeyHarness(moto_server)
+
+
+# -- the API-key plugins, over the SaaS fakes written from the vendors' API references (tests/fakes) --------------
+
+
+class TestDatadogContract(PluginContract):
+    strategies = DatadogHarness.strategies
+
+    @pytest.fixture
+    def plugin_harness(self) -> DatadogHarness:
+        return DatadogHarness()
+
+
+class TestSendGridContract(PluginContract):
+    strategies = SendGridHarness.strategies
+
+    @pytest.fixture
+    def plugin_harness(self) -> SendGridHarness:
+        return SendGridHarness()
+
+
+class TestTwilioContract(PluginContract):
+    strategies = TwilioHarness.strategies
+
+    @pytest.fixture
+    def plugin_harness(self) -> TwilioHarness:
+        return TwilioHarness()
+
+
+class TestHttpApiKeyContract(PluginContract):
+    strategies = HttpApiKeyHarness.strategies
+
+    @pytest.fixture
+    def plugin_harness(self) -> HttpApiKeyHarness:
+        return HttpApiKeyHarness()
+
+
+# Cloudflare rolls forward only in its `roll` strategy (rolls_forward_strategies): single-user (a new token, the old
+# one valid until revoke) rolls back like any two-phase plugin.
+class TestCloudflareNewTokenContract(PluginContract):
+    strategies = ("single-user",)
+
+    @pytest.fixture
+    def plugin_harness(self) -> CloudflareHarness:
+        return CloudflareHarness()
+
+
+class TestCloudflareRollContract(PluginContract):
+    strategies = ("roll",)
+
+    @pytest.fixture
+    def plugin_harness(self) -> CloudflareHarness:
+        return CloudflareHarness()
 
 
 # -- the kit itself: a correct in-memory plugin passes, and each broken one is caught ----------------------------

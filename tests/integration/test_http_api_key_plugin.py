@@ -3,7 +3,8 @@ retry policy of its transport, and a rotation through the `rotator` command over
 
 The target is tests/fakes/sendgrid.py (an HTTP fake written from SendGrid's public API reference; see its
 docstring), which the plugin is configured to speak purely through declared requests (see
-tests/fakes/saas_harnesses.py `http_api_key_options`). The plugin contract over it runs in test_saas_plugins.py.
+tests/contract/harnesses_saas.py `http_api_key_options`). The plugin contract over it runs in
+tests/contract/test_plugins.py.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from rotator.journal.sqlite import SqliteJournal
 from rotator.local_store import LocalStore, create_key_file
 from rotator.registry import load_plugin
 from tests.cli_env import CliEnv
+from tests.contract.harnesses_saas import http_api_key_options
 from tests.fakes.saas_base import HttpError
-from tests.fakes.saas_harnesses import http_api_key_options
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.throwaway_ca import TlsFiles, make_throwaway_tls
 

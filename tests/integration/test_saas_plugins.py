@@ -4,8 +4,8 @@ No vendor can be had here: tests/fakes/<vendor>.py speak each vendor's endpoints
 (see their docstrings), and answer "is this key valid now?" from their own state, so invariants 1 and 2 are
 checked against the vendor's view, not the plugin's.
 
-First the plugin contract (rotator.testing.PluginContract: full rotation, idempotent methods, one run per plan, no
-leaks, a failure and a crash at every failpoint), then what is particular to the vendors.
+The plugin contract over them (rotator.testing.PluginContract) runs in tests/contract/test_plugins.py; here is what
+is particular to the vendors.
 """
 
 from __future__ import annotations
@@ -39,73 +39,18 @@ from rotator.components import ComponentSetup
 from rotator.engine.runner import BoundPlan, Runner
 from rotator.journal.sqlite import SqliteJournal
 from rotator.local_store import LocalStore, create_key_file
-from rotator.testing.plugins import PluginContract
 from tests.cli_env import CliEnv
 from tests.contract.built_ins import built_in_entry_points
-from tests.fakes.cloudflare import DNS_READ
-from tests.fakes.saas_harnesses import (
+from tests.contract.harnesses_saas import (
     ADMIN_SECRET,
     CloudflareHarness,
     DatadogHarness,
-    HttpApiKeyHarness,
     SendGridHarness,
     TwilioHarness,
 )
+from tests.fakes.cloudflare import DNS_READ
 
 SECRET = "app/api-key"
-# -- the plugin contract ---------------------------------------------------------------------------------------
-
-
-class TestDatadogContract(PluginContract):
-    strategies = DatadogHarness.strategies
-
-    @pytest.fixture
-    def plugin_harness(self) -> DatadogHarness:
-        return DatadogHarness()
-
-
-class TestSendGridContract(PluginContract):
-    strategies = SendGridHarness.strategies
-
-    @pytest.fixture
-    def plugin_harness(self) -> SendGridHarness:
-        return SendGridHarness()
-
-
-class TestTwilioContract(PluginContract):
-    strategies = TwilioHarness.strategies
-
-    @pytest.fixture
-    def plugin_harness(self) -> TwilioHarness:
-        return TwilioHarness()
-
-
-class TestHttpApiKeyContract(PluginContract):
-    strategies = HttpApiKeyHarness.strategies
-
-    @pytest.fixture
-    def plugin_harness(self) -> HttpApiKeyHarness:
-        return HttpApiKeyHarness()
-
-
-# Cloudflare rolls forward only in its `roll` strategy (rolls_forward_strategies): single-user (a new token, the old
-# one valid until revoke) rolls back like any two-phase plugin.
-class TestCloudflareNewTokenContract(PluginContract):
-    strategies = ("single-user",)
-
-    @pytest.fixture
-    def plugin_harness(self) -> CloudflareHarness:
-        return CloudflareHarness()
-
-
-class TestCloudflareRollContract(PluginContract):
-    strategies = ("roll",)
-
-    @pytest.fixture
-    def plugin_harness(self) -> CloudflareHarness:
-        return CloudflareHarness()
-
-
 # -- what is particular to the vendors: one rig per vendor --------------------------------------------------------
 
 VENDORS: dict[str, tuple[type[Any], type[Any]]] = {
