@@ -139,7 +139,7 @@ def check_layout(zip_path: Path, arch: str) -> list[str]:
     problems = []
     with zipfile.ZipFile(zip_path) as archive:
         names = set(archive.namelist())
-        for required in ("handler.py", "rotator/__init__.py", "rotator/lambda_adapter.py",
+        for required in ("handler.py", "rotator/__init__.py", "rotator/lambda_adapter.py", "rotator/lambda_settings.py",
                          "rotator_plugins/__init__.py", "rotator_plugins/stores/aws_secretsmanager.py"):  # fmt: skip
             if required not in names:
                 problems.append(f"missing {required}")

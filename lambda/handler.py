@@ -16,7 +16,8 @@ from botocore.config import Config
 from rotator_plugins.stores.aws_secretsmanager import AwsSecretsManagerStore
 
 from rotator import logs
-from rotator.lambda_adapter import FunctionSettings, RotationFunction, failure, one_line
+from rotator.errors import describe
+from rotator.lambda_adapter import FunctionSettings, RotationFunction, failure
 
 # Lambda sends stdout to the function's log group: one JSON object per line, secrets redacted.
 logs.configure(json=True, stream=sys.stdout, level=os.environ.get("ROTATOR_LOG_LEVEL", "info"))
@@ -51,5 +52,5 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return _function.handle(event, deadline_seconds=max(1.0, remaining - SAFETY_SECONDS))
     except Exception as exc:
         log.error("rotation step failed", step=event.get("Step") if isinstance(event, dict) else None,
-                  error=one_line(exc))  # fmt: skip
+                  error=describe(exc))  # fmt: skip
         raise failure(exc) from None

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rotator.engine.plans import BoundPlan, RunOutcome, RunSettings
-from rotator.engine.steps import tell
+from rotator.engine.steps import NOTIFY_TRIES, tell
 from rotator.errors import SecretNotFound
 from rotator.logs import bound_contextvars, get_logger
 from rotator.model import (
@@ -29,8 +29,6 @@ from rotator.model import (
     StepAction,
 )
 
-# Tries of one notifier delivery within a step (transient errors); later ticks retry a failed one.
-NOTIFY_TRIES = 4
 log = get_logger("rotator.engine")
 
 

@@ -40,6 +40,9 @@ from rotator.retry import Deadline, call_with_retry
 
 T = TypeVar("T")
 log = get_logger("rotator.engine")
+# Tries of one notifier's delivery (its transient errors) within a step; the runner retries a failed one on later
+# ticks (rotator/engine/delivery.py).
+NOTIFY_TRIES = 4
 
 
 class RunStore(Protocol):
@@ -120,6 +123,17 @@ def tell(
             continue
         ledger.delivered(name)
     return failed
+
+
+def promote(store: RunStore) -> bool:
+    """This rotation's PENDING becomes CURRENT. True when this call moved it; False when it was CURRENT already (a
+    repeat after a crash). Reads labels only, no value, and needs no plugin."""
+    if store.holder(Stage.CURRENT) == store.version_id:
+        return False
+    if store.holder(Stage.PENDING) != store.version_id:
+        raise store.missing(Stage.PENDING)
+    store.promote()
+    return True
 
 
 class StepCore:
@@ -267,14 +281,8 @@ class StepCore:
             raise
 
     def promote(self) -> bool:
-        """PENDING becomes CURRENT. True when this call moved it; False when it was CURRENT already (a repeat
-        after a crash). Reads labels only, no value."""
-        if self.store.holder(Stage.CURRENT) == self.version_id:
-            return False
-        if self.store.holder(Stage.PENDING) != self.version_id:
-            raise self.store.missing(Stage.PENDING)
-        self.store.promote()
-        return True
+        """PENDING becomes CURRENT (see `promote`)."""
+        return promote(self.store)
 
     def revoke(self, previous_id: str | None, *, superseded_by: str | None = None) -> bool:
         """Invalidate PREVIOUS at the target when it is the version `previous_id` (the one the driver means to

@@ -96,7 +96,7 @@ def test_the_function() -> None:
 
 
 def test_every_environment_variable_is_one_the_function_reads() -> None:
-    adapter = (ROOT / "rotator" / "lambda_adapter.py").read_text()
+    adapter = (ROOT / "rotator" / "lambda_settings.py").read_text()  # the function reads its variables there
     variables = template()["Resources"]["RotationFunction"]["Properties"]["Environment"]["Variables"]
     for name in variables:
         assert f'"{name}"' in adapter, f"{name} is set by the template but never read"

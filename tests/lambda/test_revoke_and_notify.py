@@ -16,8 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from rotator_plugins.stores.aws_secretsmanager import AwsSecretsManagerStore
 
-from rotator.errors import ConfigError, NotifyError
+from rotator.errors import ConfigError, NotifyError, StepError, TestFailed
+from rotator.lambda_adapter import FunctionSettings, RotationFunction, load_notifiers
 from rotator.testing import RecordingNotifier
 from tests.servers.aws import MotoServer
 from tests.servers.postgres import PgServer
@@ -270,3 +272,105 @@ def test_redis_keeps_both_passwords_until_the_next_create_secret(
         assert redis_server.can_login(user, service.value(arn)["password"]) and redis_server.can_login(user, first)
     finally:
         redis_server.drop_user(user)
+
+
+# -- failure events ---------------------------------------------------------------------------------------------
+
+
+class _UndoRefused:
+    """The generated plugin's shape, over a target that fails testSecret and then refuses the unstage."""
+
+    strategies = ("single-user",)
+
+    def create(self, ctx: Any, current: Any) -> dict[str, Any]:
+        return {**current.value, "value": "new-" + uuid.uuid4().hex}
+
+    def stage(self, ctx: Any, current: Any, pending: Any) -> None:
+        pass
+
+    def test(self, ctx: Any, pending: Any) -> None:
+        raise TestFailed(f"the new value {pending['value']} is refused")
+
+    def unstage(self, ctx: Any, current: Any, pending: Any) -> None:
+        raise StepError("the target is down: AWSCURRENT was not put back")
+
+    def revoke(self, ctx: Any, previous: Any, current: Any) -> None:
+        pass
+
+    def discard(self, ctx: Any, pending: Any) -> None:
+        pass
+
+
+def _hook(receiver: _Receiver, events: list[str]) -> str:
+    return json.dumps([{"type": "webhook", "name": "pager", "url": f"http://127.0.0.1:{receiver.server_port}/x",
+                        "allow_plain_http": True, "events": events}])  # fmt: skip
+
+
+def test_a_failed_step_tells_the_notifiers_that_list_failure_events(
+    service: SecretsManagerService,
+    make_function: Callable[..., Function],
+    receiver: _Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    told = RecordingNotifier()  # no events listed: the rotated event only, never a failure
+    events = ["credential.rotated", "credential.rotation_failed"]
+    hook = _hook(receiver, events)
+    notifiers = [*load_notifiers(json.loads(hook)), ("chat", told)]
+    function = make_function({"ROTATOR_PLUGIN": "generated", "ROTATOR_NOTIFIERS": hook}, notifiers=notifiers)
+    arn = service.create({"value": "initial-" + uuid.uuid4().hex})
+    token = service.start_rotation(arn)
+    function(sample_event("createSecret", arn, token))
+    monkeypatch.setenv("ROTATOR_FAILPOINTS", "after-stage=error")
+    with pytest.raises(RuntimeError, match="failpoint after-stage"):
+        function(sample_event("setSecret", arn, token))
+    [body] = receiver.bodies
+    payload = json.loads(body)
+    assert (payload["event"], payload["version"], payload["trigger"]) == ("credential.rotation_failed", token, "lambda")
+    assert "FailpointError" in payload["error"] and "Secrets Manager retries" in payload["action"]
+    assert payload["previous_version"] == service.holder(arn, "AWSCURRENT")
+    assert service.version_value(arn, token)["value"] not in body.decode()
+    assert told.events == []
+    monkeypatch.delenv("ROTATOR_FAILPOINTS")
+    for step in ("setSecret", "testSecret", "finishSecret"):  # Secrets Manager's retry goes through
+        function(sample_event(step, arn, token))
+    assert [json.loads(b)["event"] for b in receiver.bodies[1:]] == ["credential.rotated"]
+    assert [e.kind for e in told.events] == ["credential.rotated"]
+
+
+def test_a_test_failure_that_cannot_put_current_back_is_stuck(
+    service: SecretsManagerService, sm_client: Any, receiver: _Receiver, log_lines: io.StringIO
+) -> None:
+    settings = FunctionSettings.from_env(
+        {"ROTATOR_PLUGIN": "undo-refused", "ROTATOR_NOTIFIERS": _hook(receiver, ["credential.rotation_stuck"])},
+        file_exists=lambda _path: False,
+    )
+    function = RotationFunction(
+        AwsSecretsManagerStore(client=sm_client), settings, load_plugin=lambda _type, _options: _UndoRefused()
+    )
+    arn = service.create({"value": "initial-" + uuid.uuid4().hex})
+    token = service.start_rotation(arn)
+    for step in ("createSecret", "setSecret"):
+        function.handle(sample_event(step, arn, token))
+    with pytest.raises(TestFailed):
+        function.handle(sample_event("testSecret", arn, token))
+    [body] = receiver.bodies
+    payload = json.loads(body)
+    assert payload["event"] == "credential.rotation_stuck" and "putting it back failed" in payload["action"]
+    pending = service.version_value(arn, token)["value"]
+    assert pending not in body.decode() and pending not in log_lines.getvalue()
+    assert any(line["event"].startswith("unstage failed") for line in parsed_lines(log_lines))
+
+
+@pytest.mark.parametrize(
+    ("events", "words"),
+    [
+        (["credential.rolled_back"], "never sends credential.rolled_back"),
+        ("credential.rotation_failed", "non-empty list"),
+        ([], "non-empty list"),
+    ],
+)
+def test_notifier_events_the_function_never_sends_are_refused(events: Any, words: str) -> None:
+    spec = json.dumps([{"type": "webhook", "url": "https://hooks.example", "events": events}])
+    with pytest.raises(ConfigError, match=words) as raised:
+        FunctionSettings.from_env({"ROTATOR_NOTIFIERS": spec}, file_exists=lambda _path: False)
+    assert raised.value.key == "ROTATOR_NOTIFIERS[0].events" and raised.value.fix
