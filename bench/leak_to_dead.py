@@ -27,8 +27,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rotator import logs  # noqa: E402
-from rotator.leak_reports import ROUTE, SIGNATURE_HEADER, TIMESTAMP_HEADER, LeakReportServer, sign  # noqa: E402
+from rotator import leak_reports, logs  # noqa: E402
 from rotator.leaks import rotate_leaked  # noqa: E402
 from rotator.model import Trigger  # noqa: E402
 from tests.lifecycle_env import leak_env  # noqa: E402
@@ -56,7 +55,8 @@ def one_round(pg: PgServer, count: int, concurrency: int) -> dict[str, float]:
 
             key = secrets.token_bytes(32)
             assert workspace.fingerprint_key is not None
-            server = LeakReportServer(("127.0.0.1", 0), key, 300, workspace.journal, workspace.fingerprint_key, rotate)
+            context = leak_reports.LeakContext(workspace.journal, workspace.fingerprint_key, rotate)
+            server = leak_reports.LeakReportServer(("127.0.0.1", 0), key, 300, context)
             server.start()
             host, port = server.address
             body = json.dumps(
@@ -68,9 +68,12 @@ def one_round(pg: PgServer, count: int, concurrency: int) -> dict[str, float]:
             stamp = int(time.time())
             started = time.perf_counter()
             answer = requests.post(
-                f"http://{host}:{port}{ROUTE}",
+                f"http://{host}:{port}{leak_reports.ROUTE}",
                 data=body,
-                headers={TIMESTAMP_HEADER: str(stamp), SIGNATURE_HEADER: sign(key, stamp, body)},
+                headers={
+                    leak_reports.TIMESTAMP_HEADER: str(stamp),
+                    leak_reports.SIGNATURE_HEADER: leak_reports.sign(key, stamp, body),
+                },
                 timeout=30,
             )
             accepted = time.perf_counter() - started

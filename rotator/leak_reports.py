@@ -137,25 +137,31 @@ def parse_report(body: bytes) -> Report:
 RotateLeaked = Callable[[list[str], dict[str, str]], None]
 
 
+@dataclass(frozen=True)
+class LeakContext:
+    """What a report is matched against and acted on with: the daemon's current config (a SIGHUP reload swaps it
+    without restarting the endpoint)."""
+
+    journal: Journal
+    fingerprint_key: FingerprintKey
+    rotate: RotateLeaked
+    is_manual: Callable[[str], bool] = lambda _plan: False
+
+
 class LeakReportServer:
-    """The endpoint. `start()` serves in a thread; `close()` stops it and waits for rotations in flight."""
+    """The endpoint. `start()` serves in a thread; `close()` stops it and waits for rotations in flight.
+    `context` is asked for each report (a fixed LeakContext, or a callable returning the current one)."""
 
     def __init__(
         self,
         address: tuple[str, int],
         key: bytes,
         max_age: float,
-        journal: Journal,
-        fingerprint_key: FingerprintKey,
-        rotate: RotateLeaked,
-        is_manual: Callable[[str], bool] = lambda _plan: False,
+        context: LeakContext | Callable[[], LeakContext],
     ) -> None:
         self.key = key
         self.guard = ReplayGuard(max_age)
-        self.journal = journal
-        self.fingerprint_key = fingerprint_key
-        self.rotate = rotate
-        self.is_manual = is_manual
+        self._context = context
         self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
         server = self
@@ -215,18 +221,19 @@ class LeakReportServer:
         try:
             authenticate(self.key, headers, body, self.guard)
             report = parse_report(body)
-            scan = find_leaks(self.journal, self.fingerprint_key, report.lines)
+            context = self._context if isinstance(self._context, LeakContext) else self._context()
+            scan = find_leaks(context.journal, context.fingerprint_key, report.lines)
         except ReportRefused as exc:
             log.warning("leak report refused", status=exc.status, error=str(exc))
             return exc.status, {"error": str(exc)}
         except Exception as exc:
             log.error("leak report failed", error=describe(exc))
             return 500, {"error": "the report could not be matched; see the daemon's log"}
-        return 202, self._act(report, scan)
+        return 202, self._act(context, report, scan)
 
-    def _act(self, report: Report, scan: ScanReport) -> dict[str, Any]:
-        live = [m for m in scan.live if not self.is_manual(m.plan_id)]
-        by_hand = sorted({m.plan_id for m in scan.live if self.is_manual(m.plan_id)})
+    def _act(self, context: LeakContext, report: Report, scan: ScanReport) -> dict[str, Any]:
+        live = [m for m in scan.live if not context.is_manual(m.plan_id)]
+        by_hand = sorted({m.plan_id for m in scan.live if context.is_manual(m.plan_id)})
         plans = list(dict.fromkeys(m.plan_id for m in live))
         reasons = {
             plan: leak_reason([w for m in live if m.plan_id == plan for w in m.found_in], report.source)
@@ -240,7 +247,9 @@ class LeakReportServer:
             rotate_by_hand=by_hand,
         )
         if plans:
-            worker = threading.Thread(target=self._rotate, args=(plans, reasons), name="leak-rotation", daemon=True)
+            worker = threading.Thread(
+                target=self._rotate, args=(context, plans, reasons), name="leak-rotation", daemon=True
+            )
             with self._lock:
                 self._workers = [w for w in self._workers if w.is_alive()] + [worker]
             worker.start()
@@ -251,8 +260,8 @@ class LeakReportServer:
             "rotate_by_hand": by_hand,
         }
 
-    def _rotate(self, plans: list[str], reasons: dict[str, str]) -> None:
+    def _rotate(self, context: LeakContext, plans: list[str], reasons: dict[str, str]) -> None:
         try:
-            self.rotate(plans, reasons)
+            context.rotate(plans, reasons)
         except Exception as exc:
             log.error("leak rotation failed", plans=plans, error=describe(exc))

@@ -22,7 +22,14 @@ from rotator.components import ComponentSetup
 from rotator.engine.runner import BoundPlan, Runner
 from rotator.fingerprints import FingerprintKey
 from rotator.journal.sqlite import SqliteJournal
-from rotator.leak_reports import ROUTE, SIGNATURE_HEADER, TIMESTAMP_HEADER, LeakReportServer, sign
+from rotator.leak_reports import (
+    ROUTE,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    LeakContext,
+    LeakReportServer,
+    sign,
+)
 from rotator.leaks import rotate_leaked
 from rotator.local_store import LocalStore, create_key_file
 from rotator.model import Stage, Trigger
@@ -64,7 +71,7 @@ def serve(journal: Any, key: FingerprintKey, runner: Runner, plans: dict[str, Bo
         rotate_leaked(runner, [plans[p] for p in plan_ids], reasons, concurrency=4)
         done.set()
 
-    server = LeakReportServer(("127.0.0.1", 0), HMAC_KEY, 300.0, journal, key, rotate)
+    server = LeakReportServer(("127.0.0.1", 0), HMAC_KEY, 300.0, LeakContext(journal, key, rotate))
     server.start()
     try:
         yield Endpoint(server, done)
