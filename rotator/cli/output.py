@@ -12,6 +12,7 @@ Imports stay light (no rich, no pydantic): `rotator --help` imports this module 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,13 +54,19 @@ def _json_default(value: Any) -> Any:
     return str(value)  # paths, timedeltas, anything else: as text
 
 
+# A timestamp msgspec wrote with an offset other than Z, or with none (a naive datetime).
+_NOT_UTC = re.compile(rb'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d)?"')
+
+
 def json_text(data: Any) -> str:
     """`data` as indented JSON (msgspec: C speed, which the standard library's indenting encoder is not: 10,000
-    status rows took it about a second). Datetimes become RFC 3339 UTC; aware ones are converted first, since
-    msgspec would keep their offset."""
+    status rows took it about a second). Datetimes are RFC 3339 in UTC (`Z`): msgspec writes a UTC one so, and in
+    the rare document that holds another (an offset, or naive), every datetime is converted first."""
     import msgspec.json
 
-    encoded = msgspec.json.encode(_utc(data), enc_hook=_json_default)
+    encoded = msgspec.json.encode(data, enc_hook=_json_default)
+    if _NOT_UTC.search(encoded):
+        encoded = msgspec.json.encode(_utc(data), enc_hook=_json_default)
     return msgspec.json.format(encoded, indent=2).decode()
 
 

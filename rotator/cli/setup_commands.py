@@ -183,7 +183,7 @@ StageName = Literal["CURRENT", "PENDING", "PREVIOUS"]
 def store_put(
     secret: Annotated[str, typer.Argument(metavar="SECRET", help="The secret's name in the store.")],
     file: Annotated[
-        Path,
+        str,
         typer.Option("--file", "-f", metavar="FILE", help="A JSON object to store as CURRENT ('-' for stdin)."),
     ],
     store: StoreOption = "local",
@@ -195,7 +195,7 @@ def store_put(
         from rotator.errors import ConfigError
 
         try:
-            text = sys.stdin.read() if str(file) == "-" else file.read_text()
+            text = sys.stdin.read() if file == "-" else Path(file).read_text()
         except OSError as exc:
             raise ConfigError(f"cannot read {file}: {exc.strerror}", key="--file", fix="check the path") from None
         try:
