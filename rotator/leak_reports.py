@@ -29,13 +29,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rotator.errors import describe
+from rotator.components import resolve_secret_ref
+from rotator.errors import ConfigError, describe
 from rotator.fingerprints import FingerprintKey
 from rotator.interfaces import Journal
-from rotator.leaks import Line, ScanReport, find_leaks, leak_reason
+from rotator.leaks import Line, ScanReport, find_leaks, leak_reason, rotate_leaked
 from rotator.logs import get_logger
+
+if TYPE_CHECKING:
+    from rotator.config import Config
+    from rotator.engine.runner import Runner
+    from rotator.workspace import Workspace
 
 log = get_logger(__name__)
 
@@ -265,3 +271,61 @@ class LeakReportServer:
             context.rotate(plans, reasons)
         except Exception as exc:
             log.error("leak rotation failed", plans=plans, error=describe(exc))
+
+
+MIN_KEY_LENGTH = 32
+
+
+def endpoint_key(config: Config) -> bytes:
+    """The endpoint's HMAC key from `[rotator.leak_reports] key` (env: or file:), at least MIN_KEY_LENGTH
+    characters; a ConfigError naming the key otherwise."""
+    section = config.model.rotator.leak_reports
+    assert section is not None
+    where = "rotator.leak_reports.key"
+    value = resolve_secret_ref(section.key, key=where, setup=config.setup("rotator")).strip()
+    if len(value) < MIN_KEY_LENGTH:
+        raise ConfigError(
+            f"the leak endpoint key is {len(value)} characters; it needs at least {MIN_KEY_LENGTH}",
+            file=str(config.path),
+            key=where,
+            fix="use a random one: openssl rand -base64 32",
+        )
+    return value.encode()
+
+
+def server_for(config: Config, context: Callable[[], LeakContext]) -> LeakReportServer | None:
+    """The endpoint `[rotator.leak_reports]` asks for (None without the section), bound but not started. The
+    fingerprint key must exist: without it nothing could ever match."""
+    section = config.model.rotator.leak_reports
+    if section is None:
+        return None
+    key = endpoint_key(config)
+    try:
+        return LeakReportServer(section.host_port, key, section.max_age.total_seconds(), context)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {section.listen}: {exc.strerror}",
+            file=str(config.path),
+            key="rotator.leak_reports.listen",
+            fix="choose a free HOST:PORT",
+        ) from None
+
+
+def workspace_context(workspace: Workspace, runner: Runner) -> LeakContext:
+    """A LeakContext over one config's workspace: the journal, the fingerprint key, and rotations on its runner."""
+    key = workspace.fingerprint_key
+    if key is None:
+        raise ConfigError(
+            "the leak endpoint needs the fingerprint key, and there is none",
+            file=str(workspace.config.path),
+            key="rotator.fingerprint_key",
+            fix="run `rotator init` (it makes state_dir/fingerprint.key), or set [rotator] fingerprint_key",
+        )
+    concurrency = workspace.config.model.rotator.concurrency
+
+    def rotate(plan_ids: list[str], reasons: dict[str, str]) -> None:
+        plans = [workspace.bind(workspace.config.plan(plan_id)) for plan_id in plan_ids]
+        for outcome in rotate_leaked(runner, plans, reasons, concurrency=concurrency):
+            log.warning("leak rotation", plan=outcome.plan_id, outcome=outcome.outcome, error=outcome.error)
+
+    return LeakContext(workspace.journal, key, rotate, lambda plan_id: workspace.config.plan(plan_id).is_manual)

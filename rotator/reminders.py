@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from rotator.config import PlanConfig
 from rotator.engine.runner import BoundPlan
@@ -28,6 +29,9 @@ from rotator.logs import bound_contextvars, get_logger
 from rotator.model import EventKind, NotificationRecord, NotifyStatus, RotationEvent, RunRecord
 from rotator.retry import call_with_retry
 from rotator.scheduler import next_due
+
+if TYPE_CHECKING:
+    from rotator.workspace import Workspace
 
 log = get_logger(__name__)
 
@@ -208,3 +212,23 @@ def default_wants(notifier_events: Mapping[str, frozenset[str] | None]) -> Calla
         return events is None or kind in events
 
     return wants
+
+
+def sender_for(workspace: Workspace, clock: Callable[[], datetime] | None = None) -> ReminderSender | None:
+    """The daemon's sender for this config's manual plans (None when it has none)."""
+    config = workspace.config
+    if not any(plan.is_manual and plan.enabled for plan in config.plans):
+        return None
+    notifiers = config.model.notifiers
+    events = {
+        name: (frozenset(spec.events) if "events" in spec.model_fields_set else None)
+        for name, spec in notifiers.items()
+    }
+    return ReminderSender(
+        workspace.journal,
+        config.plans,
+        workspace.bind,
+        default_wants(events),
+        retry_after=timedelta(seconds=max(60.0, config.model.rotator.notify_retry_seconds)),
+        **({"clock": clock} if clock else {}),
+    )
