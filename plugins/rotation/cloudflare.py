@@ -53,14 +53,13 @@ transport options. Password policy: not applicable (Cloudflare mints the value).
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar
 
 from msgspec import Meta
 from rotator_plugins.http_transport import dig, json_of
 from rotator_plugins.rotation.http_api_key import HttpApiKeyOptions, RequestSpec, TemplatedKeyApi
-from rotator_plugins.rotation.http_keys import SINGLE_USER, ApiKeyRotation, KeyOptions, MintedKey
+from rotator_plugins.rotation.http_keys import SINGLE_USER, ApiKeyRotation, KeyApi, KeyOptions, MintedKey
 
 from rotator import ComponentSetup, Credential, RotationContext, StepError, parse_options
 
@@ -177,15 +176,11 @@ class CloudflareApiTokenPlugin(ApiKeyRotation):
     id_field = "key_id"
     secret_field = "token"  # noqa: S105 (a field name, not a secret)
 
-    def __init__(
-        self,
-        options: Mapping[str, Any] | None = None,
-        setup: ComponentSetup | None = None,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
+    def connect(
+        self, options: Mapping[str, Any] | None, setup: ComponentSetup | None, sleep: Callable[[float], None]
+    ) -> tuple[KeyOptions, KeyApi]:
         parsed = parse_options(CloudflareOptions, options)
-        super().__init__(parsed, _CloudflareTokens(parsed, setup, sleep=sleep, name_limit=NAME_LIMIT), sleep=sleep)
+        return parsed, _CloudflareTokens(parsed, setup, sleep=sleep, name_limit=NAME_LIMIT)
 
     def mints_new_keys(self, ctx: RotationContext) -> bool:
         return ctx.strategy != ROLL

@@ -36,13 +36,12 @@ transport options of rotator_plugins.http_transport. Password policy: not applic
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar
 
 from msgspec import Meta
 from rotator_plugins.rotation.http_api_key import HttpApiKeyOptions, TemplatedKeyApi
-from rotator_plugins.rotation.http_keys import ApiKeyRotation, KeyOptions
+from rotator_plugins.rotation.http_keys import ApiKeyRotation, KeyApi, KeyOptions
 
 from rotator import ComponentSetup, parse_options
 
@@ -103,13 +102,9 @@ class DatadogApiKeyPlugin(ApiKeyRotation):
     id_field = "key_id"
     secret_field = "api_key"  # noqa: S105 (a field name, not a secret)
 
-    def __init__(
-        self,
-        options: Mapping[str, Any] | None = None,
-        setup: ComponentSetup | None = None,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
+    def connect(
+        self, options: Mapping[str, Any] | None, setup: ComponentSetup | None, sleep: Callable[[float], None]
+    ) -> tuple[KeyOptions, KeyApi]:
         parsed = parse_options(DatadogOptions, options)
         api = TemplatedKeyApi(
             "datadog",
@@ -122,4 +117,4 @@ class DatadogApiKeyPlugin(ApiKeyRotation):
             sleep=sleep,
             reset_header=("X-RateLimit-Reset", "seconds"),
         )
-        super().__init__(parsed, api, sleep=sleep)
+        return parsed, api

@@ -60,6 +60,7 @@ from rotator_plugins.rotation.http_keys import (
     SECRET_FIELD,
     AdminCredentials,
     ApiKeyRotation,
+    KeyApi,
     KeyOptions,
     ListedKey,
     MintedKey,
@@ -444,13 +445,9 @@ def _compile(spec: RequestSpec) -> dict[str, Any]:
 class HttpApiKeyPlugin(ApiKeyRotation):
     """Rotates an API key through the requests the config declares (see the module docstring)."""
 
-    def __init__(
-        self,
-        options: Mapping[str, Any] | None = None,
-        setup: ComponentSetup | None = None,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
+    def connect(
+        self, options: Mapping[str, Any] | None, setup: ComponentSetup | None, sleep: Callable[[float], None]
+    ) -> tuple[KeyOptions, KeyApi]:
         parsed = parse_options(HttpApiKeyOptions, options)
         self.id_field = parsed.id_field
         self.secret_field = parsed.key_field
@@ -465,4 +462,4 @@ class HttpApiKeyPlugin(ApiKeyRotation):
             ),
             sleep=sleep,
         )
-        super().__init__(parsed, api, sleep=sleep)
+        return parsed, api

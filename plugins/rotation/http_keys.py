@@ -166,8 +166,8 @@ class AdminCredentials:
 
 
 class ApiKeyRotation:
-    """RotationPlugin and Reconciler over a KeyApi (see the module docstring). Subclasses set the vendor's api,
-    its secret field names and its strategies."""
+    """RotationPlugin and Reconciler over a KeyApi (see the module docstring). Subclasses parse the vendor's options
+    and make its api in `connect`, and set its secret field names and its strategies."""
 
     strategies: tuple[str, ...] = (SINGLE_USER,)
     id_field = "key_id"
@@ -175,15 +175,20 @@ class ApiKeyRotation:
 
     def __init__(
         self,
-        options: KeyOptions,
-        api: KeyApi,
+        options: Mapping[str, Any] | None = None,
+        setup: ComponentSetup | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.options = options
-        self.api = api
+        self.options, self.api = self.connect(options, setup, sleep)
         self._sleep = sleep
         self._attempted: set[str] = set()  # runs whose create this process has tried (a repeat deletes the stray)
+
+    def connect(
+        self, options: Mapping[str, Any] | None, setup: ComponentSetup | None, sleep: Callable[[float], None]
+    ) -> tuple[KeyOptions, KeyApi]:
+        """The plugin's options (the plan's plugin table, parsed) and the vendor's key API built from them."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """For the daemon's reload and shutdown: the vendor transport's connections are closed."""

@@ -36,14 +36,13 @@ Password policy: not applicable (SendGrid mints the key).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import Meta
 from rotator_plugins.http_transport import json_of
 from rotator_plugins.rotation.http_api_key import HttpApiKeyOptions, RequestSpec, TemplatedKeyApi
-from rotator_plugins.rotation.http_keys import ApiKeyRotation, KeyOptions, MintedKey
+from rotator_plugins.rotation.http_keys import ApiKeyRotation, KeyApi, KeyOptions, MintedKey
 
 from rotator import ComponentSetup, Credential, RotationContext, StepError, parse_options
 
@@ -137,13 +136,8 @@ class SendGridApiKeyPlugin(ApiKeyRotation):
     id_field = "key_id"
     secret_field = "api_key"  # noqa: S105 (a field name, not a secret)
 
-    def __init__(
-        self,
-        options: Mapping[str, Any] | None = None,
-        setup: ComponentSetup | None = None,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
+    def connect(
+        self, options: Mapping[str, Any] | None, setup: ComponentSetup | None, sleep: Callable[[float], None]
+    ) -> tuple[KeyOptions, KeyApi]:
         parsed = parse_options(SendGridOptions, options)
-        api = _SendGridKeys(parsed, setup, sleep=sleep, reset_header=("X-RateLimit-Reset", "epoch"))
-        super().__init__(parsed, api, sleep=sleep)
+        return parsed, _SendGridKeys(parsed, setup, sleep=sleep, reset_header=("X-RateLimit-Reset", "epoch"))

@@ -39,13 +39,12 @@ Options: ``base_url`` (default https://api.twilio.com; a regional edge such as h
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar
 
 from msgspec import Meta
 from rotator_plugins.rotation.http_api_key import HttpApiKeyOptions, TemplatedKeyApi
-from rotator_plugins.rotation.http_keys import ApiKeyRotation, KeyOptions
+from rotator_plugins.rotation.http_keys import ApiKeyRotation, KeyApi, KeyOptions
 from rotator_plugins.rotation.http_template import Template, TemplateError
 
 from rotator import ComponentSetup, invalid, parse_options
@@ -106,13 +105,9 @@ class TwilioApiKeyPlugin(ApiKeyRotation):
     id_field = "key_id"
     secret_field = "secret"  # noqa: S105 (a field name, not a secret)
 
-    def __init__(
-        self,
-        options: Mapping[str, Any] | None = None,
-        setup: ComponentSetup | None = None,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
+    def connect(
+        self, options: Mapping[str, Any] | None, setup: ComponentSetup | None, sleep: Callable[[float], None]
+    ) -> tuple[KeyOptions, KeyApi]:
         parsed = parse_options(TwilioOptions, options)
         api = TemplatedKeyApi(
             "twilio",
@@ -125,4 +120,4 @@ class TwilioApiKeyPlugin(ApiKeyRotation):
             sleep=sleep,
             name_limit=NAME_LIMIT,
         )
-        super().__init__(parsed, api, sleep=sleep)
+        return parsed, api
