@@ -1,6 +1,7 @@
-"""The long-running service: APScheduler fires each plan when due; a periodic sweep resumes interrupted runs
-(this daemon's after a restart, or another daemon's once its lease is free), revokes PREVIOUS when due and
-retries failed notifications; /healthz and /metrics are served when `metrics_address` is set.
+"""The long-running service: the plan scheduler (rotator.scheduler, the one owner of APScheduler) fires each plan
+when due, and the daemon plans its next start from the journal when its run ends; a periodic sweep resumes
+interrupted runs (this daemon's after a restart, or another daemon's once its lease is free), revokes PREVIOUS
+when due and retries failed notifications; /healthz and /metrics are served when `metrics_address` is set.
 
 Several daemons may share one PostgreSQL journal. The journal, not any daemon, is the memory: each daemon
 computes the same due times from it, fires each plan at its own (jittered) moment, and the run checks under the
@@ -20,7 +21,6 @@ on what it started with, and 50 reloads hold as many connections and files as on
 
 from __future__ import annotations
 
-import functools
 import random
 import signal
 import threading
@@ -31,11 +31,6 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.date import DateTrigger
-from apscheduler.triggers.interval import IntervalTrigger
-
 from rotator.config import Config, PlanConfig, load_config
 from rotator.engine.runner import BoundPlan, Runner, RunOutcome, ShutdownRequested
 from rotator.errors import PlanBusy, RotatorError, describe
@@ -43,24 +38,13 @@ from rotator.interfaces import Journal
 from rotator.logs import bound_contextvars, get_logger
 from rotator.metrics import HealthServer, JournalCollector, Metrics, health_app
 from rotator.model import SUCCESS_EVENTS, NotifyStatus, RunState, Trigger
-from rotator.scheduler import FAILED, due_time, place_in_window, spread_catch_up
+from rotator.scheduler import PlanScheduler, due_for, due_times, place_in_window
 from rotator.workspace import Workspace
 
 log = get_logger("rotator.daemon")
 STUCK_RETRY = timedelta(minutes=10)
 SWEEP_JOB = "__sweep__"
-ARM_JOB = "__arm__"
-# Only plans that start within this horizon hold an APScheduler job; a tick every ARM_TICK arms the next ones.
-# 10,000 plans of `rate(30 days)` keep a handful of jobs, instead of 10,000 (each costs ~0.2 ms to create and
-# a few KB), and a start-up arms only what is near.
-ARM_HORIZON = timedelta(minutes=5)
-ARM_TICK = timedelta(minutes=1)
 OPEN = (RunState.RUNNING, RunState.ROLLING_BACK)
-
-
-def _streak(streaks: dict[str, int], plan_id: str) -> int:
-    """The plan's failed runs in a row, for the backoff (asked only when its newest run failed: at least 1)."""
-    return max(streaks.get(plan_id, 0), 1)
 
 
 class _Generation:
@@ -100,22 +84,15 @@ class Daemon:
         self._generation_lock = threading.Lock()
         workspace = Workspace(config)
         self._generation = _Generation(config, workspace, workspace.runner(stop=self.stopping))
-        self.planned: dict[str, datetime] = {}  # plan id -> its next start (armed or within the horizon later)
-        self._jobs: set[str] = set()  # plans that hold an APScheduler job now
-        self._plan_lock = threading.Lock()
         self._stuck_tried: dict[str, datetime] = {}
         self._last_sweep: float | None = None
         self._sweep_lock = threading.Lock()
-        self.scheduler = BackgroundScheduler(
-            timezone=UTC,
-            executors={"default": ThreadPoolExecutor(max_workers=config.model.rotator.concurrency)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-        )
+        self.scheduler = PlanScheduler(self._fire, workers=config.model.rotator.concurrency)
         self.metrics = Metrics(
             JournalCollector(
                 journal=self._journal_in_use,
                 plan_ids=lambda: [p.id for p in self.config.plans],
-                next_due=lambda: dict(self.planned),
+                next_due=self.scheduler.planned,
             )
         )
         self.http: HealthServer | None = None
@@ -182,112 +159,22 @@ class Daemon:
 
     # -- scheduling -----------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _failures(journal: Journal, plan_id: str) -> int:
-        count = 0
-        for record in journal.runs(plan_id, limit=12):
-            if record.state not in FAILED:
-                break
-            count += 1
-        return max(count, 1)
-
-    def _due_for(self, journal: Journal, plan: PlanConfig, now: datetime) -> datetime | None:
-        newest = journal.runs(plan.id, limit=1)
-        return due_time(
-            plan,
-            newest[0] if newest else None,
-            journal.last_success(plan.id),
-            now,
-            lambda: self._failures(journal, plan.id),
-        )
-
-    def _due_times(self, generation: _Generation) -> dict[str, datetime]:
-        """Every plan's next start, in three journal queries however many plans (and however many are failing)."""
-        now = datetime.now(UTC)
-        journal, config = generation.journal, generation.config
-        latest = journal.latest_runs()
-        successes = journal.last_successes()
-        streaks = journal.failure_streaks()
-        due: dict[str, datetime] = {}
-        overdue: list[str] = []
-        for plan in config.plans:
-            when = due_time(
-                plan, latest.get(plan.id), successes.get(plan.id), now, functools.partial(_streak, streaks, plan.id)
-            )
-            if when is None:
-                continue
-            if when <= now:
-                overdue.append(plan.id)
-            else:
-                due[plan.id] = place_in_window(when, plan.parsed_window)
-        # Each daemon shuffles the catch-up order, so that daemons sharing a journal do not all reach for the
-        # same plan at the same moment after a common outage.
-        random.shuffle(overdue)
-        spread = spread_catch_up(overdue, now, cap=config.model.rotator.catch_up_spread_seconds)
-        for plan_id, when in spread.items():
-            window = config.plan(plan_id).parsed_window
-            due[plan_id] = when if window is None else place_in_window(when, window)
-        return due
-
-    def _arm(self, plan_id: str, start: datetime) -> None:
-        """Plan the next start; give it an APScheduler job now if it is within the horizon (else arm_due will)."""
-        with self._plan_lock:
-            self.planned[plan_id] = start
-            near = start <= datetime.now(UTC) + ARM_HORIZON
-            if near:
-                self._jobs.add(plan_id)
-            elif plan_id in self._jobs:
-                self._jobs.discard(plan_id)
-                self._remove_job(plan_id)
-        if near:
-            self._add_job(plan_id, start)
-
-    def _add_job(self, plan_id: str, start: datetime) -> None:
-        self.scheduler.add_job(
-            self._fire,
-            DateTrigger(run_date=start, timezone=UTC),
-            args=[plan_id],
-            id=plan_id,
-            name=plan_id,
-            replace_existing=True,
-        )
-
-    def _remove_job(self, plan_id: str) -> None:
-        job = self.scheduler.get_job(plan_id)
-        if job is not None:
-            job.remove()
-
-    def _unplan(self, plan_id: str) -> None:
-        with self._plan_lock:
-            self.planned.pop(plan_id, None)
-            had_job = plan_id in self._jobs
-            self._jobs.discard(plan_id)
-        if had_job:
-            self._remove_job(plan_id)
-
-    def arm_due(self) -> None:
-        """The arming tick: give a job to every planned start that came within the horizon."""
-        horizon = datetime.now(UTC) + ARM_HORIZON
-        with self._plan_lock:
-            near = [(p, t) for p, t in self.planned.items() if p not in self._jobs and t <= horizon]
-            self._jobs.update(p for p, _ in near)
-        for plan_id, start in near:
-            self._add_job(plan_id, start)
-
     def schedule_all(self) -> None:
         started = time.monotonic()
         with self._components() as generation:
-            wanted = self._due_times(generation)
-            plans = len(generation.config.plans)
-        for plan_id in list(self.planned):
-            if plan_id not in wanted:
-                self._unplan(plan_id)  # the plan was removed, disabled or made manual
-        for plan_id, start in wanted.items():
-            self._arm(plan_id, start)
+            config = generation.config
+            wanted = due_times(
+                generation.journal,
+                config.plans,
+                datetime.now(UTC),
+                catch_up_cap=config.model.rotator.catch_up_spread_seconds,
+            )
+            plans = len(config.plans)
+        self.scheduler.replace(wanted)
         log.info(
             "plans scheduled",
             scheduled=len(wanted),
-            armed_now=len(self._jobs),
+            armed_now=self.scheduler.armed_count,
             plans=plans,
             seconds=round(time.monotonic() - started, 3),
         )
@@ -299,23 +186,21 @@ class Daemon:
             try:
                 plan = generation.config.plan(plan_id)
             except RotatorError:
-                self._unplan(plan_id)
+                self.scheduler.unplan(plan_id)
                 return  # removed by a reload
             now = datetime.now(UTC)
             if soon:  # busy elsewhere: look again shortly; the due check decides then
-                self._arm(plan_id, now + timedelta(seconds=random.uniform(5, 30)))
+                self.scheduler.plan(plan_id, now + timedelta(seconds=random.uniform(5, 30)))
                 return
-            when = self._due_for(generation.journal, plan, now)
+            when = due_for(generation.journal, plan, now)
         if when is None:
-            self._unplan(plan_id)
+            self.scheduler.unplan(plan_id)
             return
-        self._arm(plan_id, place_in_window(max(when, now), plan.parsed_window))
+        self.scheduler.plan(plan_id, place_in_window(max(when, now), plan.parsed_window))
 
     # -- jobs -----------------------------------------------------------------------------------------------
 
     def _fire(self, plan_id: str) -> None:
-        with self._plan_lock:
-            self._jobs.discard(plan_id)  # a date trigger fires once: its job is gone
         if self.stopping.is_set():
             return
         with self._components() as generation:
@@ -327,7 +212,7 @@ class Daemon:
         except Exception as exc:
             # The journal cannot tell the next due time (an outage): look again in a minute, never at once.
             log.error("cannot re-arm the plan; trying again in a minute", plan=plan_id, error=describe(exc))
-            self._arm(plan_id, datetime.now(UTC) + timedelta(seconds=random.uniform(45, 75)))
+            self.scheduler.plan(plan_id, datetime.now(UTC) + timedelta(seconds=random.uniform(45, 75)))
 
     def _rotate(self, generation: _Generation, plan_id: str) -> bool | None:
         """The scheduled run of `plan_id` on these components. True: another run holds the plan; None: paused for
@@ -337,7 +222,7 @@ class Daemon:
             plan = generation.config.plan(plan_id)
 
             def still_due() -> bool:
-                when = self._due_for(journal, plan, datetime.now(UTC))
+                when = due_for(journal, plan, datetime.now(UTC))
                 return when is not None and when <= datetime.now(UTC) + timedelta(seconds=1)
 
             try:
@@ -489,8 +374,8 @@ class Daemon:
             "status": "ok" if not problems else "unhealthy",
             "problems": problems,
             "plans": plans,
-            "planned": len(self.planned),
-            "armed_jobs": len(self._jobs),
+            "planned": self.scheduler.planned_count,
+            "armed_jobs": self.scheduler.armed_count,
             "stuck_runs": stuck,
             "journal_ms": journal_ms,
             "last_sweep_seconds_ago": sweep_age,
@@ -554,21 +439,7 @@ class Daemon:
         with self._components() as generation:
             self._resume_open(generation)
         self.schedule_all()
-        self.scheduler.add_job(
-            self.sweep,
-            IntervalTrigger(seconds=self.config.model.rotator.revoke_sweep_seconds, timezone=UTC),
-            id=SWEEP_JOB,
-            name="sweep",
-            replace_existing=True,
-            next_run_time=datetime.now(UTC),
-        )
-        self.scheduler.add_job(
-            self.arm_due,
-            IntervalTrigger(seconds=ARM_TICK.total_seconds(), timezone=UTC),
-            id=ARM_JOB,
-            name="arm",
-            replace_existing=True,
-        )
+        self.scheduler.every(SWEEP_JOB, self.config.model.rotator.revoke_sweep_seconds, self.sweep, first_now=True)
         self.scheduler.start()
         log.info("daemon running", startup_seconds=round(time.monotonic() - started, 3))
 

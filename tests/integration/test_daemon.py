@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_env import CliEnv
+from tests.integration.daemon_process import DaemonProcess
 
 CONFIG = """
 [rotator]
@@ -96,16 +97,20 @@ def test_daemon_resumes_an_interrupted_run_at_start(cli: CliEnv) -> None:
 
 
 def test_sighup_reloads_and_a_bad_config_is_refused(cli: CliEnv) -> None:
-    proc = cli.popen("daemon", "--json-logs")
+    daemon = DaemonProcess(cli.config)
     try:
-        assert wait_for(lambda: any(r["plan"] == "signing-key" for r in cli.run("history", "--json").json()), 40)
+        daemon.wait_for_event("promoted; the new credential is live", plan="signing-key", timeout=40)
         cli.config.write_text(CONFIG.replace('schedule = "manual"', 'schedule = "rate(oops)"'))
-        proc.send_signal(signal.SIGHUP)
-        time.sleep(1.5)
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for_event("reload refused: the new config is invalid; keeping the old one")
+        assert daemon.count("config reloaded") == 0
         cli.config.write_text(CONFIG.replace('schedule = "manual"', 'schedule = "rate(1 day)"'))
-        proc.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: any(r["plan"] == "manual-key" for r in cli.run("history", "--json").json()), 40)
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for_event("config reloaded")
+        daemon.wait_for_event("promoted; the new credential is live", plan="manual-key", timeout=40)
     finally:
-        code, logs = stop(proc)
-    assert code == 0
-    assert "reload refused" in logs and "config reloaded" in logs
+        code = daemon.stop()
+    assert code == 0, daemon.log()[-2000:]
+    [refused] = [e for e in daemon.events() if e["event"].startswith("reload refused")]
+    assert "schedule" in refused["error"], refused
+    assert [r["plan"] for r in cli.run("history", "--json").json()].count("manual-key") == 1

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.cli_env import CliEnv
+from tests.integration.daemon_process import DaemonProcess
 from tests.integration.test_daemon import stop, wait_for
 
 
@@ -189,24 +190,26 @@ grace = "1h"
 """,
     )
     cli.seed("app/slow", {"value": "first-" + "v" * 40})
-    proc = cli.popen("daemon", "--json-logs", env={"ROTATOR_FAILPOINTS": "after-create=sleep:3"})
+    # The run holds after create; SIGTERM goes as soon as the daemon logs that the run started (read from its log
+    # file, not by polling `history`, which under load took longer than the hold), well inside the 8 s hold.
+    daemon = DaemonProcess(cli.config, {"ROTATOR_FAILPOINTS": "after-create=sleep:8"})
     try:
-        assert wait_for(lambda: bool(cli.run("history", "--json").json()), 30)
+        daemon.wait_for_event("rotation started", plan="slow")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code, logs = stop(proc)
-    assert code == 0
+        daemon.signal(signal.SIGTERM)
+        code = daemon.stop()
+    assert code == 0, daemon.log()[-2000:]
     [run] = cli.run("history", "--json").json()
     assert run["state"] == "running"  # paused, open for resume
     assert [s["step"] for s in run["steps"]] == ["create"] and run["steps"][0]["status"] == "succeeded"
-    assert any(e["event"].startswith("run paused for shutdown") for e in events(logs))
+    assert daemon.count("run paused for shutdown; it stays open for resume", plan="slow") == 1
     assert cli.run("store", "get", "app/slow").json()["value"] == "first-" + "v" * 40  # consumers unaffected
-    again = cli.popen("daemon", "--json-logs")
+    again = DaemonProcess(cli.config)
     try:
-        assert wait_for(lambda: cli.run("history", "--json").json()[0]["state"] == "awaiting_revoke", 30)
+        again.wait_for_event("interrupted run settled", plan="slow", outcome="awaiting_revoke")
     finally:
-        code, _ = stop(again)
-    assert code == 0
+        code = again.stop()
+    assert code == 0, again.log()[-2000:]
     runs = cli.run("history", "--json").json()
     assert len(runs) == 1 and runs[0]["run_id"] == run["run_id"]  # the same run finished, not a new one
     assert cli.run("store", "get", "app/slow", "--stage", "PENDING").code == 2  # not there: a usage error
