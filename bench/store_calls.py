@@ -1,17 +1,19 @@
-"""Store cost per rotation: API calls and time, for the local store, AWS Secrets Manager (moto) and Vault (fake).
+"""Store cost per rotation: API calls and time, for the local store, AWS Secrets Manager (moto), Vault KV v2 on a
+real OpenBao server (`bao server -dev`, as the tests start it), and Vault on the fake of tests/fakes/vault.py.
 
-Two figures per store, both over real HTTP for the remote stores (moto's server mode; the fake Vault of
-tests/fakes/vault.py), both in this process:
+Two figures per store, over real HTTP for the remote stores, the clients in this process:
 
 - engine: one full rotation through the engine, `Runner.rotate(revoke_old_now=True)` with the `generated`
   plugin (no target system, so the store and the SQLite journal are the whole cost): settle, create (PENDING),
   stage, test, promote, revoke. AWS calls are counted with a botocore event hook
-  (`client.meta.events.register("before-call.secrets-manager", ...)`), Vault calls from the fake's request log.
+  (`client.meta.events.register("before-call.secrets-manager", ...)`); OpenBao's by a counting proxy in front of
+  it (every HTTP request that reaches the server, by method and endpoint); the fake's from its request log.
 - store only: the least a rotation needs from the store: get(CURRENT), put_pending, promote.
 
-Times are the median and 95th percentile over the rotations (after a warm-up), in milliseconds.
-moto and the fake answer in microseconds-to-milliseconds on loopback: the figures show the store's own cost
-(round trips, JSON, boto3/hvac) and the number of calls, not AWS's or Vault's latency, which adds per call.
+Times are the median and 95th percentile over the rotations (after a warm-up), in milliseconds; OpenBao's are
+measured on a second store that talks to it directly (the proxy only counts). moto, the fake and OpenBao's
+in-memory dev storage answer in well under a millisecond to a few on loopback: the figures show the store's own
+cost (round trips, JSON, boto3/hvac) and the number of calls, not a production server's latency, added per call.
 
 Usage: python bench/store_calls.py [--rotations 50]
 """
@@ -19,16 +21,20 @@ Usage: python bench/store_calls.py [--rotations 50]
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import hvac
 
@@ -47,6 +53,7 @@ from rotator.model import Stage  # noqa: E402
 from rotator.registry import load_store  # noqa: E402
 from tests.fakes.vault import FakeVault  # noqa: E402
 from tests.servers.aws import start_moto_server  # noqa: E402
+from tests.servers.vault import VaultServer  # noqa: E402
 
 
 class Calls:
@@ -76,6 +83,14 @@ class AwsCalls(Calls):
         return Counter(self.calls)
 
 
+def vault_call(method: str, path: str) -> str:
+    """A Vault request as "METHOD kind": /v1/<mount>/<kind>/... or /v1/auth/<method>/<action>."""
+    parts = path.split("?", 1)[0].split("/")
+    kind = "/".join(parts[2:5]) if parts[2] == "auth" else (parts[3] if len(parts) > 3 else "")
+    where = " (pending path)" if ".rotator-pending" in path else ""
+    return f"{method} {kind}{where}"
+
+
 class VaultCalls(Calls):
     """Vault HTTP requests, by method and endpoint kind, from the fake's request log."""
 
@@ -87,13 +102,65 @@ class VaultCalls(Calls):
         self.mark = len(self.fake.requests)
 
     def snapshot(self) -> Counter[str]:
-        calls: Counter[str] = Counter()
-        for method, path, _ in self.fake.requests[self.mark :]:
-            parts = path.split("/")  # /v1/<mount>/<kind>/... or /v1/auth/token/...
-            kind = "/".join(parts[2:5]) if parts[2] == "auth" else parts[3]
-            where = " (pending path)" if ".rotator-pending" in path else ""
-            calls[f"{method} {kind}{where}"] += 1
-        return calls
+        return Counter(vault_call(method, path) for method, path, _ in self.fake.requests[self.mark :])
+
+
+class CountingProxy(Calls):
+    """A loopback HTTP proxy in front of a real Vault-API server: forwards every request as it came (one kept-alive
+    upstream connection per client connection) and counts it, so the count is what reached the server."""
+
+    def __init__(self, upstream: str):
+        target = urlsplit(upstream)
+        self.calls: Counter[str] = Counter()
+        lock = threading.Lock()
+        calls = self.calls
+
+        class Forward(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                self.upstream = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=30)
+
+            def finish(self) -> None:
+                super().finish()
+                self.upstream.close()
+
+            def forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                self.upstream.request(self.command, self.path, body=body or None, headers=headers)
+                answer = self.upstream.getresponse()
+                data = answer.read()
+                with lock:
+                    calls[vault_call(self.command, self.path)] += 1
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_LIST = forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, name="counting-proxy", daemon=True).start()
+
+    def reset(self) -> None:
+        self.calls.clear()
+
+    def snapshot(self) -> Counter[str]:
+        return Counter(self.calls)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -109,7 +176,9 @@ def measure(name: str, store: SecretStore, journal_dir: Path, rotations: int, ca
     plan = BoundPlan(
         plan_id=f"bench-{name}", secret_id=secret_id, store_name=name, store=store, plugin=GeneratedSecretPlugin()
     )
-    runner.rotate(plan, revoke_old_now=True)  # warm-up: imports, connections, first-use costs
+    calls.reset()
+    runner.rotate(plan, revoke_old_now=True)  # warm-up: imports, connections, first-use costs (login, mount config)
+    cold_calls = calls.snapshot()
 
     engine_ms: list[float] = []
     engine_calls: Counter[str] = Counter()
@@ -136,6 +205,7 @@ def measure(name: str, store: SecretStore, journal_dir: Path, rotations: int, ca
         store_calls += calls.snapshot()
     return {
         "store": name,
+        "cold_calls": dict(sorted(cold_calls.items())),
         "engine_calls": {k: v / rotations for k, v in sorted(engine_calls.items())},
         "store_calls": {k: v / rotations for k, v in sorted(store_calls.items())},
         "engine_ms": (statistics.median(engine_ms), percentile(engine_ms, 0.95)),
@@ -168,6 +238,10 @@ def show(result: dict[str, Any]) -> None:
     )
     for key, value in result["engine_calls"].items():
         print(f"      {value:5g}  {key}")
+    if result["cold_calls"] != result["engine_calls"]:
+        print(f"  the first (cold) rotation: API calls {total(result['cold_calls'])}")
+        for key, value in result["cold_calls"].items():
+            print(f"      {value:5g}  {key}")
     median, p95 = result["store_ms"]
     print(
         f"  store only (get CURRENT, put_pending, promote): {median:.2f} ms median, {p95:.2f} ms p95; "
@@ -185,6 +259,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rotator-bench-stores-"))
     moto, stop_moto = start_moto_server()
     fake = FakeVault().serve()
+    openbao = VaultServer.start()
+    proxy = CountingProxy(openbao.url)
     results = []
     try:
         setup = ComponentSetup(name="bench", config_dir=work, state_dir=work)
@@ -201,21 +277,47 @@ def main() -> None:
         raw.create_secret(Name="bench/floor", SecretString='{"value": "x"}')
         results[-1]["floor_ms"] = floor_ms(lambda: raw.get_secret_value(SecretId="bench/floor"))
 
+        # OpenBao with README's least-privilege policy for mount `secret`, prefix `rotator`, as the tests use it.
+        os.environ["ROTATOR_BENCH_OPENBAO_TOKEN"] = openbao.rotator_token_for("secret", "rotator")
+        auth = {"method": "token", "token": "env:ROTATOR_BENCH_OPENBAO_TOKEN"}
+        counted = load_store("vault-kv2", {"url": proxy.url, "path_prefix": "rotator", "auth": auth}, setup, "vault")
+        real = measure(f"vault-kv2 on OpenBao {openbao.version}", counted, work, args.rotations, proxy)
+        direct = load_store("vault-kv2", {"url": openbao.url, "path_prefix": "rotator", "auth": auth}, setup, "vault")
+        timed = measure("vault-kv2 on OpenBao (direct)", direct, work, args.rotations, Calls())
+        real["engine_ms"], real["store_ms"] = timed["engine_ms"], timed["store_ms"]
+        root = openbao.client().secrets.kv.v2
+        root.create_or_update_secret(path="rotator/bench/floor", secret={"value": "x"})
+        real["floor_ms"] = floor_ms(
+            lambda: root.read_secret_version(path="rotator/bench/floor", raise_on_deleted_version=True)
+        )
+        results.append(real)
+
         os.environ["ROTATOR_BENCH_VAULT_TOKEN"] = fake.add_token(ttl=0, renewable=False)
         vault_options = {"url": fake.url, "auth": {"method": "token", "token": "env:ROTATOR_BENCH_VAULT_TOKEN"}}
         vault = load_store("vault-kv2", vault_options, setup, "stores.vault")
-        results.append(measure("vault-kv2", vault, work, args.rotations, VaultCalls(fake)))
+        faked = measure("vault-kv2 on the fake (tests/fakes/vault.py)", vault, work, args.rotations, VaultCalls(fake))
+        results.append(faked)
         kv = hvac.Client(url=fake.url, token=fake.root_token).secrets.kv.v2
         kv.create_or_update_secret(path="bench/floor", secret={"value": "x"})
         read = {"path": "bench/floor", "raise_on_deleted_version": True}
         results[-1]["floor_ms"] = floor_ms(lambda: kv.read_secret_version(**read))
     finally:
         fake.stop()
+        proxy.stop()
+        openbao.stop()
         stop_moto()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"rotations per store: {args.rotations} (after one warm-up rotation); loopback servers in this process")
+    print(f"rotations per store: {args.rotations} (after one warm-up rotation); loopback servers")
     for result in results:
         show(result)
+    real, faked = results[-2], results[-1]
+    for figure in ("cold_calls", "engine_calls", "store_calls"):
+        kinds = sorted(set(real[figure]) | set(faked[figure]))
+        differ = [(k, real[figure].get(k, 0), faked[figure].get(k, 0)) for k in kinds]
+        differ = [row for row in differ if row[1] != row[2]]
+        print(f"\nOpenBao vs the fake, {figure.replace('_', ' ')}: " + ("the same" if not differ else ""))
+        for kind, on_real, on_fake in differ:
+            print(f"      {kind}: OpenBao {on_real:g}, fake {on_fake:g}")
 
 
 if __name__ == "__main__":
