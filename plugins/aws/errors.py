@@ -115,6 +115,10 @@ KMS_CODES = frozenset(
     {"DecryptionFailure", "KMSAccessDenied", "KMSDisabled", "KMSInvalidState", "KMSNotFound", "KMSOptInRequired"}
 )
 
+NO_CREDENTIALS_FIX = (
+    "set `profile` or `role_arn`, or give the service an instance/task role or AWS_* environment variables"
+)
+
 TRANSIENT: Final = "transient"
 ACCESS_DENIED: Final = "access-denied"
 NOT_FOUND: Final = "not-found"
@@ -142,6 +146,36 @@ class AwsProblem:
     def label(self) -> str:
         """The code, else the status, else the exception's class: what a message names the failure by."""
         return self.code or (str(self.status) if self.status else self.exception)
+
+    def error(
+        self,
+        where: str,
+        refused: Callable[[str], RotatorError],
+        *,
+        retried: str = "retried",
+        tls_fix: str = "check endpoint_url",
+        with_message: bool = True,
+    ) -> RotatorError:
+        """The error in the words every component shares, for `where` (the component, the action, the resource): a
+        TransientError for what may pass, else `refused(text)`. A component words the kinds particular to it
+        (access denied, not found, KMS, no region) before asking this."""
+        if self.kind == TRANSIENT:
+            if self.code or self.status:
+                return TransientError(f"{where} failed for now ({self.label}); {retried}")
+            return TransientError(f"{where}: cannot reach AWS ({self.exception}); {retried}")
+        if self.kind == BAD_CREDENTIALS:
+            text = f"{where}: AWS rejected the credentials ({self.code}); check the profile, role or environment"
+        elif self.kind == TLS:
+            text = f"{where}: TLS verification failed for the endpoint; {tls_fix}"
+        elif self.kind == NO_CREDENTIALS:
+            text = f"{where}: no usable AWS credentials ({self.exception}); {NO_CREDENTIALS_FIX}"
+        elif self.kind == REJECTED:
+            text = f"{where} failed: {self.exception} (request rejected before it was sent)"
+        elif self.message and with_message:
+            text = f"{where} failed: {self.label}: {self.message}"
+        else:
+            text = f"{where} failed: {self.label}"
+        return refused(text)
 
 
 def aws_problem(exc: BaseException) -> AwsProblem:
@@ -176,11 +210,6 @@ def aws_problem(exc: BaseException) -> AwsProblem:
     return AwsProblem(REJECTED, exception=name)  # e.g. ParamValidationError: its text may quote a parameter
 
 
-NO_CREDENTIALS_FIX = (
-    "set `profile` or `role_arn`, or give the service an instance/task role or AWS_* environment variables"
-)
-
-
 @contextmanager
 def aws_call(mapper: Callable[[BaseException], RotatorError]) -> Iterator[None]:
     """Run one AWS call; re-raise whatever botocore raises as `mapper` words it. A RotatorError raised inside (an
@@ -209,11 +238,7 @@ def store_error(
         return exc
     where = f"{store}: {action} on secret {secret_id!r}"
     problem = aws_problem(exc)
-    if problem.kind == TRANSIENT:
-        if problem.code or problem.status:
-            return TransientError(f"{where} failed for now ({problem.label}); it will be retried")
-        return TransientError(f"{where}: cannot reach AWS ({problem.exception}); it will be retried")
-    if problem.code in conflict_codes:
+    if problem.kind != TRANSIENT and problem.code in conflict_codes:
         return VersionConflict(f"{where}: conflict: {problem.code}: {problem.message}")
     if problem.kind == ACCESS_DENIED:
         return StoreError(
@@ -229,19 +254,11 @@ def store_error(
             f"{where}: the secret's KMS key refused to decrypt; grant kms:Decrypt on the key to the daemon's "
             "identity (with kms:ViaService = secretsmanager)"
         )
-    if problem.kind == BAD_CREDENTIALS:
-        return StoreError(
-            f"{where}: AWS rejected the credentials ({problem.code}); check the profile, role or environment"
-        )
-    if problem.kind == TLS:
-        return StoreError(f"{where}: TLS verification failed for the endpoint; check endpoint_url and the CA bundle")
-    if problem.kind == NO_CREDENTIALS:
-        return StoreError(f"{where}: no usable AWS credentials ({problem.exception}); {NO_CREDENTIALS_FIX}")
     if problem.kind == NO_REGION:
         return ConfigError(f"{where}: no AWS region", fix='set region = "..." in the store\'s table, or AWS_REGION')
-    if problem.kind == REJECTED:
-        return StoreError(f"{where} failed: {problem.exception} (request rejected before it was sent)")
-    return StoreError(f"{where} failed: {problem.label}: {problem.message}")
+    return problem.error(
+        where, StoreError, retried="it will be retried", tls_fix="check endpoint_url and the CA bundle"
+    )
 
 
 # -- the notifiers -----------------------------------------------------------------------------------------------
@@ -253,10 +270,6 @@ def notify_error(exc: BaseException, *, what: str, action: str, resource: str) -
         return exc
     where = f"{what}: {action} on {resource}"
     problem = aws_problem(exc)
-    if problem.kind == TRANSIENT:
-        if problem.code or problem.status:
-            return TransientError(f"{where} failed for now ({problem.label}); retried")
-        return TransientError(f"{where}: cannot reach AWS ({problem.exception}); retried")
     if problem.kind == ACCESS_DENIED:
         return NotifyError(f"{where}: access denied; grant {action} on {resource} to the rotator's AWS identity")
     if problem.kind == NOT_FOUND:
@@ -265,17 +278,9 @@ def notify_error(exc: BaseException, *, what: str, action: str, resource: str) -
         return NotifyError(
             f"{where}: the topic's KMS key refused ({problem.code}); grant kms:GenerateDataKey and kms:Decrypt on it"
         )
-    if problem.kind == BAD_CREDENTIALS:
-        return NotifyError(f"{where}: AWS rejected the credentials ({problem.code}); check the profile, role or env")
-    if problem.kind == TLS:
-        return NotifyError(f"{where}: TLS verification failed for the endpoint; check endpoint_url")
-    if problem.kind == NO_CREDENTIALS:
-        return NotifyError(f"{where}: no usable AWS credentials ({problem.exception}); {NO_CREDENTIALS_FIX}")
     if problem.kind == NO_REGION:
         return NotifyError(f'{where}: no AWS region; set region = "..." in the notifier\'s table, or AWS_REGION')
-    if problem.kind == REJECTED:
-        return NotifyError(f"{where} failed: {problem.exception} (request rejected before it was sent)")
-    return NotifyError(f"{where} failed: {problem.label}: {problem.message}")
+    return problem.error(where, NotifyError)
 
 
 def notifier_call(*, what: str, action: str, resource: str) -> AbstractContextManager[None]:
@@ -293,10 +298,6 @@ def iam_error(ctx: RotationContext, step: str, action: str, user: str, exc: Base
         return exc
     head = f"plan {ctx.plan_id}: {step}: {action} for IAM user {user!r}"
     problem = aws_problem(exc)
-    if problem.kind == TRANSIENT:
-        if problem.code or problem.status:
-            return TransientError(f"{head} failed for now ({problem.label}); retried")
-        return TransientError(f"{head}: cannot reach AWS ({problem.exception}); retried")
     if problem.kind == ACCESS_DENIED:
         fix = (
             f"grant {action} on arn:aws:iam::<account>:user/{user} to the rotator's identity (see the docstring of "
@@ -314,4 +315,5 @@ def iam_error(ctx: RotationContext, step: str, action: str, user: str, exc: Base
         return StepError(
             f"{head}: no such user or key\n  fix: check UserName in the secret", plan_id=ctx.plan_id, step=step
         )
-    return StepError(f"{head} failed: {problem.label}", plan_id=ctx.plan_id, step=step)
+    # Texts are built from codes, never from request parameters: AWS's message is left out.
+    return problem.error(head, lambda text: StepError(text, plan_id=ctx.plan_id, step=step), with_message=False)
