@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,19 +33,32 @@ from rotator.workspace import Workspace  # noqa: E402
 from tests.servers.postgres import PgServer  # noqa: E402
 
 
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    # As an installed package runs: bytecode cached (with PYTHONDONTWRITEBYTECODE every run compiles the project's
+    # modules again). COLUMNS=80: the table is cut to a terminal of 80 columns, as at a shell.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, "COLUMNS": "80", **(extra or {})}
+
+
 def rotator(*args: str, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "rotator", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "COLUMNS": "120", **(env or {})},
+        [sys.executable, "-m", "rotator", *args], capture_output=True, text=True, check=False, env=_env(env)
     )
     return time.perf_counter() - started, done
 
 
-def status_times(plans: int, rounds: int = 3) -> tuple[float, float]:
+def median_time(rounds: int, *args: str) -> float:
+    """The median wall time of `rounds` runs of the command (which must succeed), after one warm-up run."""
+    times = []
+    for _ in range(rounds + 1):
+        wall, done = rotator(*args)
+        assert done.returncode == 0, done.stderr[-2000:]
+        times.append(wall)
+    return statistics.median(times[1:])
+
+
+def status_times(plans: int, rounds: int = 5) -> tuple[float, float]:
     root = Path(tempfile.mkdtemp(prefix="rotator-status-"))
     config = write_config(root, plans)
     rotator("init", "-c", str(config))
@@ -59,8 +73,8 @@ def status_times(plans: int, rounds: int = 3) -> tuple[float, float]:
         journal.begin_run(record, lease)
         journal.release_lease(lease)
     journal.close()
-    table = min(rotator("status", "-c", str(config))[0] for _ in range(rounds))
-    as_json = min(rotator("status", "--json", "-c", str(config))[0] for _ in range(rounds))
+    table = median_time(rounds, "status", "-c", str(config))
+    as_json = median_time(rounds, "status", "--json", "-c", str(config))
     return table, as_json
 
 
@@ -94,6 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     one_table, one_json = status_times(1)
     many_table, many_json = status_times(args.status_plans)
+    print(f"load average {os.getloadavg()[0]:.2f}; status: median of 5 runs, wall")
     print(f"status, 1 plan:        table {one_table:.2f} s, --json {one_json:.2f} s")
     print(f"status, {args.status_plans} plans: table {many_table:.2f} s, --json {many_json:.2f} s (goal < 1 s)")
     pg = PgServer.start()

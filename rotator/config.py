@@ -26,7 +26,15 @@ from rotator.components import SECRET_REF_PREFIXES, ComponentSetup
 from rotator.errors import ConfigError
 from rotator.model import SUCCESS_EVENTS, EventKind, PasswordPolicy
 from rotator.passwords import policy_problem
-from rotator.schedules import SCHEDULE_FIX, Schedule, Window, parse_duration, parse_schedule, parse_window
+from rotator.schedules import (
+    MAX_DURATION,
+    SCHEDULE_FIX,
+    Schedule,
+    Window,
+    parse_duration,
+    parse_schedule,
+    parse_window,
+)
 
 DEFAULT_CONFIG = "rotator.toml"
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -975,9 +983,89 @@ def _unset_env_refs(data: Any, path: str = "") -> list[str]:
     return warnings
 
 
+# What the loader accepts where pydantic's schema says otherwise (it describes the parsed value, a timedelta as an
+# ISO 8601 duration, a plugin as a table): the JSON schema must accept what `validate` accepts, as written in TOML.
+_DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^ *(0|( *[0-9]{1,12} *[dhms])+) *$", "examples": ["1h", "30m", "1h30m", "0"]},
+        {"type": "number", "minimum": 0, "maximum": MAX_DURATION.total_seconds()},
+    ],
+    "description": 'a duration: "1h", "30m", "2d", "1h30m", "0", or a number of seconds (at most 365 days)',
+}
+_SECRET_REF_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": "^(" + "|".join(re.escape(prefix) for prefix in SECRET_REF_PREFIXES) + ")",
+    "description": 'a reference, never the secret itself: "env:VAR" or "file:PATH"',
+}
+_HOST_PORT_SCHEMA: dict[str, Any] = {"type": "string", "pattern": r"^.*:[0-9]{1,5}$", "description": "HOST:PORT"}
+
+
+def _any_case(words: Sequence[str]) -> str:
+    """A JSON-schema pattern matching these words in any case (the loader lower-cases them)."""
+    return "^(" + "|".join("".join(f"[{c.lower()}{c.upper()}]" for c in word) for word in words) + ")$"
+
+
+_PROPERTY_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
+    ("PlanConfig", "plugin"): {
+        "anyOf": [{"type": "string", "description": "the plugin type"}, {"$ref": "#/$defs/ComponentConfig"}],
+        "description": 'plugin = "postgres", or a table: {type = "postgres", connect_timeout = 5, ...}',
+    },
+    ("PlanConfig", "id"): {"type": "string", "pattern": _PLAN_ID.pattern},
+    ("PlanConfig", "window"): {
+        "type": "string",
+        "pattern": "^[0-9]{2}:[0-9]{2}-[0-9]{2}:[0-9]{2}$",
+        "description": 'UTC, "HH:MM-HH:MM"; the run starts at a random moment inside it',
+    },
+    ("PlanConfig", "schedule"): {
+        "type": "string",
+        "description": 'rate(...) or cron(...) as in AWS, a 5-field crontab, or "manual"',
+        "examples": ["rate(30 days)", "cron(0 2 ? * SUN *)", "0 2 * * 0", "manual"],
+    },
+    ("PlanConfig", "due"): {
+        "type": "string",
+        "anyOf": [{"format": "date"}, {"format": "date-time"}],
+        "description": "a manual plan's due date (TOML date or date-time)",
+    },
+    ("RotatorSection", "journal"): {
+        "type": "string",
+        "pattern": "^(sqlite:///|postgresql://|postgres://)",
+        "description": "sqlite:///PATH, or postgresql://USER@HOST/DB without a password",
+    },
+    ("RotatorSection", "log_level"): {
+        "type": "string",
+        "pattern": _any_case(("debug", "info", "warning", "error")),
+        "default": "info",
+    },
+    ("RotatorSection", "metrics_address"): _HOST_PORT_SCHEMA,
+    ("RotatorSection", "fingerprint_key"): _SECRET_REF_SCHEMA,
+    ("LeakReportsSection", "listen"): _HOST_PORT_SCHEMA,
+    ("LeakReportsSection", "key"): _SECRET_REF_SCHEMA,
+}
+
+
+def _loader_view(node: Any) -> Any:
+    """pydantic's schema with every duration as the loader reads it (pydantic writes format "duration")."""
+    if isinstance(node, dict):
+        if node.get("format") == "duration" and node.get("type") == "string":
+            kept = {k: v for k, v in node.items() if k in ("title", "description")}
+            return {**_DURATION_SCHEMA, **kept}
+        return {key: _loader_view(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_loader_view(value) for value in node]
+    return node
+
+
 def json_schema() -> dict[str, Any]:
-    """The config's JSON schema (config/rotator.schema.json is this, written by `python -m rotator.config`)."""
-    schema = ConfigModel.model_json_schema()
+    """The config's JSON schema as the loader reads TOML (config/rotator.schema.json is this, written by
+    `python -m rotator.config`; tests/unit/test_config_schema.py checks every shipped config and the README's
+    examples against it). What a schema cannot say (a cron that matches no date, a plugin's own options, names
+    that must be declared) is left to `rotator validate`."""
+    schema: dict[str, Any] = _loader_view(ConfigModel.model_json_schema())
+    for (definition, name), override in _PROPERTY_SCHEMAS.items():
+        properties = schema["$defs"].get(definition, {}).get("properties", {})
+        if name in properties:
+            kept = {k: v for k, v in properties[name].items() if k in ("title", "default") and k not in override}
+            properties[name] = {**override, **kept}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "rotator.toml"
     return schema
