@@ -75,6 +75,7 @@ class AwsSecretsManagerStore:
         self.options = parse_options(AwsStoreOptions, options)
         self.setup = setup or ComponentSetup(name=STORE, config_dir=Path.cwd(), state_dir=Path.cwd() / "state")
         self._client = client
+        self._owns_client = client is None
         if client is None:
             self._client = configured_client(
                 "secretsmanager", self.options, component=STORE, key=f"stores.{self.setup.name}"
@@ -84,6 +85,11 @@ class AwsSecretsManagerStore:
     def client(self) -> Any:
         """The boto3 Secrets Manager client (for event hooks: `store.client.meta.events.register(...)`)."""
         return self._client
+
+    def close(self) -> None:
+        """For the daemon's reload and shutdown: the client's connections are closed (an injected one is left)."""
+        if self._owns_client:
+            self._client.close()
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
