@@ -183,15 +183,24 @@ class Workspace:
         errors that only the component can see: unknown type, bad option, unknown strategy. Returns a warning per
         plan whose target connection does not verify TLS (the optional plugin method `unverified_tls() -> str |
         None`); with [rotator] require_verified_tls, that is a ConfigError instead. Every command that runs calls
-        this, so what runs is what `validate` accepted."""
+        this, so what runs is what `validate` accepted. Every problem is collected before any is raised (as
+        ConfigProblems when there are several), so `validate` reports them all in one pass."""
+        from rotator.config import raise_problems
+
         checked: dict[tuple[str, str, str], str | None] = {}
         warnings: list[str] = []
+        problems: list[ConfigError] = []
         for plan in self.config.plans:
             # Plans with the same plugin type, options and strategy validate alike: build one of each (10,000
             # plans of a few kinds start in a fraction of a second). Each plan builds its own when it runs.
             kind = (plan.plugin.type, json.dumps(plan.plugin.options, sort_keys=True, default=str), plan.strategy)
             if kind not in checked:
-                plugin = self._plugin(plan)
+                try:
+                    plugin = self._plugin(plan)
+                except ConfigError as exc:
+                    problems.append(exc)
+                    checked[kind] = None
+                    continue
                 probe = getattr(plugin, "unverified_tls", None)
                 checked[kind] = probe() if callable(probe) else None
                 close_component(plugin, f"{self.config.plan_key(plan)}.plugin")  # a probe, not kept
@@ -200,27 +209,36 @@ class Workspace:
                 continue
             key = f"{self.config.plan_key(plan)}.plugin"
             if self.config.model.rotator.require_verified_tls:
-                raise ConfigError(
-                    "the connection to the target does not verify TLS, and rotator.require_verified_tls is set: "
-                    + reason,
-                    file=str(self.config.path),
-                    key=key,
-                    fix="set the plugin's TLS option to a verifying mode (above), or require_verified_tls = false",
+                problems.append(
+                    ConfigError(
+                        "the connection to the target does not verify TLS, and rotator.require_verified_tls is set: "
+                        + reason,
+                        file=str(self.config.path),
+                        key=key,
+                        fix="set the plugin's TLS option to a verifying mode (above), or require_verified_tls = false",
+                    )
                 )
+                continue
             warnings.append(f"{key}: the connection to the target does not verify TLS: {reason}")
         for name in self.config.model.notifiers:
-            self.notifier(name)
+            try:
+                self.notifier(name)
+            except ConfigError as exc:
+                problems.append(exc)
         from rotator.registry import available
 
         stores = available("store")
         for name, component in self.config.model.stores.items():
             if component.type not in stores:
-                raise ConfigError(
-                    f"unknown store type {component.type!r} (installed: {', '.join(sorted(stores))})",
-                    file=str(self.config.path),
-                    key=f"stores.{name}.type",
-                    fix="use an installed type, or install the package that provides it",
+                problems.append(
+                    ConfigError(
+                        f"unknown store type {component.type!r} (installed: {', '.join(sorted(stores))})",
+                        file=str(self.config.path),
+                        key=f"stores.{name}.type",
+                        fix="use an installed type, or install the package that provides it",
+                    )
                 )
+        raise_problems(problems)
         return warnings
 
     def select(

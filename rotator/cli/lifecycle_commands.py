@@ -89,7 +89,7 @@ def without_manual(chosen: list[PlanConfig], named: list[str]) -> list[PlanConfi
     return [plan for plan in chosen if not plan.is_manual]
 
 
-def _workspace(config: Path | None) -> Workspace:
+def _workspace(config: str | Path | None) -> Workspace:
     from rotator.config import load_config
     from rotator.workspace import Workspace
 
