@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from apscheduler.triggers.cron import CronTrigger
-
 from rotator.engine.states import FAILED_STATES, MAX_RETRY_DELAY, RETRY_AFTER_FAILURE, failure_backoff
 from rotator.interfaces import Journal
 from rotator.model import RunRecord
@@ -58,6 +56,8 @@ def next_due(schedule: Schedule, last_rotation: datetime | None, now: datetime) 
     if schedule.kind == "rate":
         assert schedule.interval is not None
         return last_rotation + schedule.interval
+    from apscheduler.triggers.cron import CronTrigger  # 20 ms of import: only cron schedules need it (`status`)
+
     trigger = CronTrigger(timezone=UTC, **schedule.cron)
     fire: datetime | None = trigger.get_next_fire_time(None, last_rotation + timedelta(seconds=1))
     return fire

@@ -21,6 +21,8 @@ from rotator.cli.params import ConfigOption, JsonOption, WideOption, config_choi
 from rotator.cli.tables import Column, render_and_cut, terminal_width
 
 if TYPE_CHECKING:
+    from rotator.config import Config
+    from rotator.interfaces import Journal
     from rotator.model import NotificationRecord, RunRecord
 
 commands = typer.Typer()
@@ -46,16 +48,32 @@ def status(config: ConfigOption = None, json_output: JsonOption = False, wide: W
         _print_status_table(rows, now, wide)
 
 
+def open_journal_of(cfg: Config) -> Journal:
+    """The config's journal, as rotator.workspace.Workspace opens it, without importing the engine and the
+    registry that a Workspace brings (status and history only read the journal)."""
+    from rotator.errors import ConfigError
+    from rotator.journal import open_journal
+
+    if not cfg.model.rotator.journal and not cfg.state_dir.is_dir():
+        raise ConfigError(
+            f"state directory {cfg.state_dir} does not exist",
+            file=str(cfg.path),
+            key="rotator.state_dir",
+            fix="run `rotator init` first",
+        )
+    return open_journal(cfg.model.rotator.journal, cfg.state_dir)
+
+
 def _status_rows(config: Any) -> tuple[list[dict[str, Any]], datetime]:
     from rotator.config import load_config
     from rotator.model import NotifyStatus, RunState
-    from rotator.reminders import due_at as manual_due_at
     from rotator.scheduler import due_time
-    from rotator.workspace import Workspace
 
-    workspace = Workspace(load_config(config_choice(config)))
+    cfg = load_config(config_choice(config))
+    if any(plan.is_manual for plan in cfg.plans):
+        from rotator.reminders import due_at as manual_due_at
+    journal = open_journal_of(cfg)
     try:
-        journal = workspace.journal
         now = datetime.now(UTC)
         latest = journal.latest_runs()
         successes = journal.last_successes()
@@ -68,9 +86,9 @@ def _status_rows(config: Any) -> tuple[list[dict[str, Any]], datetime]:
         for notice in journal.notifications(statuses=(NotifyStatus.FAILED,)):
             failed_notices.setdefault(notice.plan_id, []).append(notice)
     finally:
-        workspace.close()
+        journal.close()
     rows: list[dict[str, Any]] = []
-    for plan in workspace.config.plans:
+    for plan in cfg.plans:
         last, success = latest.get(plan.id), successes.get(plan.id)
         failing = streaks.get(plan.id, 0)
         if plan.is_manual:  # rotated by a person: due when its reminders say (rotator/reminders.py)
@@ -225,13 +243,12 @@ def history(
     every step's timing."""
     with reported_errors(json_output):
         from rotator.config import load_config
-        from rotator.workspace import Workspace
 
-        workspace = Workspace(load_config(config_choice(config)))
+        cfg = load_config(config_choice(config))
+        if plan is not None:
+            cfg.plan(plan)
+        journal = open_journal_of(cfg)
         try:
-            if plan is not None:
-                workspace.config.plan(plan)
-            journal = workspace.journal
             if run is not None:
                 record = _find_run(journal, plan, run, json_output)
                 notices = journal.notifications(plan_id=record.plan_id)
@@ -246,7 +263,7 @@ def history(
             for notice in journal.notifications(plan_id=plan):
                 by_run.setdefault(notice.run_id, []).append(notice)
         finally:
-            workspace.close()
+            journal.close()
         if json_output:
             emit_json([run_dict(r, by_run.get(r.run_id, [])) for r in runs])
             return
