@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from tests.servers.processes import free_port
 from tests.servers.watch import ServerUnavailable, WatchedServer, watched
 
 REGION = "us-east-1"
@@ -47,12 +47,6 @@ DUMMY_ENV = {
     "AWS_REGION": REGION,
     "AWS_EC2_METADATA_DISABLED": "true",
 }
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unique_name(prefix: str = "test") -> str:
@@ -133,7 +127,7 @@ def start_moto_server() -> tuple[MotoServer, Callable[[], None]]:
     handler.setLevel(logging.WARNING)
     for name in ("werkzeug", "moto"):
         logging.getLogger(name).addHandler(handler)
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     undo_fix = _default_version_follows_awscurrent()
     server.start()

