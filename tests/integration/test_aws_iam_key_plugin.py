@@ -88,13 +88,6 @@ def context(store: LocalStore) -> RotationContext:
     )
 
 
-def test_registered() -> None:
-    from importlib.metadata import entry_points
-
-    [ep] = [ep for ep in entry_points(group="rotator.plugins") if ep.name == "aws-iam-key"]
-    assert ep.load() is AwsIamKeyPlugin
-
-
 def test_rotation_two_keys_during_grace_then_previous_deleted(env, moto_server, iam, user):
     store, journal = env
     plugin = plugin_for(moto_server)

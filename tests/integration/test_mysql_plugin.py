@@ -255,15 +255,6 @@ def test_options_are_validated(tmp_path: Path) -> None:
     assert MySQLPlugin({"ssl_ca": "ca.pem"}, setup)._ssl_ca == str(tmp_path / "ca.pem")
 
 
-def test_registered_as_an_entry_point() -> None:
-    from importlib.metadata import entry_points
-
-    found = {ep.name: ep for ep in entry_points(group="rotator.plugins")}
-    if "mysql" not in found:
-        pytest.skip("the project's entry points are not installed (pip install -e .)")
-    assert found["mysql"].load() is MySQLPlugin
-
-
 # -- single-user --------------------------------------------------------------------------------------------------
 
 

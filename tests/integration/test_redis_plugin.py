@@ -125,15 +125,6 @@ def test_options_are_validated(tmp_path: Path) -> None:
     assert RedisPlugin({"ssl_ca": "ca.pem"}, setup)._ssl_ca == str(tmp_path / "ca.pem")
 
 
-def test_registered_as_an_entry_point() -> None:
-    from importlib.metadata import entry_points
-
-    found = {ep.name: ep for ep in entry_points(group="rotator.plugins")}
-    if "redis" not in found:
-        pytest.skip("the project's entry points are not installed (pip install -e .)")
-    assert found["redis"].load() is RedisPlugin
-
-
 def test_password_hash_is_what_redis_stores(redis_server: RedisServer, users: Callable[[str], str]) -> None:
     user = users("hash")
     redis_server.command("ACL", "SETUSER", user, "on", ">plain-text-pw", "+ping")  # the fixture, not the plugin

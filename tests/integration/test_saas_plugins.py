@@ -40,7 +40,6 @@ from rotator.engine.runner import BoundPlan, Runner
 from rotator.journal.sqlite import SqliteJournal
 from rotator.local_store import LocalStore, create_key_file
 from tests.cli_env import CliEnv
-from tests.contract.built_ins import built_in_entry_points
 from tests.contract.harnesses_saas import (
     ADMIN_SECRET,
     CloudflareHarness,
@@ -152,12 +151,6 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
 @pytest.fixture
 def cloudflare(tmp_path: Path) -> Iterator[Rig]:
     yield from make_rig("cloudflare", tmp_path)
-
-
-def test_registered_entry_points() -> None:
-    found = built_in_entry_points("plugin")
-    for name, (_, cls) in VENDORS.items():
-        assert found[name].load() is cls
 
 
 def test_only_the_secret_field_is_treated_as_secret(rig: Rig) -> None:

@@ -1,7 +1,8 @@
-"""A third-party package installed beside the project, registering its own plugin, store and notifier (one of them
-broken, one using pydantic, as a user's may), does not make the project's own tests fail: the tests that walk the
-installed entry points take the project's own (tests/contract/built_ins.py), and the registry loads a built-in as
-before and names the broken one when asked for it.
+"""The entry points: every built-in plugin, store and notifier is registered as pyproject.toml says and loads the
+class it names; and a third-party package installed beside the project, registering its own plugin, store and
+notifier (one of them broken, one using pydantic, as a user's may), does not make the project's own tests fail: the
+tests that walk the installed entry points take the project's own (tests/contract/built_ins.py), and the registry
+loads a built-in as before and names the broken one when asked for it.
 
 The package is a real distribution as pip leaves it in site-packages: a `*.dist-info` folder (METADATA,
 entry_points.txt) beside its module, in a folder put on sys.path (in process) or PYTHONPATH (a pytest subprocess
@@ -85,10 +86,26 @@ def install_third_party(folder: Path) -> Path:
     return folder
 
 
-def project_entry_point_names(kind: str) -> set[str]:
-    """What pyproject.toml registers in the group of `kind`."""
+def project_entry_points(kind: str) -> dict[str, str]:
+    """What pyproject.toml registers in the group of `kind`: type name -> "module:attribute"."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return set(project["entry-points"][GROUPS[kind]])
+    return dict(project["entry-points"][GROUPS[kind]])
+
+
+def project_entry_point_names(kind: str) -> set[str]:
+    return set(project_entry_points(kind))
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"), [(kind, name) for kind in sorted(KINDS) for name in sorted(project_entry_points(kind))]
+)
+def test_every_built_in_is_registered_and_loads_what_pyproject_names(kind: str, name: str) -> None:
+    """The installed metadata matches pyproject.toml (a stale editable install would not), and each entry point
+    loads the class it names."""
+    module, _, attribute = project_entry_points(kind)[name].partition(":")
+    entry_point = built_in_entry_points(kind)[name]
+    assert entry_point.value == f"{module}:{attribute}"
+    assert entry_point.load() is getattr(importlib.import_module(module), attribute)
 
 
 @pytest.fixture
@@ -126,12 +143,9 @@ def test_the_registry_loads_a_built_in_beside_it_and_names_the_broken_one(third_
 # The project's tests that look at the installed entry points, run with the extension installed beside it.
 ENTRY_POINT_TESTS = [
     "tests/lambda/test_packaging.py::test_no_built_in_component_imports_pydantic",
-    "tests/integration/test_saas_plugins.py::test_registered_entry_points",
-    "tests/integration/test_aws_iam_key_plugin.py::test_registered",
-    "tests/integration/test_redis_plugin.py::test_registered_as_an_entry_point",
-    "tests/integration/test_mysql_plugin.py::test_registered_as_an_entry_point",
     "tests/unit/test_config_errors.py",
-    "tests/contract/test_third_party_plugins.py::test_built_in_entry_points_are_exactly_the_projects",
+    "tests/contract/test_entry_points.py::test_every_built_in_is_registered_and_loads_what_pyproject_names",
+    "tests/contract/test_entry_points.py::test_built_in_entry_points_are_exactly_the_projects",
 ]
 
 
