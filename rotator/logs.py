@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, MutableMapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import compress
 from types import ModuleType
 from typing import Any, TextIO, cast
@@ -425,6 +426,22 @@ def _redact_value(key: str, value: Any) -> Any:
     return value
 
 
+# isoformat()'s "+00:00" (what callers pass as a field: `revoke_due_at=due.isoformat()`), to be written with Z.
+_PLUS_ZERO = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)\+00:00$")
+
+
+def utc_times_processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: every time in a log line is RFC 3339 in UTC with Z, as the line's own timestamp is: a
+    datetime field is written so, and an isoformat() string ending in +00:00 gets Z instead."""
+    for key, value in event_dict.items():
+        if isinstance(value, datetime):
+            aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+            event_dict[key] = aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        elif isinstance(value, str) and value.endswith("+00:00") and (matched := _PLUS_ZERO.match(value)):
+            event_dict[key] = matched[1] + "Z"
+    return event_dict
+
+
 def redact_processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: redact secret-named fields and scrub registered secrets from all text."""
     for key in list(event_dict):
@@ -502,7 +519,13 @@ def configure(*, json: bool | None = None, level: str = "info", stream: TextIO |
     ]
     handler = logging.StreamHandler(stream)
     # format_exc_info before redact_processor, so that tracebacks are scrubbed too
-    processors: list[Any] = [*shared, structlog.processors.format_exc_info, redact_processor, renderer]
+    processors: list[Any] = [
+        *shared,
+        structlog.processors.format_exc_info,
+        utc_times_processor,
+        redact_processor,
+        renderer,
+    ]
     writer = _LineWriter(handler, stream)
     structlog.configure(
         processors=processors,
@@ -515,6 +538,7 @@ def configure(*, json: bool | None = None, level: str = "info", stream: TextIO |
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            utc_times_processor,
             redact_processor,
             renderer,
         ],

@@ -54,8 +54,9 @@ def _json_default(value: Any) -> Any:
     return str(value)  # paths, timedeltas, anything else: as text
 
 
-# A timestamp msgspec wrote with an offset other than Z, or with none (a naive datetime).
-_NOT_UTC = re.compile(rb'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d)?"')
+# A timestamp written with an offset other than Z or +00:00, or with none (a naive datetime).
+_NOT_UTC = re.compile(rb'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:\+(?!00:00)\d\d:\d\d|-\d\d:\d\d)?"')
+_PLUS_ZERO = re.compile(rb'("\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)\+00:00"')
 
 
 def json_text(data: Any) -> str:
@@ -67,6 +68,8 @@ def json_text(data: Any) -> str:
     encoded = msgspec.json.encode(data, enc_hook=_json_default)
     if _NOT_UTC.search(encoded):
         encoded = msgspec.json.encode(_utc(data), enc_hook=_json_default)
+    # Times the journal keeps as text (a run's details) are isoformat's "+00:00": written with Z, as every other.
+    encoded = _PLUS_ZERO.sub(rb'\1Z"', encoded)
     return msgspec.json.format(encoded, indent=2).decode()
 
 
