@@ -1,6 +1,8 @@
 """DESIGN.md's import rules, enforced by walking every module's imports (top-level and lazy ones alike).
 
 - plugins/ imports only rotator's public API (the `rotator` package itself), never rotator.<module>.
+- inside plugins/, a rotation plugin, store or notifier imports its own subpackage and what all of them share
+  (rotator_plugins.aws, rotator_plugins.http_transport), never another subpackage: shared code lives in one place.
 - rotator/ never imports rotator_plugins, and no network client except where allowed (the PostgreSQL journal).
 - the engine never imports the CLI, the daemon or a concrete component; the Lambda path never imports
   APScheduler, the daemon or the CLI (checked in a fresh interpreter).
@@ -56,6 +58,23 @@ def test_plugins_import_only_the_public_api(path: Path) -> None:
         and name.split(".")[1] not in _public_names()
     )
     assert not bad, f"{path.relative_to(ROOT)} imports rotator internals: {bad}"
+
+
+SHARED_PLUGIN_MODULES = ("rotator_plugins.aws", "rotator_plugins.http_transport")
+
+
+@pytest.mark.parametrize("path", modules("plugins"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_plugin_subpackages_share_only_through_the_shared_modules(path: Path) -> None:
+    parts = path.relative_to(ROOT / "plugins").parts
+    own = f"rotator_plugins.{parts[0]}" if len(parts) > 1 else None
+    bad = sorted(
+        name
+        for name in imports_of(path)
+        if name.startswith("rotator_plugins.")
+        and not name.startswith(SHARED_PLUGIN_MODULES)
+        and not (own is not None and (name == own or name.startswith(own + ".")))
+    )
+    assert not bad, f"{path.relative_to(ROOT)} imports another plugin subpackage: {bad}"
 
 
 def _public_names() -> set[str]:
