@@ -17,10 +17,15 @@ A reload opens the new config's components (a _Generation: journal, stores, plug
 retires the old ones, and the old ones are closed when the last job that took them ends: a run in flight finishes
 on what it started with, and 50 reloads hold as many connections and files as one
 (tests/integration/test_daemon_reload.py).
+
+Manual plans (plugin "manual") are never fired: each sweep sends the reminders that are due (rotator/reminders.py).
+With `[rotator.leak_reports]`, a signed leak endpoint (rotator/leak_reports.py) matches reports against the current
+config and rotates what leaked with revoke-now, on components taken like any job's.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import signal
 import threading
@@ -35,9 +40,11 @@ from rotator.config import Config, PlanConfig, load_config
 from rotator.engine.runner import BoundPlan, Runner, RunOutcome, ShutdownRequested
 from rotator.errors import PlanBusy, RotatorError, describe
 from rotator.interfaces import Journal
+from rotator.leak_reports import LeakContext, LeakReportServer, server_for, workspace_context
 from rotator.logs import bound_contextvars, get_logger
 from rotator.metrics import HealthServer, JournalCollector, Metrics, health_app
 from rotator.model import SUCCESS_EVENTS, NotifyStatus, RunState, Trigger
+from rotator.reminders import ReminderSender, sender_for
 from rotator.scheduler import PlanScheduler, due_for, due_times, place_in_window
 from rotator.workspace import Workspace
 
@@ -59,6 +66,11 @@ class _Generation:
         self.users = 0
         self.retired_by = ""  # "reload" or "shutdown" once retired
         self.closed = False
+
+    @functools.cached_property
+    def reminders(self) -> ReminderSender | None:
+        """The manual plans' reminder sender (None without manual plans), built on first use."""
+        return sender_for(self.workspace)
 
     @property
     def journal(self) -> Journal:
@@ -92,10 +104,12 @@ class Daemon:
             JournalCollector(
                 journal=self._journal_in_use,
                 plan_ids=lambda: [p.id for p in self.config.plans],
-                next_due=self.scheduler.planned,
+                next_due=self._next_due_times,
             )
         )
         self.http: HealthServer | None = None
+        self.leak_endpoint: LeakReportServer | None = None
+        self._leak_settings: object = None  # [rotator.leak_reports] as the endpoint was started with
         self._http_address: tuple[str, int] | None = None  # as configured (port 0: any free one)
 
     # -- the current config's components --------------------------------------------------------------------
@@ -156,6 +170,15 @@ class Daemon:
             log.error("closing a config's components failed", after=generation.retired_by, error=describe(exc))
             return
         log.info("config's components closed", after=generation.retired_by, plans=len(generation.config.plans))
+
+    def _next_due_times(self) -> dict[str, datetime | None]:
+        """Every plan's next due time for /metrics: the scheduler's planned starts, and manual plans' due dates."""
+        due: dict[str, datetime | None] = dict(self.scheduler.planned())
+        with self._components() as generation:
+            sender = generation.reminders
+            if sender is not None:
+                due.update({plan_id: state.due_at for plan_id, state in sender.states().items()})
+        return due
 
     # -- scheduling -----------------------------------------------------------------------------------------
 
@@ -282,9 +305,19 @@ class Daemon:
                 self._resume_open(generation, log_level="warning")
                 self._revoke_due(generation)
                 self._retry_notifications(generation)
+                self._remind(generation)
         finally:
             self._last_sweep = time.monotonic()
             self._sweep_lock.release()
+
+    def _remind(self, generation: _Generation) -> None:
+        """Send the manual plans' reminders that are due; a failure is logged, never stops the sweep."""
+        try:
+            sender = generation.reminders
+            if sender is not None and not self.stopping.is_set():
+                sender.tick()
+        except Exception as exc:
+            log.error("reminders failed; tried again next sweep", error=describe(exc))
 
     def _each(
         self,
@@ -398,6 +431,7 @@ class Daemon:
         for warning in warnings:
             log.warning("config warning", warning=warning)
         self._move_http(config)
+        self._move_leak_endpoint(config)
         with self._generation_lock:
             old, self._generation = self._generation, new
         try:
@@ -425,6 +459,41 @@ class Daemon:
             self.http.stop()
         self.http, self._http_address = server, address
 
+    def _leak_context(self) -> LeakContext:
+        """The leak endpoint's view of the current config; its rotations take the components as a job does."""
+        with self._components() as generation:
+            matched = workspace_context(generation.workspace, generation.runner)
+
+        def rotate(plan_ids: list[str], reasons: dict[str, str]) -> None:
+            with self._components() as current:
+                workspace_context(current.workspace, current.runner).rotate(plan_ids, reasons)
+
+        return LeakContext(matched.journal, matched.fingerprint_key, rotate, matched.is_manual)
+
+    def _start_leak_endpoint(self, config: Config) -> LeakReportServer | None:
+        """The endpoint `[rotator.leak_reports]` asks for, bound and started (ConfigError: a key too short or
+        missing, no fingerprint key, a port that cannot be bound)."""
+        server = server_for(config, self._leak_context)
+        if server is not None:
+            workspace_context(self.workspace, self.runner)  # no fingerprint key: refuse now, not at the first report
+            server.start()
+        return server
+
+    def _move_leak_endpoint(self, config: Config) -> None:
+        """A reload keeps the endpoint when its settings did not change (it reads the new config per report), and
+        replaces it when they did; a replacement that fails keeps the old one."""
+        settings = config.model.rotator.leak_reports
+        if settings == self._leak_settings:
+            return
+        try:
+            server = self._start_leak_endpoint(config) if settings is not None else None
+        except Exception as exc:
+            log.error("leak endpoint not moved; keeping the old one", error=describe(exc))
+            return
+        if self.leak_endpoint is not None:
+            self.leak_endpoint.close(wait_seconds=0)  # its rotations hold their own components and finish
+        self.leak_endpoint, self._leak_settings = server, settings
+
     def start(self) -> None:
         """Everything but the wait loop: check the config, start serving, resume, schedule (for tests/benches)."""
         started = time.monotonic()
@@ -436,6 +505,8 @@ class Daemon:
             self.http = HealthServer(*address, health_app(self.metrics, self.health))
             self.http.start()
             self._http_address = address
+        self.leak_endpoint = self._start_leak_endpoint(self.config)
+        self._leak_settings = self.config.model.rotator.leak_reports
         with self._components() as generation:
             self._resume_open(generation)
         self.schedule_all()
@@ -449,6 +520,8 @@ class Daemon:
         self.scheduler.shutdown(wait=True)  # every job has ended: only a scrape may still hold the components
         if self.http is not None:
             self.http.stop()
+        if self.leak_endpoint is not None:
+            self.leak_endpoint.close(wait_seconds=30)  # rotations in flight pause at their next safe step
         self._retire(self._generation, by="shutdown")
         log.info("daemon stopped")
 

@@ -151,7 +151,11 @@ class ReminderSender:
     def _remind(self, plan: PlanConfig, state: ManualState, success: RunRecord | None, now: datetime) -> list[Sent]:
         assert state.reminder is not None and state.due_at is not None
         bp = self.bind(plan)
-        receivers = [(name, notifier) for name, notifier in bp.notifiers if self.wants(name, state.reminder)]
+        receivers = [
+            (name, notifier)
+            for name, notifier in bp.notifiers
+            if self.wants(name, state.reminder) and _takes(notifier, state.reminder)
+        ]
         if not receivers:
             log.warning("manual plan is due but no notifier receives its reminders", reminder=state.reminder)
             return []
@@ -197,6 +201,13 @@ class ReminderSender:
             return sent
         finally:
             self.journal.release_lease(lease)
+
+
+def _takes(notifier: object, kind: str) -> bool:
+    """Whether the notifier's type takes `kind`: one that redeploys or writes the credential (file, ecs,
+    kubernetes) declares event_kinds without reminders, and a reminder is no reason to redeploy."""
+    kinds = getattr(notifier, "event_kinds", None)
+    return kinds is None or kind in kinds
 
 
 def _next_reminder(record: NotificationRecord, every: timedelta, retry_after: timedelta) -> datetime:

@@ -7,7 +7,7 @@ secret value:
 
 | variable | value |
 |---|---|
-| ROTATOR_EVENT | credential.rotated, credential.rolled_back, credential.rotation_failed or credential.rotation_stuck |
+| ROTATOR_EVENT | the event kind (credential.rotated, ...: rotator_plugins.notifiers.events) |
 | ROTATOR_PLAN, ROTATOR_RUN_ID | the plan id and the run id |
 | ROTATOR_SECRET, ROTATOR_STORE | the secret's name and the store's name |
 | ROTATOR_VERSION, ROTATOR_PREVIOUS_VERSION | the CURRENT version id, and the one before (empty if none) (*) |

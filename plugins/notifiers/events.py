@@ -10,6 +10,8 @@ tests/unit/test_notifier_events.py pins them to the model's):
 | credential.rolled_back | a required notifier failed after promote; PREVIOUS was put back as CURRENT | |
 | credential.rotation_failed | the run failed and was rolled back: the old credential still works | error, action |
 | credential.rotation_stuck | an operator must act (a rollback failed, or failures repeat) | error, action |
+| credential.rotation_due | a manual plan falls due soon: its owner rotates it by hand | owner, due_at, action |
+| credential.overdue | a manual plan's due date passed (repeated until recorded) | owner, due_at, action |
 
 For a failure event `version` is the failed run's version (it never went live) and `previous_version` the CURRENT
 one, which is still live.
@@ -30,9 +32,12 @@ ROTATED = "credential.rotated"
 ROLLED_BACK = "credential.rolled_back"
 ROTATION_FAILED = "credential.rotation_failed"
 ROTATION_STUCK = "credential.rotation_stuck"
+ROTATION_DUE = "credential.rotation_due"
+OVERDUE = "credential.overdue"
 SUCCESS_KINDS = frozenset({ROTATED, ROLLED_BACK})
 FAILURE_KINDS = frozenset({ROTATION_FAILED, ROTATION_STUCK})
-EVERY_KIND = SUCCESS_KINDS | FAILURE_KINDS
+REMINDER_KINDS = frozenset({ROTATION_DUE, OVERDUE})
+EVERY_KIND = SUCCESS_KINDS | FAILURE_KINDS | REMINDER_KINDS
 
 # The engine sends one scrubbed line; a payload keeps at most this much of a free-text field all the same, so that
 # a runaway message cannot exceed a receiver's size limit (an environment variable, an SNS message).

@@ -45,7 +45,15 @@ from rotator_plugins.http_transport import (
     send,
     tls_verify,
 )
-from rotator_plugins.notifiers.events import EVERY_KIND, ROLLED_BACK, ROTATION_FAILED, ROTATION_STUCK, one_line
+from rotator_plugins.notifiers.events import (
+    EVERY_KIND,
+    OVERDUE,
+    REMINDER_KINDS,
+    ROLLED_BACK,
+    ROTATION_FAILED,
+    ROTATION_STUCK,
+    one_line,
+)
 
 from rotator import (
     ComponentSetup,
@@ -160,10 +168,44 @@ def _failure_message(event: RotationEvent) -> dict[str, Any]:
     return {"text": _clip(f"{headline} Error: {error}", _TEXT_LIMIT), "blocks": blocks}
 
 
+def _reminder_message(event: RotationEvent) -> dict[str, Any]:
+    """A manual plan's reminder: who must rotate what by when, and how to record it."""
+    plan, owner = _escape(event.plan_id), _escape(event.owner or "its owner")
+    due = _escape(event.due_at.isoformat()) if event.due_at else "now"
+    if event.kind == OVERDUE:
+        headline = f"Overdue: plan `{plan}` was due for rotation by hand at {due}. Owner: {owner}."
+    else:
+        headline = f"Rotation due: plan `{plan}` must be rotated by hand by {due}. Owner: {owner}."
+    action = _escaped_line(event.action, ACTION_LIMIT) if event.action else "rotate it, then record it"
+    fields = {
+        "Event": event.kind,
+        "Plan": event.plan_id,
+        "Secret": event.secret_id,
+        "Store": event.store,
+        "Owner": event.owner or "none",
+        "Due": event.due_at.isoformat() if event.due_at else "now",
+        "Tags": ", ".join(event.tags) or "none",
+    }
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(headline, _TEXT_LIMIT)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*Action*\n{action}", _TEXT_LIMIT)}},
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": _clip(f"*{name}*\n{_escape(value)}", _FIELD_LIMIT)}
+                for name, value in fields.items()
+            ],
+        },
+    ]
+    return {"text": _clip(headline, _TEXT_LIMIT), "blocks": blocks}
+
+
 def slack_message(event: RotationEvent, title: str) -> dict[str, Any]:
     """The JSON body: `text` (the fallback shown in notifications) and `blocks`. Ids only, never a value."""
     if event.kind in _FAILURE_HEADLINES:
         return _failure_message(event)
+    if event.kind in REMINDER_KINDS:
+        return _reminder_message(event)
     rolled_back = event.kind == ROLLED_BACK
     plan, secret, store = _escape(event.plan_id), _escape(event.secret_id), _escape(event.store)
     if rolled_back:

@@ -33,7 +33,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from rotator.components import ComponentSetup
-from rotator.model import FAILURE_EVENTS, SUCCESS_EVENTS
+from rotator.model import FAILURE_EVENTS, REMINDER_EVENTS, SUCCESS_EVENTS
 from rotator.registry import load_notifier
 from rotator.testing import NotifierContract, NotifierHarness
 from tests.fakes.kubernetes import FakeKubernetes
@@ -276,5 +276,6 @@ class TestNotifierContract(NotifierContract):
         """Which branch of the failure-event checks each notifier takes is not left to chance: a redeploying
         notifier that started to declare failure events (or a reporting one that stopped) fails here."""
         kind = request.node.callspec.params["notifier_harness"]
-        expected = SUCCESS_EVENTS | FAILURE_EVENTS if kind in REPORT_FAILURES else SUCCESS_EVENTS
+        reporting = SUCCESS_EVENTS | FAILURE_EVENTS | REMINDER_EVENTS  # reporting ones take manual plans' reminders too
+        expected = reporting if kind in REPORT_FAILURES else SUCCESS_EVENTS
         assert set(notifier_harness.new_notifier().event_kinds) == expected  # type: ignore[attr-defined]
