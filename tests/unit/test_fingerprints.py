@@ -110,7 +110,7 @@ def test_key_file_is_private_and_never_replaced(tmp_path: Path) -> None:
     first = path.read_text()
     assert create_key_file(path) is False and path.read_text() == first  # a second init keeps the key
     key = load_key(first, str(path))
-    assert "FingerprintKey(...)" == repr(key) and first.strip() not in repr(key)
+    assert repr(key) == "FingerprintKey(...)" and first.strip() not in repr(key)
 
 
 @pytest.mark.parametrize("text", ["", "not base64 at all!", base64.b64encode(b"short").decode()])
