@@ -130,7 +130,7 @@ def _recorded(
         )
         return
     assert record is not None
-    version = f" (version {record.version_id})" if record.version_id else ""
+    version = f" (version {record.version_id[:12]})" if record.version_id else ""
     sys.stdout.write(
         f"{verb} {plan.id}{version}: rotated {when(record.started_at)}, age {age(record.started_at, now)}; "
         f"next due {due(due_at, now) if due_at else 'never (schedule manual)'}\n"
