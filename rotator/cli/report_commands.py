@@ -211,7 +211,7 @@ def _print_status_table(rows: list[dict[str, Any]], now: datetime, wide: bool) -
     text, cut = render_and_cut(columns, cells, wide=wide)
     sys.stdout.write(text + "\n")
     if cut:
-        sys.stdout.write("(notes cut to the terminal: --wide or --json for the full text)\n")
+        sys.stdout.write("(notes cut to fit: --wide or --json for the full text)\n")
 
 
 # -- history ----------------------------------------------------------------------------------------------------
@@ -239,8 +239,8 @@ def history(
 ) -> None:
     """Past runs, newest first; --run ID shows one in full.
 
-    Outcome, trigger, how long, reason and error (cut to the terminal); --wide adds the start time, the operator and
-    every step's timing."""
+    Age, outcome, trigger, reason and error (cut to the terminal); --wide adds the start time, the operator, how
+    long it took and every step's timing."""
     with reported_errors(json_output):
         from rotator.config import load_config
 
@@ -356,7 +356,6 @@ def _print_history_table(runs: list[RunRecord], notices: dict[str, list[Notifica
             Column("RUN"),
             Column("OUTCOME"),
             Column("TRIGGER"),
-            Column("TOOK", right=True),
             Column("NOTES", cut=True),
         ]
         cells = [
@@ -366,7 +365,6 @@ def _print_history_table(runs: list[RunRecord], notices: dict[str, list[Notifica
                 r.run_id[:8],
                 r.state.value,
                 r.trigger.value,
-                _took(r),
                 _history_notes(r, notices.get(r.run_id, [])),
             ]
             for r in runs
@@ -374,7 +372,7 @@ def _print_history_table(runs: list[RunRecord], notices: dict[str, list[Notifica
     text, cut = render_and_cut(columns, cells, wide=wide)
     sys.stdout.write(text + "\n")
     if cut:
-        sys.stdout.write("(notes cut to the terminal: history PLAN --run RUN shows one run in full; or --wide)\n")
+        sys.stdout.write("(notes cut to fit: --wide, --json, or history PLAN --run RUN for one run)\n")
 
 
 def _run_detail(run: RunRecord, notices: Sequence[NotificationRecord]) -> str:

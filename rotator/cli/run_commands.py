@@ -123,7 +123,8 @@ def _with_progress_bar(futures: list[Any], label: str, outcomes: list[RunOutcome
 
 def _notes(outcome: RunOutcome) -> str:
     fix = f"fix: {outcome.fix}" if outcome.fix and not outcome.ok else ""
-    return "; ".join(x for x in [outcome.error or "", *outcome.notes, fix] if x) or "-"
+    revoked = "old credential revoked" if outcome.revoked else ""
+    return "; ".join(x for x in [outcome.error or "", revoked, *outcome.notes, fix] if x) or "-"
 
 
 def print_summary(outcomes: Sequence[RunOutcome], wide: bool = False, *, ok: Callable[[RunOutcome], bool]) -> None:
@@ -132,7 +133,6 @@ def print_summary(outcomes: Sequence[RunOutcome], wide: bool = False, *, ok: Cal
         Column("PLAN"),
         Column("OUTCOME"),
         Column("RUN"),
-        Column("REVOKED"),
         Column("SECONDS", right=True),
         Column("NOTES", cut=True),
     ]
@@ -141,7 +141,6 @@ def print_summary(outcomes: Sequence[RunOutcome], wide: bool = False, *, ok: Cal
             o.plan_id,
             o.outcome,
             (o.run_id or "-")[:8],
-            "yes" if o.revoked else "-",
             f"{sum(o.step_seconds.values()):.2f}" if o.step_seconds else "-",
             _notes(o),
         ]
@@ -151,7 +150,7 @@ def print_summary(outcomes: Sequence[RunOutcome], wide: bool = False, *, ok: Cal
     failed = sum(1 for o in outcomes if not ok(o))
     lines = [text, f"{len(outcomes) - failed} succeeded, {failed} failed"]
     if cut:
-        lines.append("(notes cut to the terminal: --wide, --json, or rotator history PLAN --run RUN for a run in full)")
+        lines.append("(notes cut to fit: --wide, --json, or history PLAN --run RUN for one run)")
     sys.stdout.write("\n".join(lines) + "\n")
 
 

@@ -181,7 +181,7 @@ StageName = Literal["CURRENT", "PENDING", "PREVIOUS"]
 
 @store_commands.command("put")
 def store_put(
-    secret: Annotated[str, typer.Argument(metavar="SECRET", help="The secret's name in the store.")],
+    secret: Annotated[str, typer.Argument(help="The secret's name in the store.", show_default=False)],
     file: Annotated[
         str,
         typer.Option("--file", "-f", metavar="FILE", help="A JSON object to store as CURRENT ('-' for stdin)."),
@@ -257,7 +257,7 @@ def _record_put(workspace: Any, store: str, secret: str, credential: Any) -> Non
 
 @store_commands.command("get")
 def store_get(
-    secret: Annotated[str, typer.Argument(metavar="SECRET", help="The secret's name in the store.")],
+    secret: Annotated[str, typer.Argument(help="The secret's name in the store.", show_default=False)],
     stage: Annotated[
         StageName, typer.Option("--stage", case_sensitive=False, help="Which version of the secret.")
     ] = "CURRENT",
@@ -269,15 +269,21 @@ def store_get(
     A secret or stage that is not there is a usage error (exit 2)."""
     with reported_errors():
         from rotator.config import load_config
+        from rotator.errors import SecretNotFound
         from rotator.model import Stage
         from rotator.workspace import Workspace
 
         wanted = Stage(stage.upper())
         workspace = Workspace(load_config(config_choice(config)))
-        reader = workspace.store(store)
-        credential = reader.get(secret, wanted)
-        current = reader.get(secret, Stage.CURRENT) if credential is None and wanted is not Stage.CURRENT else None
-        workspace.close()
+        try:
+            reader = workspace.store(store)
+            try:  # a store may say "no such secret" by returning None or by raising SecretNotFound
+                credential = reader.get(secret, wanted)
+                current = reader.get(secret, Stage.CURRENT) if credential is None and wanted != Stage.CURRENT else None
+            except SecretNotFound:
+                credential = current = None
+        finally:
+            workspace.close()
         if credential is None:
             if wanted is Stage.CURRENT:
                 fix = f"check the name, or seed it: rotator store put {secret} --file FILE --store {store}"

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 # Line breaks, tabs and other control characters (ANSI escapes included) would break a row over several lines
 # or move the cursor: each run of them becomes one space.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
-# A cut column keeps at least this many characters, even when the other columns already fill the line.
-MIN_CUT_WIDTH = 12
+# A cut column keeps at least this many characters, even when the other columns already fill the line (a plan id
+# of 30 characters still fits a status table in 80 columns; a longer one widens the line, it is never broken).
+MIN_CUT_WIDTH = 8
 
 
 @dataclass(frozen=True)
