@@ -4,9 +4,9 @@ a run is written in is checked against engine/states.py's table. It knows plugin
 through rotator.interfaces.
 
 Around it, each in its own module: journaled notification delivery and its retries (delivery.py), what holds
-back revoke (revoke_gate.py), PENDING versions no run claims (orphans.py), failure events (alerts.py), dry runs
-and reconcile's check (probes.py). A run (`_Run`) gets the settings every run shares (plans.RunSettings), never
-the Runner.
+back revoke (revoke_gate.py), PENDING versions no run claims (orphans.py), failure events (alerts.py), runs that
+could not start and plans that keep failing (failed_runs.py), dry runs and reconcile's check (probes.py). A run
+(`_Run`) gets the settings every run shares (plans.RunSettings), never the Runner.
 
 Crash model: the process may die at any instruction (failpoints.py crashes it at named points). Every step and
 every compensation is idempotent, the store holds PENDING before anything is applied, and the journal says
@@ -29,10 +29,10 @@ from rotator.engine.alerts import (
     failure_action,
     failure_event,
     fix_of,
-    repeated_failures_action,
     send_alert,
 )
 from rotator.engine.delivery import deliver, retry_notifications, rotation_event, tell_rolled_back
+from rotator.engine.failed_runs import AlertedPlan, alert_repeated_failures, record_failed_start
 from rotator.engine.orphans import adopt_orphan, mark_lost_steps
 from rotator.engine.plan_store import PlanStore, core_for
 from rotator.engine.plans import BoundPlan, RunOutcome, RunSettings, plugin_name
@@ -98,7 +98,7 @@ class _Run:
         self.record = record
         self.lease = lease
         self.step_seconds: dict[str, float] = {}
-        repair = bp.plugin if record.details.reconcile and isinstance(bp.plugin, AdminReset) else None
+        repair = bp.plugin if record.details.reconcile is not None and isinstance(bp.plugin, AdminReset) else None
         self.store = PlanStore(bp.store, bp.plan_id, bp.secret_id, record.run_id, Deadline(settings.step_timeout))
         self.core = core_for(bp, self.store, repair=repair)
 
@@ -486,18 +486,8 @@ class Runner:
         operator: str | None,
         lease: Lease,
     ) -> RunOutcome:
-        return self.fail_to_start(
-            bp.plan_id,
-            bp.secret_id,
-            bp.store_name,
-            error,
-            trigger=trigger,
-            reason=reason,
-            operator=operator,
-            lease=lease,
-            notifiers=bp.notifiers,
-            wants=bp.wants,
-            tags=bp.tags,
+        return record_failed_start(
+            self.settings, AlertedPlan.of(bp), lease, error, trigger=trigger, reason=reason, operator=operator
         )
 
     def fail_to_start(
@@ -515,99 +505,21 @@ class Runner:
         wants: Callable[[str, str], bool] | None = None,
         tags: tuple[str, ...] = (),
     ) -> RunOutcome:
-        """Record a run that could not start (nothing was changed) as `failed`, alert, and return its outcome.
-        Takes the plan's lease unless the caller holds it (`lease`)."""
-        own = lease is None
+        """Record a run that could not start (nothing was changed) as `failed`, alert, and return its outcome
+        (failed_runs.py). Takes the plan's lease unless the caller holds it (`lease`)."""
+        plan = AlertedPlan(plan_id, secret_id, store_name, notifiers, wants or default_wants, tags)
         held = lease or self._acquire(plan_id)
         try:
-            now = self.clock()
-            message = describe(error)
-            record = RunRecord(
-                run_id=uuid.uuid4().hex,
-                plan_id=plan_id,
-                state=RunState.FAILED,
-                trigger=trigger,
-                started_at=now,
-                store=store_name,
-                secret_id=secret_id,
-                ended_at=now,
-                reason=reason,
-                operator=operator,
-                error=message,
+            return record_failed_start(
+                self.settings, plan, held, error, trigger=trigger, reason=reason, operator=operator
             )
-            self.journal.begin_run(record, held)
-            log.error("rotation could not start; nothing was changed", error=message)
-            event = failure_event(
-                kind=EventKind.ROTATION_FAILED,
-                plan_id=plan_id,
-                run_id=record.run_id,
-                secret_id=secret_id,
-                store=store_name,
-                current_version_id=None,
-                at=now,
-                trigger=trigger.value,
-                reason=reason,
-                tags=tags,
-                error=message,
-                action=failure_action(EventKind.ROTATION_FAILED, error),
-            )
-            results = send_alert(event, notifiers, wants or default_wants, deadline_seconds=self.settings.step_timeout)
-            if results:
-                self.journal.update_run(record.run_id, held, details=record.details.with_alerts(event.kind, results))
-            outcome = RunOutcome(plan_id, Outcome.FAILED, record.run_id, message, fix=fix_of(error))
-            self._alert_repeated_failures(
-                plan_id, secret_id, store_name, held, notifiers, wants or default_wants, tags, outcome
-            )
-            return outcome
         finally:
-            if own:
+            if lease is None:
                 self.journal.release_lease(held)
 
     def consecutive_failures(self, plan_id: str, *, limit: int = 100) -> int:
         """How many of the plan's newest runs in a row ended failed, rolled back or stuck."""
         return consecutive_failures(self.journal, plan_id, limit=limit)
-
-    def _alert_repeated_failures(
-        self,
-        plan_id: str,
-        secret_id: str,
-        store_name: str,
-        lease: Lease,
-        notifiers: tuple[tuple[str, Notifier], ...],
-        wants: Callable[[str, str], bool],
-        tags: tuple[str, ...],
-        outcome: RunOutcome,
-    ) -> None:
-        """After `alert_after_failures` failed runs in a row (and every as many more), a rotation_stuck alert:
-        the schedule keeps retrying with backoff, but a person must look. `status` shows the count."""
-        every = self.settings.alert_after_failures
-        if every <= 0 or outcome.run_id is None:
-            return
-        count = self.consecutive_failures(plan_id, limit=every * 20)
-        if count < every or count % every:
-            return
-        outcome.notes.append(f"failed {count} times in a row: operators alerted")
-        record = self.journal.get_run(outcome.run_id)
-        error = outcome.error or "failed"
-        event = failure_event(
-            kind=EventKind.ROTATION_STUCK,
-            plan_id=plan_id,
-            run_id=outcome.run_id,
-            secret_id=secret_id,
-            store=store_name,
-            current_version_id=record.previous_version_id if record else None,
-            at=self.clock(),
-            trigger=record.trigger.value if record else Trigger.SCHEDULE.value,
-            reason=f"failed {count} times in a row",
-            tags=tags,
-            error=error,
-            action=repeated_failures_action(count, outcome.fix),
-        )
-        log.error("plan keeps failing; operators alerted", failures=count, error=error)
-        results = send_alert(event, notifiers, wants, deadline_seconds=self.settings.step_timeout)
-        if results and record is not None:
-            details = record.details.with_alerts("repeated_failures", results)
-            self.journal.update_run(record.run_id, lease, details=details)
 
     def _rotate_locked(
         self,
@@ -670,16 +582,7 @@ class Runner:
                 tell_rolled_back(self.settings, run.bp, run.record, outcome.notes)
             else:
                 run.alert(EventKind.ROTATION_FAILED, reason, failure_action(EventKind.ROTATION_FAILED, exc))
-                self._alert_repeated_failures(
-                    run.bp.plan_id,
-                    run.bp.secret_id,
-                    run.bp.store_name,
-                    run.lease,
-                    run.bp.notifiers,
-                    run.bp.wants,
-                    run.bp.tags,
-                    outcome,
-                )
+                alert_repeated_failures(self.settings, AlertedPlan.of(run.bp), run.lease, outcome)
             return outcome
         return self._after_promote(run, revoke_old_now)
 
