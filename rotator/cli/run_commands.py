@@ -27,7 +27,7 @@ from rotator.cli.params import (
     WideOption,
     config_choice,
 )
-from rotator.cli.tables import Column, render_and_cut
+from rotator.cli.tables import Column, render_and_cut, terminal_width
 
 if TYPE_CHECKING:
     from rotator.engine.runner import RunOutcome
@@ -127,8 +127,15 @@ def _notes(outcome: RunOutcome) -> str:
     return "; ".join(x for x in [outcome.error or "", revoked, *outcome.notes, fix] if x) or "-"
 
 
-def print_summary(outcomes: Sequence[RunOutcome], wide: bool = False, *, ok: Callable[[RunOutcome], bool]) -> None:
-    """The summary table (one line per plan, notes cut to the terminal unless wide) and a count."""
+def print_summary(
+    outcomes: Sequence[RunOutcome],
+    wide: bool = False,
+    *,
+    ok: Callable[[RunOutcome], bool],
+    details: bool = False,
+) -> None:
+    """The summary table (one line per plan, notes cut to the terminal unless wide) and a count. With `details`
+    (a dry run, whose notes are its findings) each plan's notes follow the table in full, one per line, wrapped."""
     columns = [
         Column("PLAN"),
         Column("OUTCOME"),
@@ -142,7 +149,7 @@ def print_summary(outcomes: Sequence[RunOutcome], wide: bool = False, *, ok: Cal
             o.outcome,
             (o.run_id or "-")[:8],
             f"{sum(o.step_seconds.values()):.2f}" if o.step_seconds else "-",
-            _notes(o),
+            (o.error or f"{len(o.notes)} findings below") if details and o.notes else _notes(o),
         ]
         for o in outcomes
     ]
@@ -151,6 +158,17 @@ def print_summary(outcomes: Sequence[RunOutcome], wide: bool = False, *, ok: Cal
     lines = [text, f"{len(outcomes) - failed} succeeded, {failed} failed"]
     if cut:
         lines.append("(notes cut to fit: --wide, --json, or history PLAN --run RUN for one run)")
+    if details:
+        import textwrap
+
+        width = max(40, terminal_width())
+        for o in outcomes:
+            findings = [*([o.error] if o.error else []), *o.notes, *([f"fix: {o.fix}"] if o.fix and not o.ok else [])]
+            if not findings:
+                continue
+            lines += ["", f"{o.plan_id}:"]
+            for finding in findings:
+                lines += textwrap.wrap(finding, width, initial_indent="  - ", subsequent_indent="    ") or ["  -"]
     sys.stdout.write("\n".join(lines) + "\n")
 
 
@@ -234,7 +252,7 @@ def rotate_now(
         if json_output:
             emit_json(_results_document(outcomes, dry_run))
         else:
-            print_summary(outcomes, wide, ok=lambda o: o.ok)
+            print_summary(outcomes, wide, ok=lambda o: o.ok, details=dry_run)
         if not all(o.ok for o in outcomes):
             raise typer.Exit(EXIT_FAILED)
 
@@ -334,7 +352,7 @@ def reconcile(
         if json_output:
             emit_json(_results_document(outcomes, dry_run))
         else:
-            print_summary(outcomes, wide, ok=lambda o: o.ok)
+            print_summary(outcomes, wide, ok=lambda o: o.ok, details=dry_run)
         if not all(o.ok for o in outcomes):
             raise typer.Exit(EXIT_FAILED)
 

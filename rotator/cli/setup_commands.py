@@ -168,9 +168,13 @@ def validate(config: ConfigOption = None, json_output: JsonOption = False) -> No
         for warning in warnings:
             print_warning(warning)
         sys.stdout.write(
-            f"{cfg.path}: ok ({len(cfg.plans)} plans, {len(cfg.model.stores)} stores, "
-            f"{len(cfg.model.notifiers)} notifiers)\n"
+            f"{cfg.path}: ok ({_count(len(cfg.plans), 'plan')}, {_count(len(cfg.model.stores), 'store')}, "
+            f"{_count(len(cfg.model.notifiers), 'notifier')})\n"
         )
+
+
+def _count(number: int, word: str) -> str:
+    return f"{number} {word}{'' if number == 1 else 's'}"
 
 
 StoreOption = Annotated[
