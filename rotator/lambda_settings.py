@@ -285,7 +285,10 @@ def _check_events(events: Any, key: str) -> None:
         return
     if not isinstance(events, list) or not events or not all(isinstance(kind, str) for kind in events):
         raise ConfigError(
-            "must be a non-empty list of event kinds", file=ENV_SOURCE, key=key, fix=f"use some of {FUNCTION_EVENTS}"
+            "must be a non-empty list of event kinds",
+            file=ENV_SOURCE,
+            key=key,
+            fix=f'write it as ["{EventKind.ROTATED.value}", "{EventKind.ROTATION_FAILED.value}"]',
         )
     unknown = [kind for kind in events if kind not in FUNCTION_EVENTS]
     if unknown:
