@@ -442,15 +442,10 @@ class Runner:
             with bound_contextvars(plan=bp.plan_id):
                 if still_due is not None and not still_due():
                     return RunOutcome(bp.plan_id, Outcome.NOT_DUE, notes=["rotated meanwhile (another daemon or run)"])
-                if self.stopping():
-                    raise ShutdownRequested(f"plan {bp.plan_id}: not started, shutting down")
-                try:
-                    notes = self._settle(bp, lease)
-                    current = self._start_current(bp)
-                except (LeaseLost, ShutdownRequested):
-                    raise
-                except Exception as exc:
-                    return self._could_not_start(bp, exc, trigger, reason, operator, lease)
+                prepared = self._prepare(bp, lease, trigger, reason, operator)
+                if isinstance(prepared, RunOutcome):
+                    return prepared
+                notes, current = prepared
                 if bp.reconcile_auto and isinstance(bp.plugin, AdminReset):
                     repaired = self._reconcile_first(bp, bp.plugin, lease, current, reason, operator)
                     if repaired is not None:
@@ -466,6 +461,21 @@ class Runner:
                     )
         finally:
             self.journal.release_lease(lease)
+
+    def _prepare(
+        self, bp: BoundPlan, lease: Lease, trigger: Trigger, reason: str | None, operator: str | None
+    ) -> tuple[list[str], Credential] | RunOutcome:
+        """Before a new run, under the plan's lease: settle what earlier runs left (notes on what was done) and read
+        CURRENT. A plan that cannot start is recorded as a failed run, whose outcome is returned instead."""
+        if self.stopping():
+            raise ShutdownRequested(f"plan {bp.plan_id}: not started, shutting down")
+        try:
+            notes = self._settle(bp, lease)
+            return notes, self._start_current(bp)
+        except (LeaseLost, ShutdownRequested):
+            raise
+        except Exception as exc:
+            return self._could_not_start(bp, exc, trigger, reason, operator, lease)
 
     @staticmethod
     def _start_current(bp: BoundPlan) -> Credential:
@@ -808,15 +818,10 @@ class Runner:
                 if dry_run:
                     return reconcile_dry_run(self.settings, bp, plugin)
                 assert lease is not None
-                if self.stopping():
-                    raise ShutdownRequested(f"plan {bp.plan_id}: not started, shutting down")
-                try:
-                    notes = self._settle(bp, lease)
-                    current = self._start_current(bp)
-                except (LeaseLost, ShutdownRequested):
-                    raise
-                except Exception as exc:
-                    return self._could_not_start(bp, exc, Trigger.RECONCILE, reason, operator, lease)
+                prepared = self._prepare(bp, lease, Trigger.RECONCILE, reason, operator)
+                if isinstance(prepared, RunOutcome):
+                    return prepared
+                notes, current = prepared
                 try:
                     refused = current_refused(probe_core(self.settings, bp), plugin, current)
                 except Exception as exc:
