@@ -10,9 +10,11 @@ Redaction works two ways (invariant 6):
 Standard-library logging (urllib3, APScheduler, botocore, ...) goes through the same processors and renderer: a
 structlog ProcessorFormatter on the root logger's one handler.
 
-structlog itself is imported on first use (`configure`, `get_logger`, the contextvars helpers), not with this
-module: the errors and the scrubber are imported by every command, `rotator --help` included, and structlog's import
-(with rich, when rich is installed) costs more than the whole of `--help` may (bench/cli_startup.py).
+structlog itself is imported at the first line logged at the configured level or above, not with this module nor
+by `configure` or `get_logger`: the errors and the scrubber are imported by every command, `rotator --help`
+included, and a command that logs nothing at its level (rotate-now at warning, when all goes well) need not pay
+structlog's import (about 30 ms with asyncio; with rich, when installed, more than the whole of `--help` may cost:
+bench/cli_startup.py). The plan and run bound to a context are kept in this module's own context variable.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ import re
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, MutableMapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import compress
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 from typing import Any, TextIO, cast
 from urllib.parse import quote
 
@@ -494,56 +497,49 @@ class _CurrentStderr:
         return sys.stderr.isatty()
 
 
+@dataclass
+class _Setup:
+    """What configure() asked for; applied to structlog (imported then) at the first line that is logged."""
+
+    json: bool
+    level_number: int
+    stream: TextIO
+    handler: logging.Handler
+    applied: bool = False
+
+
+_setup: _Setup | None = None
+_setup_lock = threading.Lock()
+# The configured level: a logger call below it returns at once, without importing structlog (None: not configured,
+# every call goes to structlog as it is set up by default).
+_level_floor: int | None = None
+
+
+class _RootHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root logger's one handler: its formatter (structlog's ProcessorFormatter) is made with the first record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.formatter is None:
+            _apply_setup()
+        return super().format(record)
+
+
 def configure(*, json: bool | None = None, level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog, and standard-library logging through the same processors and renderer. `json=None`
     chooses JSON when the stream is not a terminal, readable lines (colored) when it is. Timestamps are RFC 3339
     in UTC with `T` and `Z` in both. `stream` defaults to sys.stderr as it is at each write. An unknown `level`
-    raises KeyError."""
+    raises KeyError.
+
+    structlog itself is imported and configured at the first line logged at `level` or above (or now, when it is
+    already imported): a command that logs nothing at its level (rotate-now at warning, when all goes well) does
+    not pay its import (about 30 ms, asyncio included; bench/cli_startup.py)."""
+    global _setup, _level_floor
     level_number = logging.getLevelNamesMapping()[level.upper()]
-    structlog = _structlog()
     if stream is None:
         stream = cast(TextIO, _CurrentStderr())
     if json is None:
         json = not stream.isatty()
-    renderer: Any
-    if json:
-        renderer = structlog.processors.JSONRenderer()
-    else:
-        renderer = structlog.dev.ConsoleRenderer(
-            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
-        )
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    handler = logging.StreamHandler(stream)
-    # format_exc_info before redact_processor, so that tracebacks are scrubbed too
-    processors: list[Any] = [
-        *shared,
-        structlog.processors.format_exc_info,
-        utc_times_processor,
-        redact_processor,
-        renderer,
-    ]
-    writer = _LineWriter(handler, stream)
-    structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(level_number),
-        logger_factory=lambda *_args: writer,
-        cache_logger_on_first_use=False,
-    )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            utc_times_processor,
-            redact_processor,
-            renderer,
-        ],
-    )
-    handler.setFormatter(formatter)
+    handler = _RootHandler(stream)
     root = logging.getLogger()
     # The only handler: an earlier one (ours, or a runtime's such as AWS Lambda's) would print unredacted text.
     root.handlers = [handler]
@@ -552,6 +548,60 @@ def configure(*, json: bool | None = None, level: str = "info", stream: TextIO |
         logging.getLogger(name).setLevel(max(level_number, logging.INFO))
     for name in _CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(max(level_number, logging.WARNING))
+    with _setup_lock:
+        _setup = _Setup(json=json, level_number=level_number, stream=stream, handler=handler)
+        _level_floor = level_number
+    if "structlog" in sys.modules:  # already paid for (a test saving structlog's config, the Lambda): apply now
+        _apply_setup()
+
+
+def _apply_setup() -> None:
+    """Configure structlog and the root handler's formatter as configure() asked, once."""
+    with _setup_lock:
+        setup = _setup
+        if setup is None or setup.applied:
+            return
+        structlog = _structlog()
+        renderer: Any
+        if setup.json:
+            renderer = structlog.processors.JSONRenderer()
+        else:
+            renderer = structlog.dev.ConsoleRenderer(
+                colors=setup.stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+            )
+        shared: list[Any] = [
+            structlog.contextvars.merge_contextvars,
+            merge_context_processor,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ]
+        # format_exc_info before redact_processor, so that tracebacks are scrubbed too
+        processors: list[Any] = [
+            *shared,
+            structlog.processors.format_exc_info,
+            utc_times_processor,
+            redact_processor,
+            renderer,
+        ]
+        writer = _LineWriter(setup.handler, setup.stream)
+        structlog.configure(
+            processors=processors,
+            wrapper_class=structlog.make_filtering_bound_logger(setup.level_number),
+            logger_factory=lambda *_args: writer,
+            cache_logger_on_first_use=False,
+        )
+        formatter = structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                utc_times_processor,
+                redact_processor,
+                renderer,
+            ],
+        )
+        setup.handler.setFormatter(formatter)
+        setup.applied = True
 
 
 class _LineWriter:
@@ -574,16 +624,95 @@ class _LineWriter:
     debug = info = warning = warn = error = critical = exception = fatal = failure = err = log = msg
 
 
+_LEVEL_OF = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "err": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
+
+class _Logger:
+    """What get_logger returns: structlog's logger for `name`, imported at the first line that is logged. A call
+    below the configured level returns at once (structlog's filtering logger would drop it as well); everything
+    else (bind, new, log, ...) is structlog's own."""
+
+    __slots__ = ("_name", "_real")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._real: Any = None
+
+    def _logger(self) -> Any:
+        _apply_setup()
+        if self._real is None:
+            self._real = _structlog().get_logger(self._name)
+        return self._real
+
+    def _call(self, method: str, event: Any, args: tuple[Any, ...], fields: dict[str, Any]) -> Any:
+        floor = _level_floor
+        if floor is not None and _LEVEL_OF[method] < floor:
+            return None
+        return getattr(self._logger(), method)(event, *args, **fields)
+
+    def debug(self, event: Any = None, *args: Any, **fields: Any) -> Any:
+        return self._call("debug", event, args, fields)
+
+    def info(self, event: Any = None, *args: Any, **fields: Any) -> Any:
+        return self._call("info", event, args, fields)
+
+    def warning(self, event: Any = None, *args: Any, **fields: Any) -> Any:
+        return self._call("warning", event, args, fields)
+
+    warn = warning
+
+    def error(self, event: Any = None, *args: Any, **fields: Any) -> Any:
+        return self._call("error", event, args, fields)
+
+    def exception(self, event: Any = None, *args: Any, **fields: Any) -> Any:
+        return self._call("exception", event, args, fields)
+
+    def critical(self, event: Any = None, *args: Any, **fields: Any) -> Any:
+        return self._call("critical", event, args, fields)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger(), name)
+
+
 def get_logger(name: str = "rotator") -> Any:
-    return _structlog().get_logger(name)
+    return _Logger(name)
 
 
-def bind_contextvars(**values: Any) -> Any:
-    """structlog.contextvars.bind_contextvars (imported on first use)."""
-    return _structlog().contextvars.bind_contextvars(**values)
+# The fields bound for the lines logged in this context (plan, run), kept here rather than in structlog's
+# contextvars so that binding them needs no structlog import; merge_context_processor adds them to each line.
+_context: ContextVar[Mapping[str, Any]] = ContextVar("rotator_log_context", default=MappingProxyType({}))
 
 
-def bound_contextvars(**values: Any) -> AbstractContextManager[None]:
-    """structlog.contextvars.bound_contextvars (imported on first use): `with bound_contextvars(plan=...):`."""
-    manager: AbstractContextManager[None] = _structlog().contextvars.bound_contextvars(**values)
-    return manager
+def merge_context_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the fields bound with bind_contextvars / bound_contextvars (a line's own win)."""
+    bound = _context.get()
+    if bound:
+        return {**bound, **event_dict}
+    return event_dict
+
+
+def bind_contextvars(**values: Any) -> Token[Mapping[str, Any]]:
+    """Bind fields to every line logged from now on in this context (thread or task)."""
+    return _context.set(MappingProxyType({**_context.get(), **values}))
+
+
+@contextmanager
+def bound_contextvars(**values: Any) -> Iterator[None]:
+    """`with bound_contextvars(plan=...):` binds fields to the lines logged inside."""
+    token = _context.set(MappingProxyType({**_context.get(), **values}))
+    try:
+        yield
+    finally:
+        _context.reset(token)
