@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -265,3 +267,31 @@ def test_a_plan_id_wider_than_the_table_is_never_broken(tmp_path: Path) -> None:
         assert rows, (command, result.stdout)
         assert all(re.search(rf"(^|\s){LONGER_ID}(\s|$)", row) for row in rows), "whole, on one line"
         assert not any(line.strip() and LONGER_ID.startswith(line.strip()) for line in result.stdout.splitlines())
+
+
+LOADED_AT_EXIT = (
+    "import atexit, json, runpy, sys\n"
+    "atexit.register(lambda: sys.__stderr__.write('LOADED ' + json.dumps(sorted({m.split('.')[0] for m, v in "
+    "sys.modules.items() if v is not None})) + '\\n'))\n"
+    "sys.argv = ['rotator', *sys.argv[1:]]\n"
+    "runpy.run_module('rotator', run_name='__main__')\n"
+)
+
+
+def loaded(cli: CliEnv, *args: str) -> set[str]:
+    """The top-level packages `rotator ARGS` had imported when it exited."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOADED_AT_EXIT, *args], capture_output=True, text=True, cwd=cli.root, timeout=120
+    )
+    line = next(x for x in done.stderr.splitlines() if x.startswith("LOADED "))
+    return set(json.loads(line.removeprefix("LOADED ")))
+
+
+def test_commands_import_only_what_they_need(cli: CliEnv) -> None:
+    heavy = {"rich", "pydantic", "structlog", "boto3", "psycopg", "psycopg_pool", "apscheduler", "cryptography"}
+    assert loaded(cli, "--help") & heavy == set(), "--help: typer and the command modules only"
+    assert loaded(cli, "--version") & heavy == set()
+    status = loaded(cli, "status", "--config", str(cli.config))
+    assert status & {"rich", "structlog", "boto3", "psycopg", "cryptography", "apscheduler"} == set(), status
+    rotated = loaded(cli, "rotate-now", "signing-key", "--config", str(cli.config))
+    assert rotated & {"rich", "structlog", "boto3", "psycopg_pool"} == set(), "one plan: no bar, nothing logged"
