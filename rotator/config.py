@@ -541,12 +541,24 @@ class ConfigProblems(ConfigError):
         super().__init__("\n".join(lines), file=file)
 
 
+_SECTION_RANK = {"rotator": 1, "stores": 2, "notifiers": 3, "plans": 4}
+
+
+def _reading_order(problem: ConfigError) -> tuple[str, int, int]:
+    """Where a problem sits, to list problems as the file reads: by file, then section, then plan."""
+    key = problem.key or ""
+    section = re.match(r"[A-Za-z_]+", key)
+    index = re.match(r"plans\[(\d+)\]", key)
+    rank = _SECTION_RANK.get(section[0], 0) if section else 0
+    return (problem.file or "", rank, int(index[1]) if index else -1)
+
+
 def raise_problems(problems: Sequence[ConfigError]) -> None:
-    """Raise nothing, the one problem, or all of them as ConfigProblems."""
+    """Raise nothing, the one problem, or all of them as ConfigProblems (in the order the file reads)."""
     if len(problems) == 1:
         raise problems[0]
     if problems:
-        raise ConfigProblems(problems)
+        raise ConfigProblems(sorted(problems, key=_reading_order))
 
 
 def _key_path(loc: tuple[Any, ...], data: Mapping[str, Any]) -> str:
