@@ -80,18 +80,6 @@ def _usage_fix(exc: ClickException) -> str:
     return f"see `{path} --help`"
 
 
-app = typer.Typer(
-    name="rotator",
-    cls=RotatorGroup,
-    help="Rotate database passwords, cloud keys and API keys: create, stage, test, promote, revoke.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["--help", "-h"]},
-)
-
-
 def _show_version(value: bool) -> None:
     if value:
         from rotator import __version__
@@ -100,7 +88,6 @@ def _show_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def _root(
     config: ConfigOption = None,
     version: Annotated[
@@ -114,12 +101,64 @@ def _root(
     remember_root_config(config)
 
 
-for _module in COMMAND_MODULES:
-    app.add_typer(importlib.import_module(_module).commands)
+def _command_name(info: Any) -> str:
+    """A registered command's name as typer derives it (rotate_now -> rotate-now)."""
+    return str(info.name or info.callback.__name__.lower().replace("_", "-"))
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The root app with every command of COMMAND_MODULES, or with the one command (or group) named `only`:
+    typer builds a click command for each registered command at every invocation (every parameter's signature,
+    help and type read), so running one command builds only that one."""
+    root = typer.Typer(
+        name="rotator",
+        cls=RotatorGroup,
+        help="Rotate database passwords, cloud keys and API keys: create, stage, test, promote, revoke.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["--help", "-h"]},
+    )
+    root.callback()(_root)
+    for name in COMMAND_MODULES:
+        commands: typer.Typer = importlib.import_module(name).commands
+        if only is not None:
+            picked = typer.Typer()
+            picked.registered_commands = [c for c in commands.registered_commands if _command_name(c) == only]
+            picked.registered_groups = [g for g in commands.registered_groups if g.name == only]
+            if not (picked.registered_commands or picked.registered_groups):
+                continue
+            commands = picked
+        root.add_typer(commands)
+    return root
+
+
+app = build_app()
+
+
+def _invoked(argv: Sequence[str]) -> str | None:
+    """The command named on the command line (after the root's own options), if it is one of ours."""
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-c", "--config"):
+            next(args, None)
+        elif arg.startswith("-"):
+            continue
+        else:
+            known = {
+                _command_name(c)
+                for m in COMMAND_MODULES
+                for c in importlib.import_module(m).commands.registered_commands
+            }
+            known |= {g.name for m in COMMAND_MODULES for g in importlib.import_module(m).commands.registered_groups}
+            return arg if arg in known else None
+    return None
 
 
 def main() -> None:
-    app()
+    command = _invoked(sys.argv[1:])
+    (build_app(command) if command else app)()
 
 
 __all__ = ["COMMAND_MODULES", "app", "main"]

@@ -33,7 +33,7 @@ _FAILED_RESULTS = ("rolled_back", "stuck", "failed")
 
 @commands.command()
 def status(config: ConfigOption = None, json_output: JsonOption = False, wide: WideOption = False) -> None:
-    """Every plan: last result, age, next due, what needs attention.
+    """Every plan: last result, age, next due and notes.
 
     NOTES holds failures in a row, the last error, failed notifications, what revoke waits for and a run in
     progress, cut to the terminal's width (--wide or --json for the full text)."""
