@@ -86,7 +86,7 @@ def test_import_verify_refused_writes_nothing(tmp_path: Path, pg_server: PgServe
     assert result.code == 1, result.stdout + result.stderr
     assert "Not-The-Password" not in result.stdout + result.stderr
     missing = cli.run("store", "get", "db/app")
-    assert missing.code != 0 and "no secret named 'db/app'" in missing.stderr  # nothing was stored
+    assert missing.code == 2 and "db/app has no CURRENT version" in missing.stderr  # nothing was stored
     assert cli.run("history", "app-db", "--json").json() == []  # nor journaled
 
 
