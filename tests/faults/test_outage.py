@@ -92,8 +92,13 @@ def test_target_restarted_immediately_during_rotate_now_all(tmp_path: Path, rest
     print("OUTCOMES", " ".join(sorted(outcomes.values())))
     print("OUTCOMES", sorted(outcomes.values()))
     assert len(outcomes) == PLANS
-    assert "stuck" not in outcomes.values(), (outcomes, err[-3000:])
-    assert set(outcomes.values()) <= {"succeeded", "rolled_back"}, (outcomes, err[-3000:])
+    failures = "\n".join(
+        f"{r['plan']}: {r['outcome']}: {r.get('error')} (fix: {r.get('fix')})"
+        for r in data["results"]
+        if r["outcome"] != "succeeded"
+    )
+    assert "stuck" not in outcomes.values(), f"{failures}\n--- stderr ends:\n{err[-3000:]}"
+    assert set(outcomes.values()) <= {"succeeded", "rolled_back"}, f"{failures}\n--- stderr ends:\n{err[-3000:]}"
     assert proc.returncode == (0 if set(outcomes.values()) == {"succeeded"} else 1)
 
     # without `resume`: nothing is open, and every CURRENT logs in
