@@ -108,6 +108,10 @@ _TRANSIENT_MARKERS = (
     "the database system is starting up",
     "the database system is shutting down",
     "the database system is in recovery mode",
+    # PostgreSQL 14+ while it replays WAL after a crash or an immediate restart (57P03, which libpq reports at
+    # connect time without a SQLSTATE), and a standby that is not yet consistent
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
     "too many clients already",
     "remaining connection slots are reserved",
     "terminating connection",
