@@ -381,9 +381,10 @@ def leak(
             for plan_id in sorted(manual):
                 sys.stdout.write(f"{plan_id} is rotated by hand: rotate it now, then rotator mark-rotated {plan_id}\n")
             if still_live and not rotate:
+                plural = "s" if len(still_live) > 1 else ""
                 sys.stdout.write(
-                    f"{len(still_live)} live credential(s) leaked: rotator leak ... --rotate (or rotator rotate-now "
-                    f"{' '.join(still_live)} --revoke-old now)\n"
+                    f"{len(still_live)} live credential{plural} leaked: add --rotate to rotate and revoke now, or:\n"
+                    f"  rotator rotate-now {' '.join(still_live)} --revoke-old now\n"
                 )
         if still_live:
             raise typer.Exit(EXIT_FAILED)
