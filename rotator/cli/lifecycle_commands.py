@@ -31,8 +31,10 @@ if TYPE_CHECKING:
 commands = typer.Typer()
 
 PlanArgument = Annotated[str, typer.Argument(metavar="PLAN", help="The plan id.", show_default=False)]
+# Plain strings, not Path: typer 0.2x checks each Path value through pydantic, 40 ms on a command's first (see
+# rotator.cli.params).
 FileOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--file",
         "-f",
@@ -51,12 +53,12 @@ RotatedAtOption = Annotated[
 ]
 
 
-def read_json_object(file: Path, key: str = "--file") -> dict[str, Any]:
+def read_json_object(file: str | Path, key: str = "--file") -> dict[str, Any]:
     """The JSON object in `file` ('-' for stdin), or a ConfigError naming the option and the fix."""
     from rotator.errors import ConfigError
 
     try:
-        text = sys.stdin.read() if str(file) == "-" else file.read_text()
+        text = sys.stdin.read() if str(file) == "-" else Path(file).read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read {file}: {exc.strerror}", key=key, fix="check the path") from None
     try:
@@ -280,11 +282,11 @@ def mark_rotated(
 @commands.command()
 def leak(
     value_from: Annotated[
-        Path | None,
+        str | None,
         typer.Option("--value-from", metavar="FILE", help="A file holding the leaked text ('-' for stdin)."),
     ] = None,
     scan: Annotated[
-        list[Path] | None,
+        list[str] | None,
         typer.Option("--scan", metavar="PATH", help="A file or directory to scan (a git work tree: its history too)."),
     ] = None,
     history: Annotated[
@@ -328,14 +330,14 @@ def leak(
             def lines() -> Any:
                 if value_from is not None:
                     try:
-                        text = sys.stdin.read() if str(value_from) == "-" else value_from.read_text(errors="replace")
+                        text = sys.stdin.read() if value_from == "-" else Path(value_from).read_text(errors="replace")
                     except OSError as exc:
                         raise ConfigError(
                             f"cannot read {value_from}: {exc.strerror}", key="--value-from", fix="check the path"
                         ) from None
                     yield from value_lines(text, "stdin" if str(value_from) == "-" else str(value_from))
                 for path in scan or []:
-                    yield from scan_lines(path, skipped, history=history)
+                    yield from scan_lines(Path(path), skipped, history=history)
 
             report = find_leaks(workspace.journal, key, lines())
             report.skipped.extend(skipped)
