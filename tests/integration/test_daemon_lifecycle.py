@@ -1,5 +1,6 @@
 """The daemon's part of the credential lifecycle, as a real `rotator daemon` process: a manual plan's overdue
-reminder reaches its notifier (and not again within remind_every), an imported credential is not rotated at start,
+reminder reaches its notifier (and not again within remind_every), /metrics shows its due date and the imported
+credential's real age, an imported credential is not rotated at start,
 and a signed leak report on the daemon's endpoint gets a PostgreSQL password refused, before and after a reload,
 with the leaked password never in the daemon's log."""
 
@@ -38,7 +39,7 @@ def post_signed(url: str, key: bytes, body: object) -> requests.Response:
 
 
 def test_reminders_import_and_leak_reports_in_the_daemon(tmp_path: Path, pg_server: PgServer) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
     config = tmp_path / "rotator.toml"
     config.write_text(f"""
@@ -46,6 +47,7 @@ def test_reminders_import_and_leak_reports_in_the_daemon(tmp_path: Path, pg_serv
 state_dir = "state"
 step_timeout = 20
 revoke_sweep_seconds = 0.5
+metrics_address = "127.0.0.1:{metrics_port}"
 
 [rotator.leak_reports]
 listen = "127.0.0.1:{port}"
@@ -90,6 +92,17 @@ schedule = "rate(30 days)"
             ("credential.overdue", "vendor", "team-payments")
         ]
         assert events[0]["due_at"].startswith(yesterday)
+        metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        due_line = next(
+            line
+            for line in metrics.splitlines()
+            if line.startswith('rotator_next_due_timestamp_seconds{plan="vendor"}')
+        )
+        assert abs(float(due_line.split()[-1]) - datetime.fromisoformat(yesterday).replace(tzinfo=UTC).timestamp()) < 1
+        age_line = next(
+            line for line in metrics.splitlines() if line.startswith('rotator_credential_age_seconds{plan="app-db"}')
+        )
+        assert 3 * 86400 - 3600 < float(age_line.split()[-1]) < 4 * 86400  # the imported credential's real age
         daemon.wait_for_event("leak endpoint listening")
         url = f"http://127.0.0.1:{port}{ROUTE}"
         assert requests.post(url, data=b"[]", timeout=10).status_code == 401  # unsigned
