@@ -21,15 +21,13 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 from rotator.errors import ConfigError
+from rotator.key_files import create_key_file as create_key_file  # the one way keys are made (re-exported)
 from rotator.model import sensitive_strings
 
 KEY_FILE_NAME = "fingerprint.key"
@@ -64,20 +62,6 @@ class FingerprintKey:
 
     def digest(self, text: str) -> str:
         return hmac.new(self._key, text.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
-
-
-def create_key_file(path: Path) -> bool:
-    """Write a new random key (base64) with mode 0600; False (keeping the old key) when the file exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as handle:
-        handle.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    return True
 
 
 def load_key(text: str, where: str) -> FingerprintKey:

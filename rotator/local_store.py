@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rotator.components import ComponentSetup
 from rotator.errors import ConfigError, SecretNotFound, StoreError, VersionConflict
+from rotator.key_files import create_key_file as create_key_file  # the one way keys are made (re-exported)
 from rotator.model import Credential, Stage
 from rotator.options import Options, parse_options
 
@@ -56,20 +57,6 @@ class LocalStoreOptions(Options):
     path: str | None = None  # default: <state_dir>/store.db
     key_file: str | None = None  # default: <state_dir>/store.key
     key_env: str | None = None  # name of an environment variable holding the base64 key instead of a file
-
-
-def create_key_file(path: Path) -> bool:
-    """Write a new random key with mode 0600. Returns False (and keeps the old key) if the file exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as handle:
-        handle.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    return True
 
 
 def _decode_key(text: str, where: str) -> bytes:
