@@ -11,7 +11,6 @@ rotations (rotator/baselines.py, rotator/reminders.py, rotator/leaks.py).
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +19,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from rotator.cli.output import EXIT_FAILED, age, due, emit_json, reported_errors, rfc3339, when
-from rotator.cli.params import ConcurrencyOption, ConfigOption, JsonOption, LogLevelOption, WideOption, config_choice
+from rotator.cli.params import (
+    ConcurrencyOption,
+    ConfigOption,
+    JsonOption,
+    LogLevelOption,
+    WideOption,
+    config_choice,
+    read_json_object,
+)
 from rotator.cli.tables import Column, render_and_cut
 
 if TYPE_CHECKING:
@@ -51,29 +58,6 @@ RotatedAtOption = Annotated[
         help="When the credential was really made: RFC 3339 (2026-03-01T09:00:00Z) or a date; default now.",
     ),
 ]
-
-
-def read_json_object(file: str | Path, key: str = "--file") -> dict[str, Any]:
-    """The JSON object in `file` ('-' for stdin), or a ConfigError naming the option and the fix."""
-    from rotator.errors import ConfigError
-
-    try:
-        text = sys.stdin.read() if str(file) == "-" else Path(file).read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {file}: {exc.strerror}", key=key, fix="check the path") from None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{file} is not JSON ({exc.msg}, line {exc.lineno})", key=key, fix="the file must hold one JSON object"
-        ) from None
-    if not isinstance(value, dict):
-        raise ConfigError(
-            f"{file} holds JSON but not an object",
-            key=key,
-            fix='write an object such as {"username": "...", "password": "..."}',
-        )
-    return value
 
 
 def without_manual(chosen: list[PlanConfig], named: list[str]) -> list[PlanConfig]:

@@ -1,13 +1,15 @@
 """Options that several commands share, declared once so that they read the same everywhere (names, help, choices).
 
 `--config` is accepted before the command (`rotator -c FILE status`, kept by the root callback) and after it
-(`rotator status -c FILE`); the one after wins.
+(`rotator status -c FILE`); the one after wins. Also how a `--file` option's JSON object is read (store put, import).
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -68,3 +70,26 @@ def config_choice(after_command: str | Path | None) -> str | Path | None:
     """The config file the user chose: after the command, else before it; None lets the loader fall back to
     ROTATOR_CONFIG, then ./rotator.toml."""
     return after_command or _before_command["config"]
+
+
+def read_json_object(file: str | Path, key: str = "--file") -> dict[str, Any]:
+    """The JSON object in `file` ('-' for stdin), or a ConfigError naming the option and the fix."""
+    from rotator.errors import ConfigError
+
+    try:
+        text = sys.stdin.read() if str(file) == "-" else Path(file).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}", key=key, fix="check the path") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{file} is not JSON ({exc.msg}, line {exc.lineno})", key=key, fix="the file must hold one JSON object"
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{file} holds JSON but not an object",
+            key=key,
+            fix='write an object such as {"username": "...", "password": "..."}',
+        )
+    return value

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from rotator.cli.output import EXIT_USAGE, emit_json, fail, print_warning, reported_errors
-from rotator.cli.params import ConfigOption, JsonOption, config_choice
+from rotator.cli.params import ConfigOption, JsonOption, config_choice, read_json_object
 
 if TYPE_CHECKING:
     from rotator.config import Config
@@ -196,26 +196,7 @@ def store_put(
 ) -> None:
     """Seed or replace a secret: a JSON object becomes CURRENT."""
     with reported_errors(json_output):
-        from rotator.errors import ConfigError
-
-        try:
-            text = sys.stdin.read() if file == "-" else Path(file).read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read {file}: {exc.strerror}", key="--file", fix="check the path") from None
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{file} is not JSON ({exc.msg}, line {exc.lineno})",
-                key="--file",
-                fix="the file must hold one JSON object",
-            ) from None
-        if not isinstance(value, dict):
-            raise ConfigError(
-                f"{file} holds JSON but not an object",
-                key="--file",
-                fix='write an object such as {"username": "...", "password": "..."}',
-            )
+        value = read_json_object(file)
         from rotator.config import load_config
         from rotator.workspace import Workspace
 
