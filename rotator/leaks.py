@@ -233,6 +233,11 @@ def leak_reason(found_in: Iterable[str], source: str) -> str:
     return f"leak reported by {source}: found in {shown}" if shown else f"leak reported by {source}"
 
 
+def rotate_one(runner: Runner, bp: BoundPlan, reason: str | None, operator: str | None = None) -> RunOutcome:
+    """One leak rotation: the old credential revoked right after promote, trigger `leak`, the reason recorded."""
+    return runner.rotate(bp, trigger=Trigger.LEAK, reason=reason, operator=operator, revoke_old_now=True)
+
+
 def rotate_leaked(
     runner: Runner,
     plans: list[BoundPlan],
@@ -247,9 +252,7 @@ def rotate_leaked(
 
     def one(bp: BoundPlan) -> RunOutcome:
         try:
-            return runner.rotate(
-                bp, trigger=Trigger.LEAK, reason=reasons.get(bp.plan_id), operator=operator, revoke_old_now=True
-            )
+            return rotate_one(runner, bp, reasons.get(bp.plan_id), operator)
         except PlanBusy as exc:
             return RunOutcome(bp.plan_id, "busy", error=str(exc))
         except Exception as exc:

@@ -295,7 +295,8 @@ def leak(
 
         setup_logs(log_level)
         from rotator.errors import ConfigError
-        from rotator.leaks import find_leaks, leak_reason, rotate_leaked, scan_lines, value_lines
+        from rotator.leaks import find_leaks, leak_reason, rotate_one, scan_lines, value_lines
+        from rotator.workspace import operator_name
 
         if value_from is None and not scan:
             raise ConfigError("nothing to look in", key="leak", fix="give --value-from FILE (or -) or --scan PATH")
@@ -338,7 +339,7 @@ def leak(
                 runner = workspace.runner()
                 outcomes = run_in_parallel(
                     bound,
-                    lambda bp: rotate_leaked(runner, [bp], reasons, concurrency=1)[0],
+                    lambda bp: rotate_one(runner, bp, reasons.get(bp.plan_id), operator_name()),
                     concurrency or workspace.config.model.rotator.concurrency,
                     "rotating",
                     show_progress=not json_output and sys.stderr.isatty(),
