@@ -251,7 +251,10 @@ class _SecretRegistry:
         if not self._waiting:
             return
         with self._lock:
-            waiting, self._waiting = self._waiting, {}
+            # _waiting is emptied only when its secrets are in the index: a reader that finds it empty must
+            # find them there (emptied first, a scrub in another thread while this one indexes would skip the lock
+            # and search an index still missing the very secret that thread registered a moment before).
+            waiting = self._waiting
             exact_changed = False
             for value in waiting:
                 if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
@@ -281,6 +284,7 @@ class _SecretRegistry:
                     self._rebuild(_SPARSE)
             if exact_changed:
                 self._exact = tuple(sorted(self._exact_users, key=len, reverse=True))
+            self._waiting = {}
 
     def _forget_oldest(self) -> bool:
         """Drop the least recently registered secret; whether it had exact forms."""
