@@ -91,6 +91,32 @@ def plans(base_url: str) -> dict[str, dict[str, Any]]:
     return found
 
 
+def json_strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from json_strings(item)
+
+
+def json_text(text: str) -> str:
+    """Every string in `text` read as one JSON document or as JSON lines, one per line; "" when it is neither."""
+    documents: list[Any] = []
+    try:
+        documents.append(json.loads(text))
+    except ValueError:
+        for line in text.splitlines():
+            try:
+                documents.append(json.loads(line))
+            except ValueError:
+                continue
+    return "\n".join(piece for document in documents for piece in json_strings(document))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -199,6 +225,12 @@ def test_no_form_of_any_secret_in_any_output_or_state_file(
     for path in state_files:  # bytes as Latin-1 text: one character per byte, UTF-8 forms encoded alike below
         outputs[f"file {path.name}"] = path.read_bytes().decode("latin-1")
 
+    # JSON output escapes once more what an echo escaped already ("\\u00e9" for a JSON-echoed key's é): each JSON
+    # document and JSON log line is searched decoded as well, as whoever reads it would see it.
+    outputs.update(
+        {f"{name} (decoded)": decoded for name, text in list(outputs.items()) if (decoded := json_text(text))}
+    )
+
     secrets_known = [*vendor.minted, ADMIN_TOKEN]
     pieces = all_pieces(secrets_known)
     pieces.update(all_pieces(s.encode().decode("latin-1") for s in secrets_known if not s.isascii()))
@@ -222,4 +254,7 @@ def test_no_form_of_any_secret_in_any_output_or_state_file(
     for line in daemon_log.splitlines():  # structlog, urllib3 and APScheduler alike: JSON lines
         json.loads(line)
     assert {p.name for p in state_files} >= {"journal.db", "store.db", "store.key"}
+    assert {"daemon log (decoded)", "rotate-now --json stdout (decoded)", "dry-run --json stdout (decoded)"} <= set(
+        outputs
+    )
     assert len(ENCODINGS) >= 17
