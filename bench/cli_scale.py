@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.daemon_scale import write_config  # noqa: E402
+from bench.installed_env import installed_env  # noqa: E402
 from rotator.config import load_config  # noqa: E402
 from rotator.journal.sqlite import SqliteJournal  # noqa: E402
 from rotator.model import RunRecord, RunState, Trigger  # noqa: E402
@@ -35,10 +36,8 @@ from tests.servers.postgres import PgServer  # noqa: E402
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
-    # As an installed package runs: bytecode cached (with PYTHONDONTWRITEBYTECODE every run compiles the project's
-    # modules again). COLUMNS=80: the table is cut to a terminal of 80 columns, as at a shell.
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-    return {**env, "COLUMNS": "80", **(extra or {})}
+    # COLUMNS=80: the table is cut to a terminal of 80 columns, as at a shell.
+    return installed_env(COLUMNS="80", **(extra or {}))
 
 
 def rotator(*args: str, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:

@@ -31,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.installed_env import installed_env  # noqa: E402
+
 HEAVY = ("rich", "typer", "pydantic", "structlog", "boto3", "psycopg", "psycopg_pool", "apscheduler", "cryptography")
 HELP_MUST_NOT_IMPORT = ("rich", "pydantic", "structlog", "boto3", "psycopg", "psycopg_pool")
 
@@ -116,11 +118,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL rotation")
     args = parser.parse_args()
-    env = {**os.environ, "COLUMNS": "80"}
+    env = installed_env(COLUMNS="80")
     env.pop("ROTATOR_FAILPOINTS", None)
-    # As an installed package runs: bytecode cached (pip compiles it at install). With PYTHONDONTWRITEBYTECODE set
-    # (as in some CI shells) every run would compile the project's modules again, about 60 ms of each command.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     python = sys.executable
     rotator = [python, "-m", "rotator"]
 

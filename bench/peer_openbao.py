@@ -44,6 +44,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.installed_env import installed_env  # noqa: E402
 from rotator import logs  # noqa: E402
 from rotator.config import load_config  # noqa: E402
 from rotator.engine.runner import Runner  # noqa: E402
@@ -52,9 +53,7 @@ from rotator.workspace import Workspace  # noqa: E402
 from tests.servers.postgres import PgServer  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
-# The rotator's processes run as an installed package does: bytecode cached (pip compiles it at install). With
-# PYTHONDONTWRITEBYTECODE set, as in some shells and CI, every rotate-now would compile the project again.
-RUN_ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+RUN_ENV = installed_env()
 TOKEN = "bench-root-token"
 
 
